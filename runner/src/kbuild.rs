@@ -1,0 +1,489 @@
+//! Stage 1: variant -> built kernel. Plans cache keys, prepares the patched
+//! tree, configures (tinyconfig + fragments + olddefconfig, then validates),
+//! builds out of tree with ccache, and publishes the artifacts.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{self, Cache, KeyHasher};
+use crate::kconfig;
+use crate::series;
+use crate::source::{self, SourceId};
+use crate::variant::{Source, Variant};
+
+/// What the build stage tells its observers (the terminal UI, logs).
+#[derive(Clone, Debug)]
+pub enum BuildEvent {
+    /// A step of the build ("applying patch series", "configuring", ...).
+    Phase { variant: String, what: String },
+    /// Compilation progress: lines of build output so far, and how many the
+    /// previous build of this configuration printed (an estimate of the end).
+    Progress {
+        variant: String,
+        lines: u64,
+        expected: Option<u64>,
+        last: String,
+    },
+    Finished {
+        variant: String,
+        key: String,
+        cached: bool,
+        elapsed: Duration,
+        entry: PathBuf,
+    },
+}
+
+pub trait BuildObserver: Sync {
+    fn event(&self, e: BuildEvent);
+}
+
+/// Where a variant's build lives and what its cache key is; computed
+/// without building anything.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub source: SourceId,
+    /// Key of source + series (the patched tree).
+    pub tree_key: String,
+    /// Key of fragments + toolchain (the configuration).
+    pub config_key: String,
+    /// Key of the built kernel: tree + configuration.
+    pub key: String,
+    pub tree_dir: PathBuf,
+    pub build_dir: PathBuf,
+    pub entry_dir: PathBuf,
+}
+
+impl Plan {
+    pub fn is_cached(&self) -> bool {
+        self.entry_dir.join("manifest.json").is_file()
+    }
+}
+
+/// What `kernels/<key>/manifest.json` records. Paths are absolute.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub variant: String,
+    pub key: String,
+    pub source: String,
+    pub series: Vec<String>,
+    pub fragments: Vec<String>,
+    pub toolchain: String,
+    pub kernel_release: String,
+    pub build_seconds: f64,
+    pub bzimage: PathBuf,
+    pub vmlinux: PathBuf,
+    pub system_map: PathBuf,
+    pub config: PathBuf,
+    /// `lib/modules/<release>` with modules.dep, as modules_install wrote it.
+    pub modules_dir: PathBuf,
+    /// Source and build dirs, for out-of-tree modules:
+    /// `make -C <source_dir> O=<build_dir> M=<module dir>`.
+    pub source_dir: PathBuf,
+    pub build_dir: PathBuf,
+}
+
+impl Manifest {
+    pub fn load(entry: &Path) -> Result<Manifest> {
+        let p = entry.join("manifest.json");
+        let b = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        serde_json::from_slice(&b).with_context(|| format!("{}: bad manifest", p.display()))
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct BuildStats {
+    lines: u64,
+    seconds: f64,
+}
+
+pub struct Builder<'a> {
+    pub cache: &'a Cache,
+    pub jobs: usize,
+    pub toolchain: String,
+    pub observer: &'a dyn BuildObserver,
+}
+
+fn tree_key(src: &SourceId, v: &Variant) -> String {
+    let mut h = KeyHasher::new("tree-v1");
+    h.part("source", src.id.as_bytes());
+    if let Some(s) = &v.series {
+        for p in &s.patches {
+            h.part("patch-name", p.r.file.as_bytes());
+            h.part("strip", &p.r.strip.to_le_bytes());
+            h.part("patch", &p.contents);
+        }
+    }
+    h.finish()
+}
+
+fn config_key(v: &Variant, toolchain: &str) -> String {
+    let mut h = KeyHasher::new("config-v1");
+    h.part("base", b"tinyconfig");
+    for f in &v.fragments {
+        h.part("fragment-name", f.name.as_bytes());
+        h.part("fragment", &f.contents);
+    }
+    h.part("toolchain", toolchain.as_bytes());
+    h.finish()
+}
+
+impl Builder<'_> {
+    fn phase(&self, v: &str, what: impl Into<String>) {
+        self.observer.event(BuildEvent::Phase {
+            variant: v.to_string(),
+            what: what.into(),
+        });
+    }
+
+    pub fn plan(&self, v: &Variant) -> Result<Plan> {
+        let src = source::identify(self.cache, &v.source)?;
+        let tree_key = tree_key(&src, v);
+        let config_key = config_key(v, &self.toolchain);
+        let mut h = KeyHasher::new("kernel-v1");
+        h.part("tree", tree_key.as_bytes())
+            .part("config", config_key.as_bytes());
+        let key = h.finish();
+        let (tree_dir, build_dir) = match &v.source {
+            Source::Tarball(_) => {
+                let t = self.cache.dir("trees").join(&tree_key);
+                let b = t.join(format!(".build-{config_key}"));
+                (t, b)
+            }
+            Source::Tree(t) => {
+                let t = t.canonicalize()?;
+                let mut h = KeyHasher::new("user-tree-v1");
+                h.part("path", t.to_string_lossy().as_bytes());
+                let b = self
+                    .cache
+                    .dir("trees")
+                    .join(format!("user-{}", h.finish()))
+                    .join(format!(".build-{config_key}"));
+                (t, b)
+            }
+        };
+        Ok(Plan {
+            source: src,
+            tree_key,
+            config_key,
+            entry_dir: self.cache.dir("kernels").join(&key),
+            key,
+            tree_dir,
+            build_dir,
+        })
+    }
+
+    /// Builds the variant unless its entry is already published.
+    pub fn build(&self, v: &Variant) -> Result<Manifest> {
+        let t0 = Instant::now();
+        let plan = self.plan(v)?;
+        let finished = |cached| {
+            self.observer.event(BuildEvent::Finished {
+                variant: v.name.clone(),
+                key: plan.key.clone(),
+                cached,
+                elapsed: t0.elapsed(),
+                entry: plan.entry_dir.clone(),
+            })
+        };
+        if plan.is_cached() {
+            finished(true);
+            return Manifest::load(&plan.entry_dir);
+        }
+        source::preflight_build_tools()?;
+        // One build per build dir at a time; a second run waits, then
+        // finds the entry published.
+        let lock_name = {
+            let mut h = KeyHasher::new("build-dir-lock");
+            h.part("dir", plan.build_dir.to_string_lossy().as_bytes());
+            format!("build-{}", h.finish())
+        };
+        let _lock = self.cache.lock(&lock_name, || {
+            self.phase(&v.name, "waiting for another run building the same kernel")
+        })?;
+        if plan.is_cached() {
+            finished(true);
+            return Manifest::load(&plan.entry_dir);
+        }
+        cache::remove_stale_staging(&plan.entry_dir)?;
+        self.prepare_tree(v, &plan)?;
+        self.configure(v, &plan)?;
+        let log = self
+            .cache
+            .dir("logs")
+            .join(format!("{}-{}.build.log", v.name, plan.key));
+        let built = Instant::now();
+        let lines = self.make(v, &plan, &log)?;
+        let stats = BuildStats {
+            lines,
+            seconds: built.elapsed().as_secs_f64(),
+        };
+        let manifest = self.publish(v, &plan, &log, t0)?;
+        let _ = cache::write_atomic(
+            &self.stats_path(&plan),
+            &serde_json::to_vec(&stats).unwrap_or_default(),
+        );
+        finished(false);
+        Ok(manifest)
+    }
+
+    fn stats_path(&self, plan: &Plan) -> PathBuf {
+        self.cache
+            .dir("stats")
+            .join(format!("{}.json", plan.config_key))
+    }
+
+    /// The patched source tree: a hard-link farm of the pristine tree with
+    /// the series applied (patched files get their own copies).
+    fn prepare_tree(&self, v: &Variant, plan: &Plan) -> Result<()> {
+        let decl = match &v.source {
+            Source::Tree(_) => return Ok(()),
+            Source::Tarball(d) => d,
+        };
+        if plan.tree_dir.join("Makefile").is_file() {
+            return Ok(());
+        }
+        let note = |s: &str| self.phase(&v.name, s);
+        let pristine = source::unpack(self.cache, decl, &plan.source, &note)?;
+        let _lock = self.cache.lock(&format!("tree-{}", plan.tree_key), || {
+            note("waiting for another run preparing the same tree")
+        })?;
+        if plan.tree_dir.join("Makefile").is_file() {
+            return Ok(());
+        }
+        cache::remove_stale_staging(&plan.tree_dir)?;
+        let staging = cache::staging_dir(&plan.tree_dir)?;
+        let tree = staging.path().join("src");
+        let st = Command::new("cp")
+            .arg("-al")
+            .arg(&pristine)
+            .arg(&tree)
+            .status()
+            .context("cannot run cp")?;
+        if !st.success() {
+            bail!("cannot link {} into {}", pristine.display(), tree.display());
+        }
+        if let Some(s) = &v.series {
+            note(&format!(
+                "applying patch series '{}' ({} patches)",
+                s.name,
+                s.patches.len()
+            ));
+            series::apply(s, &tree)?;
+        }
+        cache::publish(&tree, &plan.tree_dir)
+    }
+
+    /// The O= argument: relative when the build dir sits directly inside
+    /// the tree, so kbuild uses relative paths and ccache hits across trees.
+    fn o_arg(plan: &Plan) -> PathBuf {
+        match plan.build_dir.strip_prefix(&plan.tree_dir) {
+            Ok(rel) => rel.to_path_buf(),
+            Err(_) => plan.build_dir.clone(),
+        }
+    }
+
+    fn make_cmd(&self, plan: &Plan) -> Command {
+        let mut c = Command::new("make");
+        c.arg("-C")
+            .arg(&plan.tree_dir)
+            .arg(format!("O={}", Self::o_arg(plan).display()))
+            .env("KBUILD_BUILD_USER", "coexist")
+            .env("KBUILD_BUILD_HOST", "coexist")
+            .env_remove("ARCH")
+            .env_remove("CROSS_COMPILE")
+            .env_remove("KBUILD_OUTPUT");
+        if source::which("ccache").is_some() {
+            c.arg("CC=ccache gcc")
+                .arg("HOSTCC=ccache gcc")
+                .env("CCACHE_DIR", self.cache.dir("ccache"))
+                .env("CCACHE_NOHASHDIR", "1")
+                .env("CCACHE_BASEDIR", &plan.tree_dir)
+                .env("CCACHE_MAXSIZE", "8G");
+        }
+        c
+    }
+
+    fn run_quiet(&self, mut c: Command, what: &str) -> Result<String> {
+        let out = c.output().with_context(|| format!("cannot run {what}"))?;
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            bail!("{what} failed:\n{}", tail(&text, 30));
+        }
+        Ok(text)
+    }
+
+    fn configure(&self, v: &Variant, plan: &Plan) -> Result<()> {
+        self.phase(
+            &v.name,
+            format!(
+                "configuring: tinyconfig + {}",
+                v.fragments
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            ),
+        );
+        std::fs::create_dir_all(&plan.build_dir)?;
+        let mut c = self.make_cmd(plan);
+        c.arg("tinyconfig");
+        self.run_quiet(c, "make tinyconfig")?;
+        let mut c = Command::new(plan.tree_dir.join("scripts/kconfig/merge_config.sh"));
+        c.current_dir(&plan.tree_dir)
+            .args(["-m", "-O"])
+            .arg(&plan.build_dir)
+            .arg(plan.build_dir.join(".config"));
+        for f in &v.fragments {
+            c.arg(&f.path);
+        }
+        self.run_quiet(c, "merge_config.sh")?;
+        let mut c = self.make_cmd(plan);
+        c.arg("olddefconfig");
+        self.run_quiet(c, "make olddefconfig")?;
+        let dotconfig = std::fs::read_to_string(plan.build_dir.join(".config"))?;
+        let mismatches = kconfig::validate(&v.fragments, &kconfig::parse_dotconfig(&dotconfig));
+        if !mismatches.is_empty() {
+            bail!(
+                "variant '{}': {} requested config option(s) did not take:\n  {}",
+                v.name,
+                mismatches.len(),
+                mismatches
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs the build, streaming its output to the log and as progress events.
+    fn make(&self, v: &Variant, plan: &Plan, log: &Path) -> Result<u64> {
+        let expected = std::fs::read(self.stats_path(plan))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<BuildStats>(&b).ok())
+            .map(|s| s.lines);
+        self.phase(
+            &v.name,
+            format!("compiling with -j{} (log: {})", self.jobs, log.display()),
+        );
+        let mut logf = std::fs::File::create(log)
+            .with_context(|| format!("cannot write {}", log.display()))?;
+        let mut c = self.make_cmd(plan);
+        c.arg(format!("-j{}", self.jobs))
+            .arg("all")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().context("cannot run make")?;
+        // stderr is merged into the same stream by a reader thread.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        let t = std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(|l| l.ok()) {
+                let _ = tx2.send(l);
+            }
+        });
+        let out = child.stdout.take().unwrap();
+        let t2 = std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                let _ = tx.send(l);
+            }
+        });
+        let mut lines = 0u64;
+        for l in rx {
+            lines += 1;
+            writeln!(logf, "{l}")?;
+            self.observer.event(BuildEvent::Progress {
+                variant: v.name.clone(),
+                lines,
+                expected,
+                last: l,
+            });
+        }
+        let _ = t.join();
+        let _ = t2.join();
+        let st = child.wait()?;
+        if !st.success() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            bail!(
+                "variant '{}': the kernel build failed ({st}); last lines of {}:\n{}",
+                v.name,
+                log.display(),
+                tail(&text, 25)
+            );
+        }
+        Ok(lines)
+    }
+
+    fn publish(&self, v: &Variant, plan: &Plan, log: &Path, t0: Instant) -> Result<Manifest> {
+        self.phase(&v.name, "installing modules and publishing artifacts");
+        let staging = cache::staging_dir(&plan.entry_dir)?;
+        let st = staging.path().join("entry");
+        std::fs::create_dir(&st)?;
+        let b = &plan.build_dir;
+        let release = std::fs::read_to_string(b.join("include/config/kernel.release"))
+            .context("the build wrote no include/config/kernel.release")?
+            .trim()
+            .to_string();
+        let mut c = self.make_cmd(plan);
+        c.arg("modules_install")
+            .arg(format!("INSTALL_MOD_PATH={}", st.join("modroot").display()))
+            .arg("INSTALL_MOD_STRIP=1");
+        if let Some(d) = source::which("depmod") {
+            c.arg(format!("DEPMOD={}", d.display()));
+        }
+        let out = self.run_quiet(c, "make modules_install")?;
+        let mut logf = std::fs::OpenOptions::new().append(true).open(log)?;
+        logf.write_all(out.as_bytes())?;
+        for (from, to) in [
+            ("arch/x86/boot/bzImage", "bzImage"),
+            ("vmlinux", "vmlinux"),
+            ("System.map", "System.map"),
+            (".config", "config"),
+        ] {
+            std::fs::copy(b.join(from), st.join(to))
+                .with_context(|| format!("cannot copy {} from {}", from, b.display()))?;
+        }
+        let e = &plan.entry_dir;
+        let manifest = Manifest {
+            variant: v.name.clone(),
+            key: plan.key.clone(),
+            source: plan.source.describe.clone(),
+            series: v
+                .series
+                .iter()
+                .flat_map(|s| s.patches.iter().map(|p| format!("{}/{}", s.name, p.r.file)))
+                .collect(),
+            fragments: v.fragments.iter().map(|f| f.name.clone()).collect(),
+            toolchain: self.toolchain.clone(),
+            kernel_release: release.clone(),
+            build_seconds: t0.elapsed().as_secs_f64(),
+            bzimage: e.join("bzImage"),
+            vmlinux: e.join("vmlinux"),
+            system_map: e.join("System.map"),
+            config: e.join("config"),
+            modules_dir: e.join("modroot/lib/modules").join(&release),
+            source_dir: plan.tree_dir.clone(),
+            build_dir: plan.build_dir.clone(),
+        };
+        std::fs::write(
+            st.join("manifest.json"),
+            serde_json::to_vec_pretty(&manifest)?,
+        )?;
+        cache::publish(&st, e)?;
+        Ok(manifest)
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

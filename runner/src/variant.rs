@@ -1,0 +1,386 @@
+//! Kernel variants: `kernel-config/variants.yaml` names each variant's
+//! source, patch series and config fragments. Suites refer to variants by name.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::kconfig::{self, Fragment};
+use crate::series::Series;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantsFile {
+    pub sources: Vec<SourceDecl>,
+    pub variants: Vec<VariantDecl>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDecl {
+    pub name: String,
+    /// A release tarball, e.g. Debian's `/usr/src/linux-source-6.1.tar.xz`.
+    pub tarball: PathBuf,
+    /// The Debian package that ships the tarball (installed when missing).
+    pub debian_package: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantDecl {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub source: String,
+    /// A directory under `patches/` holding a quilt `series` file.
+    pub series: Option<String>,
+    /// Fragment names: `kernel-config/<name>.config`, merged in order.
+    pub fragments: Vec<String>,
+}
+
+/// Where a variant's source comes from, once resolved.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Tarball(SourceDecl),
+    /// A developer's own kernel tree, built as it is checked out.
+    Tree(PathBuf),
+}
+
+/// A variant with every file it names loaded and checked.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    pub name: String,
+    pub description: String,
+    pub source: Source,
+    pub series: Option<Series>,
+    pub fragments: Vec<Fragment>,
+}
+
+/// The project's declarative inputs: `kernel-config/`, `patches/`.
+#[derive(Clone, Debug)]
+pub struct Project {
+    pub root: PathBuf,
+}
+
+impl Project {
+    pub fn variants_file(&self) -> PathBuf {
+        self.root.join("kernel-config/variants.yaml")
+    }
+
+    /// The project root: `--root`, or the nearest ancestor of the current
+    /// directory holding `kernel-config/variants.yaml`, or this source tree.
+    pub fn locate(explicit: Option<PathBuf>) -> Result<Project> {
+        if let Some(r) = explicit {
+            let p = Project { root: r };
+            if !p.variants_file().is_file() {
+                bail!(
+                    "--root {}: no kernel-config/variants.yaml there",
+                    p.root.display()
+                );
+            }
+            return Ok(p);
+        }
+        let mut dir = std::env::current_dir()?;
+        loop {
+            if dir.join("kernel-config/variants.yaml").is_file() {
+                return Ok(Project { root: dir });
+            }
+            if !dir.pop() {
+                break;
+            }
+        }
+        let built_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        if built_in.join("kernel-config/variants.yaml").is_file() {
+            return Ok(Project {
+                root: built_in.canonicalize()?,
+            });
+        }
+        bail!("cannot find kernel-config/variants.yaml above the current directory: pass --root")
+    }
+
+    pub fn load_variants(&self, kernel_tree: Option<&Path>) -> Result<Vec<Variant>> {
+        let path = self.variants_file();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        parse_variants(&text, &path, &self.root, kernel_tree)
+    }
+}
+
+/// The 1-based line of the first line containing `needle`, for pointing
+/// semantic errors (which serde cannot place) at the right spot.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or(1)
+}
+
+pub fn yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
+    match e.location() {
+        Some(loc) => {
+            let msg = e.to_string();
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
+            anyhow::anyhow!("{}:{}:{}: {msg}", path.display(), loc.line(), loc.column())
+        }
+        None => anyhow::anyhow!("{}: {e}", path.display()),
+    }
+}
+
+pub fn parse_variants(
+    text: &str,
+    path: &Path,
+    root: &Path,
+    kernel_tree: Option<&Path>,
+) -> Result<Vec<Variant>> {
+    let file: VariantsFile = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
+    let at = |needle: &str| format!("{}:{}", path.display(), line_of(text, needle));
+    let mut out: Vec<Variant> = Vec::new();
+    for (i, s) in file.sources.iter().enumerate() {
+        if file.sources[..i].iter().any(|o| o.name == s.name) {
+            bail!(
+                "{}: source '{}' is declared twice",
+                at(&format!("name: {}", s.name)),
+                s.name
+            );
+        }
+    }
+    for v in &file.variants {
+        let here = at(&format!("name: {}", v.name));
+        if out.iter().any(|o| o.name == v.name) {
+            bail!("{here}: variant '{}' is declared twice", v.name);
+        }
+        if v.name.is_empty()
+            || !v
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            bail!(
+                "{here}: variant name '{}' must be letters, digits, '-' or '_'",
+                v.name
+            );
+        }
+        let source = match kernel_tree {
+            Some(t) => {
+                if v.series.is_some() {
+                    bail!(
+                        "variant '{}' applies patch series '{}', but --kernel-tree builds a tree as it is \
+                         checked out (the tree is never modified): commit the patches to the tree, \
+                         or pick a variant without a series",
+                        v.name,
+                        v.series.as_deref().unwrap_or_default()
+                    );
+                }
+                Source::Tree(t.to_path_buf())
+            }
+            None => match file.sources.iter().find(|s| s.name == v.source) {
+                Some(s) => Source::Tarball(s.clone()),
+                None => bail!(
+                    "{}: variant '{}' names source '{}', which is not declared under 'sources:' (known: {})",
+                    at(&format!("source: {}", v.source)),
+                    v.name,
+                    v.source,
+                    file.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            },
+        };
+        let series = match &v.series {
+            None => None,
+            Some(name) => {
+                let dir = root.join("patches").join(name);
+                if !dir.join("series").is_file() {
+                    bail!(
+                        "{}: variant '{}' names patch series '{name}', but {} does not exist",
+                        at(&format!("series: {name}")),
+                        v.name,
+                        dir.join("series").display()
+                    );
+                }
+                Some(Series::load(name, &dir)?)
+            }
+        };
+        if v.fragments.is_empty() {
+            bail!("{here}: variant '{}' lists no config fragment", v.name);
+        }
+        let mut fragments = Vec::new();
+        for f in &v.fragments {
+            let fp = root.join("kernel-config").join(format!("{f}.config"));
+            if !fp.is_file() {
+                bail!(
+                    "{}: variant '{}' names config fragment '{f}', but {} does not exist",
+                    at(f),
+                    v.name,
+                    fp.display()
+                );
+            }
+            fragments.push(Fragment::load(f, &fp)?);
+        }
+        kconfig::check_conflicts(&fragments)
+            .with_context(|| format!("variant '{}' ({here})", v.name))?;
+        out.push(Variant {
+            name: v.name.clone(),
+            description: v.description.clone(),
+            source,
+            series,
+            fragments,
+        });
+    }
+    Ok(out)
+}
+
+/// Picks variants by name, in the order given; unknown names are an error
+/// that lists the known ones.
+pub fn select<'a>(all: &'a [Variant], names: &[String]) -> Result<Vec<&'a Variant>> {
+    names
+        .iter()
+        .map(|n| {
+            all.iter().find(|v| &v.name == n).with_context(|| {
+                format!(
+                    "unknown variant '{n}' (known: {})",
+                    all.iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().to_path_buf();
+        std::fs::create_dir_all(root.join("kernel-config")).unwrap();
+        std::fs::create_dir_all(root.join("patches/p")).unwrap();
+        std::fs::write(root.join("kernel-config/a.config"), "CONFIG_A=y\n").unwrap();
+        std::fs::write(
+            root.join("kernel-config/b.config"),
+            "# CONFIG_A is not set\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("patches/p/series"), "x.patch\n").unwrap();
+        std::fs::write(
+            root.join("patches/p/x.patch"),
+            "--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n",
+        )
+        .unwrap();
+        (d, root)
+    }
+
+    const HEAD: &str = "sources:\n  - name: deb\n    tarball: /nonexistent.tar.xz\nvariants:\n";
+
+    fn parse(root: &Path, body: &str) -> Result<Vec<Variant>> {
+        let text = format!("{HEAD}{body}");
+        parse_variants(&text, Path::new("variants.yaml"), root, None)
+    }
+
+    #[test]
+    fn loads_series_and_fragments() {
+        let (_d, root) = project();
+        let v = parse(
+            &root,
+            "  - name: v1\n    source: deb\n    series: p\n    fragments: [a]\n",
+        )
+        .unwrap();
+        assert_eq!(v[0].name, "v1");
+        assert_eq!(v[0].series.as_ref().unwrap().patches.len(), 1);
+        assert_eq!(v[0].fragments[0].requests.len(), 1);
+    }
+
+    #[test]
+    fn errors_point_at_lines() {
+        let (_d, root) = project();
+        let e = parse(
+            &root,
+            "  - name: v1\n    source: nope\n    fragments: [a]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("variants.yaml:6:"), "{e}");
+        let e = parse(
+            &root,
+            "  - name: v1\n    source: deb\n    fragments: [a, missing]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("variants.yaml:7:") && e.to_string().contains("missing.config"),
+            "{e}"
+        );
+        let e = parse(
+            &root,
+            "  - name: v1\n    source: deb\n    series: q\n    fragments: [a]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("variants.yaml:7:") && e.to_string().contains("patches/q"),
+            "{e}"
+        );
+        let e = parse(&root, "  - name: v1\n    source: deb\n    fragmnts: [a]\n").unwrap_err();
+        assert!(e.to_string().starts_with("variants.yaml:7:5: "), "{e}");
+        assert!(e.to_string().contains("unknown field `fragmnts`"), "{e}");
+        assert!(
+            !e.to_string().contains("at line"),
+            "position given twice: {e}"
+        );
+        let e = parse(
+            &root,
+            "  - name: v1\n    source: deb\n    fragments: [a, b]\n",
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("disagree on CONFIG_A"), "{e:#}");
+        let e = parse(
+            &root,
+            "  - name: v1\n    source: deb\n    fragments: [a]\n  - name: v1\n    source: deb\n    fragments: [a]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn kernel_tree_refuses_series() {
+        let (_d, root) = project();
+        let text =
+            format!("{HEAD}  - name: v1\n    source: deb\n    series: p\n    fragments: [a]\n");
+        let e = parse_variants(
+            &text,
+            Path::new("v.yaml"),
+            &root,
+            Some(Path::new("/src/linux")),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--kernel-tree"), "{e}");
+        let text = format!("{HEAD}  - name: v1\n    source: deb\n    fragments: [a]\n");
+        let v = parse_variants(
+            &text,
+            Path::new("v.yaml"),
+            &root,
+            Some(Path::new("/src/linux")),
+        )
+        .unwrap();
+        assert!(matches!(v[0].source, Source::Tree(_)));
+    }
+
+    #[test]
+    fn project_variants_file_is_valid() {
+        let p = Project::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))).unwrap();
+        let v = p.load_variants(None).unwrap();
+        let names: Vec<&str> = v.iter().map(|v| v.name.as_str()).collect();
+        for n in [
+            "stock",
+            "baseline",
+            "share-ipmodify",
+            "share-ipmodify-lockdep",
+        ] {
+            assert!(names.contains(&n), "{names:?}");
+        }
+        assert!(select(&v, &["nope".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("known: stock"));
+    }
+}
