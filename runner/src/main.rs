@@ -4,14 +4,6 @@
 //! Exit codes: 0 all as expected, 1 an unexpected outcome, 2 usage,
 //! configuration or infrastructure error.
 
-mod cache;
-mod kbuild;
-mod kconfig;
-mod series;
-mod source;
-mod ui;
-mod variant;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -19,9 +11,14 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::cache::Cache;
-use crate::kbuild::Builder;
-use crate::variant::{Project, Variant};
+use coexist::accel::{self, AccelChoice};
+use coexist::cache::Cache;
+use coexist::guest::{self, Prepared};
+use coexist::kbuild::{self, Builder};
+use coexist::variant::{self, Project, Variant};
+use coexist::vm::{Vm, VmFailure};
+use coexist::{source, ui};
+use coexist_proto::Step;
 
 #[derive(Parser)]
 #[command(name = "coexist", version, about)]
@@ -41,9 +38,74 @@ enum Cmd {
     /// Build and list kernel variants.
     #[command(subcommand)]
     Kernel(KernelCmd),
+    /// Boot a variant, print READY with the kernel release, accelerator and
+    /// time to READY, and shut it down.
+    Boot {
+        #[command(flatten)]
+        vm: VmOpts,
+    },
+    /// An interactive shell in the guest through the agent channel: each
+    /// line runs with busybox sh; a line starting with '{' is an agent step
+    /// in JSON (e.g. {"step":"insmod","module":"livepatch-sample"}).
+    Shell {
+        #[command(flatten)]
+        vm: VmOpts,
+    },
+    /// Run one command in a fresh guest and print its output.
+    Run {
+        #[command(flatten)]
+        vm: VmOpts,
+        /// Step timeout in seconds.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        /// The command (after --).
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(BenchCmd),
 }
 
-#[derive(Args)]
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Boot a variant N times: QEMU start -> READY, guest uptime at READY.
+    Boot {
+        #[command(flatten)]
+        vm: VmOpts,
+        #[arg(short = 'n', long, default_value_t = 5)]
+        count: usize,
+    },
+}
+
+#[derive(Args, Clone)]
+struct VmOpts {
+    /// The variant to boot.
+    #[arg(long)]
+    variant: String,
+    /// Accelerator: auto probes KVM and falls back to TCG.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Extra kernel command line.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Replace the whole kernel command line.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// Seconds from QEMU start to READY before the boot counts as failed.
+    #[arg(long, default_value_t = 60.0)]
+    boot_timeout: f64,
+    #[command(flatten)]
+    src: SourceOpts,
+}
+
+#[derive(Args, Clone)]
 struct SourceOpts {
     /// Build this kernel git tree as checked out instead of the variant's
     /// source (the tree is never modified; its build dir lives in the cache).
@@ -218,9 +280,202 @@ impl kbuild::BuildObserver for NoObserver {
     fn event(&self, _: kbuild::BuildEvent) {}
 }
 
+fn note(s: &str) {
+    eprintln!("{s}");
+}
+
+impl Ctx {
+    fn builder<'a>(&'a self, observer: &'a dyn kbuild::BuildObserver) -> Builder<'a> {
+        Builder {
+            cache: &self.cache,
+            jobs: jobs_default(),
+            toolchain: source::toolchain_id(),
+            observer,
+        }
+    }
+
+    /// Builds (or finds) the variant's kernel and image.
+    fn prepare(&self, o: &VmOpts) -> Result<Prepared> {
+        let variants = self.variants(&o.src)?;
+        let v = variant::select(&variants, std::slice::from_ref(&o.variant))?[0];
+        let reporter = ui::BuildReporter::new();
+        guest::prepare(
+            &self.cache,
+            &self.project,
+            &self.builder(&reporter),
+            v,
+            &note,
+        )
+    }
+
+    fn console_log(&self, variant: &str) -> PathBuf {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        self.cache.dir("logs").join(format!(
+            "console-{variant}-{stamp}-{}.log",
+            std::process::id()
+        ))
+    }
+
+    fn boot(&self, o: &VmOpts, p: &Prepared) -> Result<Vm, VmFailure> {
+        let mut cfg = p.vm_config(self.console_log(&o.variant));
+        cfg.memory_mb = o.memory;
+        cfg.cpus = o.cpus;
+        cfg.append = o.append.clone();
+        cfg.cmdline = o.cmdline.clone();
+        cfg.boot_timeout = std::time::Duration::from_secs_f64(o.boot_timeout);
+        accel::boot(o.accel, cfg, &note)
+    }
+}
+
+fn print_ready(variant: &str, vm: &Vm) {
+    let r = vm.ready.as_ref().expect("booted");
+    println!(
+        "READY {variant}: kernel {} accel {} in {:.2} s from QEMU start (guest uptime {:.2} s)",
+        r.kernel_release, r.accel, r.boot_s, r.guest_uptime_s
+    );
+    for w in &r.warnings {
+        eprintln!("  agent warning: {w}");
+    }
+    for s in &vm.unattributed {
+        eprintln!("  splat during boot ({}): {}", s.kind, s.title);
+    }
+}
+
+fn cmd_boot(ctx: &Ctx, o: &VmOpts) -> Result<u8> {
+    let p = ctx.prepare(o)?;
+    let vm = ctx.boot(o, &p)?;
+    print_ready(&o.variant, &vm);
+    eprintln!("console log: {}", vm.console_log().display());
+    vm.shutdown()?;
+    Ok(0)
+}
+
+fn show_outcome(out: &coexist::vm::StepOutcome) {
+    let a = &out.answer;
+    print!("{}", a.output);
+    if !a.output.is_empty() && !a.output.ends_with('\n') {
+        println!();
+    }
+    if !a.ok {
+        let errno = match (&a.errno_name, a.errno) {
+            (Some(n), Some(e)) => format!(" [{n} ({e})]"),
+            _ => String::new(),
+        };
+        eprintln!("error{errno}: {}", a.error.as_deref().unwrap_or("failed"));
+    }
+    for s in &out.splats {
+        eprintln!("SPLAT ({}) during this step: {}", s.kind, s.title);
+        for l in &s.text {
+            eprintln!("  {l}");
+        }
+    }
+}
+
+fn cmd_run(ctx: &Ctx, o: &VmOpts, timeout: f64, argv: &[String]) -> Result<u8> {
+    let p = ctx.prepare(o)?;
+    let mut vm = ctx.boot(o, &p)?;
+    let out = vm.run(
+        Step::Exec {
+            argv: argv.to_vec(),
+        },
+        std::time::Duration::from_secs_f64(timeout),
+    )?;
+    show_outcome(&out);
+    vm.shutdown()?;
+    Ok(out
+        .answer
+        .exit_code
+        .unwrap_or(if out.answer.ok { 0 } else { 1 })
+        .clamp(0, 255) as u8)
+}
+
+fn cmd_shell(ctx: &Ctx, o: &VmOpts) -> Result<u8> {
+    use std::io::{BufRead, Write};
+    let p = ctx.prepare(o)?;
+    let mut vm = ctx.boot(o, &p)?;
+    print_ready(&o.variant, &vm);
+    eprintln!("console log: {}\nlines run with busybox sh; '{{...}}' is a JSON agent step; 'exit' or Ctrl-D powers off", vm.console_log().display());
+    let stdin = std::io::stdin();
+    loop {
+        print!("guest# ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "exit" || line == "quit" {
+            break;
+        }
+        let step = if line.starts_with('{') {
+            match serde_json::from_str::<Step>(line) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("not an agent step: {e}");
+                    continue;
+                }
+            }
+        } else {
+            Step::Exec {
+                argv: vec!["/bin/sh".into(), "-c".into(), line.into()],
+            }
+        };
+        match vm.run(step, std::time::Duration::from_secs(300)) {
+            Ok(out) => show_outcome(&out),
+            Err(f) => return Err(f.into()),
+        }
+    }
+    vm.shutdown()?;
+    Ok(0)
+}
+
+fn cmd_bench_boot(ctx: &Ctx, o: &VmOpts, n: usize) -> Result<u8> {
+    let p = ctx.prepare(o)?;
+    let mut host = Vec::new();
+    let mut guest = Vec::new();
+    for i in 0..n.max(1) {
+        let vm = ctx.boot(o, &p)?;
+        let r = vm.ready.clone().expect("booted");
+        println!(
+            "boot {}/{}: READY {:.3} s after QEMU start, guest uptime {:.3} s, accel {}",
+            i + 1,
+            n,
+            r.boot_s,
+            r.guest_uptime_s,
+            r.accel
+        );
+        host.push(r.boot_s);
+        guest.push(r.guest_uptime_s);
+        vm.shutdown()?;
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    let (hmin, hmed, hmax) = stats(&mut host);
+    let (gmin, gmed, gmax) = stats(&mut guest);
+    println!(
+        "boot-to-ready ({} boots, {}): QEMU start -> READY min {hmin:.3} s, median {hmed:.3} s, max {hmax:.3} s; \
+         guest uptime at READY min {gmin:.3} s, median {gmed:.3} s, max {gmax:.3} s",
+        host.len(),
+        accel::decided().map(|a| a.to_string()).unwrap_or_else(|| format!("{:?}", o.accel).to_lowercase())
+    );
+    Ok(0)
+}
+
 fn run(cli: Cli) -> Result<u8> {
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
+        Cmd::Boot { vm } => return cmd_boot(&ctx, vm),
+        Cmd::Shell { vm } => return cmd_shell(&ctx, vm),
+        Cmd::Run { vm, timeout, argv } => return cmd_run(&ctx, vm, *timeout, argv),
+        Cmd::Bench(BenchCmd::Boot { vm, count }) => return cmd_bench_boot(&ctx, vm, *count),
         Cmd::Kernel(KernelCmd::Build {
             variants,
             all,

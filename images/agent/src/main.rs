@@ -1,0 +1,438 @@
+//! PID 1 of the test guest. Mounts the pseudo filesystems, installs
+//! busybox applets, finds its virtio-serial port, announces READY, then runs
+//! one step per request line and answers with one JSON line.
+//!
+//! As PID 1 it must never exit (the kernel would panic): every step runs
+//! under catch_unwind, bad input gets an error answer, and a lost channel
+//! is reopened.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coexist_proto::{step_marker, AgentMsg, Answer, Request, Step, PORT_NAME};
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+
+const PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin";
+
+/// Console messages go to /dev/kmsg only when running as the guest's init
+/// (never into a host's kernel log when the agent is tested on the host).
+static IS_INIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn kmsg(line: &str) {
+    if !IS_INIT.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    if let Ok(mut f) = OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = f.write_all(format!("<5>{line}\n").as_bytes());
+    }
+}
+
+fn console(msg: &str) {
+    kmsg(&format!("coexist-agent: {msg}"));
+}
+
+fn kmsg_marker(id: u64, what: &str) {
+    kmsg(&step_marker(id, what));
+}
+
+fn setup(warnings: &mut Vec<String>) {
+    let mounts: &[(&str, &str, &str)] = &[
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+        ("tmpfs", "/tmp", "tmpfs"),
+        ("tmpfs", "/run", "tmpfs"),
+        ("debugfs", "/sys/kernel/debug", "debugfs"),
+        ("tracefs", "/sys/kernel/tracing", "tracefs"),
+        ("bpf", "/sys/fs/bpf", "bpf"),
+        ("devpts", "/dev/pts", "devpts"),
+    ];
+    for (src, target, fstype) in mounts {
+        let _ = std::fs::create_dir_all(target);
+        if let Err(e) = mount(
+            Some(*src),
+            *target,
+            Some(*fstype),
+            MsFlags::empty(),
+            None::<&str>,
+        ) {
+            // devtmpfs may be automounted already (DEVTMPFS_MOUNT).
+            if e != Errno::EBUSY {
+                warnings.push(format!("mount {fstype} on {target}: {e}"));
+            }
+        }
+    }
+    for d in ["/bin", "/sbin", "/usr/bin", "/usr/sbin"] {
+        let _ = std::fs::create_dir_all(d);
+    }
+    match Command::new("/bin/busybox")
+        .args(["--install", "-s"])
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => warnings.push(format!("busybox --install: {other:?}")),
+    }
+    std::env::set_var("PATH", PATH);
+    std::env::set_var("HOME", "/");
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Finds /dev/vportNpM whose name is PORT_NAME, waiting for it to appear.
+fn find_port() -> Option<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(rd) = std::fs::read_dir("/sys/class/virtio-ports") {
+            for e in rd.flatten() {
+                let name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+                if name.trim() == PORT_NAME {
+                    let dev = Path::new("/dev").join(e.file_name());
+                    if dev.exists() {
+                        return Some(dev);
+                    }
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn errno_of(e: &std::io::Error) -> Option<i32> {
+    e.raw_os_error()
+}
+
+fn fail(id: Option<u64>, errno: Option<i32>, error: String) -> Answer {
+    Answer {
+        id,
+        ok: false,
+        errno,
+        errno_name: errno.map(|e| format!("{:?}", Errno::from_raw(e))),
+        error: Some(error),
+        ..Default::default()
+    }
+}
+
+fn ok(id: u64, output: String) -> Answer {
+    Answer {
+        id: Some(id),
+        ok: true,
+        output,
+        ..Default::default()
+    }
+}
+
+fn find_module(name: &str) -> Result<PathBuf, String> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let dir = Path::new("/lib/modules").join(kernel_release());
+    let dep = std::fs::read_to_string(dir.join("modules.dep"))
+        .map_err(|e| format!("{}: {e}", dir.join("modules.dep").display()))?;
+    let want = name.replace('_', "-");
+    for l in dep.lines() {
+        let path = l.split(':').next().unwrap_or("");
+        let base = Path::new(path)
+            .file_name()
+            .map(|f| f.to_string_lossy().replace('_', "-"))
+            .unwrap_or_default();
+        if base == format!("{want}.ko") {
+            return Ok(dir.join(path));
+        }
+    }
+    Err(format!(
+        "module '{name}' is not in {}",
+        dir.join("modules.dep").display()
+    ))
+}
+
+fn run_step(id: u64, step: Step) -> Answer {
+    match step {
+        Step::Exec { argv } => {
+            let Some((prog, args)) = argv.split_first() else {
+                return fail(Some(id), None, "exec: empty argv".into());
+            };
+            let (r, w) = match nix::unistd::pipe() {
+                Ok(p) => p,
+                Err(e) => return fail(Some(id), Some(e as i32), format!("pipe: {e}")),
+            };
+            let w2: OwnedFd = match w.try_clone() {
+                Ok(f) => f,
+                Err(e) => return fail(Some(id), errno_of(&e), format!("dup: {e}")),
+            };
+            let mut cmd = Command::new(prog);
+            cmd.args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(w))
+                .stderr(Stdio::from(w2));
+            let mut child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => return fail(Some(id), errno_of(&e), format!("exec {prog}: {e}")),
+            };
+            drop(cmd); // closes our copies of the write ends
+            let mut out = Vec::new();
+            let _ = File::from(r).read_to_end(&mut out);
+            let status = child.wait();
+            let mut a = ok(id, String::from_utf8_lossy(&out).into_owned());
+            match status {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    a.exit_code = s.code().or(s.signal().map(|sig| 128 + sig));
+                    if !s.success() {
+                        a.ok = false;
+                        a.error = Some(format!("{prog} exited with {s}"));
+                    }
+                }
+                Err(e) => return fail(Some(id), errno_of(&e), format!("wait: {e}")),
+            }
+            a
+        }
+        Step::Read { path } => match std::fs::read(&path) {
+            Ok(b) => ok(id, String::from_utf8_lossy(&b).into_owned()),
+            Err(e) => fail(Some(id), errno_of(&e), format!("read {path}: {e}")),
+        },
+        Step::Write { path, data, create } => {
+            let f = OpenOptions::new()
+                .write(true)
+                .create(create)
+                .truncate(create)
+                .custom_flags(0)
+                .open(&path);
+            match f.and_then(|mut f| f.write(data.as_bytes())) {
+                Ok(_) => ok(id, String::new()),
+                Err(e) => fail(Some(id), errno_of(&e), format!("write {path}: {e}")),
+            }
+        }
+        Step::Insmod { module, params } => {
+            let path = match find_module(&module) {
+                Ok(p) => p,
+                Err(e) => return fail(Some(id), Some(Errno::ENOENT as i32), e),
+            };
+            let f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) => return fail(Some(id), errno_of(&e), format!("{}: {e}", path.display())),
+            };
+            let params = std::ffi::CString::new(params).unwrap_or_default();
+            match nix::kmod::finit_module(&f, &params, nix::kmod::ModuleInitFlags::empty()) {
+                Ok(()) => ok(id, path.display().to_string()),
+                Err(e) => fail(
+                    Some(id),
+                    Some(e as i32),
+                    format!("insmod {}: {}", path.display(), e.desc()),
+                ),
+            }
+        }
+        Step::Rmmod { name } => {
+            let c = std::ffi::CString::new(name.replace('-', "_")).unwrap_or_default();
+            match nix::kmod::delete_module(&c, nix::kmod::DeleteModuleFlags::O_NONBLOCK) {
+                Ok(()) => ok(id, String::new()),
+                Err(e) => fail(
+                    Some(id),
+                    Some(e as i32),
+                    format!("rmmod {name}: {}", e.desc()),
+                ),
+            }
+        }
+        Step::Sleep { ms } => {
+            std::thread::sleep(Duration::from_millis(ms));
+            ok(id, String::new())
+        }
+        Step::Poweroff => ok(id, String::new()),
+    }
+}
+
+fn handle_line(line: &str) -> (Answer, bool) {
+    let req: Request = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => return (fail(None, None, format!("malformed request: {e}")), false),
+    };
+    let id = req.id;
+    let poweroff = matches!(req.step, Step::Poweroff);
+    kmsg_marker(id, "begin");
+    let t0 = Instant::now();
+    let step = req.step;
+    let mut a = match std::panic::catch_unwind(move || run_step(id, step)) {
+        Ok(a) => a,
+        Err(_) => fail(
+            Some(id),
+            None,
+            "the agent panicked running this step".into(),
+        ),
+    };
+    a.duration_us = t0.elapsed().as_micros() as u64;
+    kmsg_marker(id, "end");
+    (a, poweroff)
+}
+
+fn send(port: &mut File, msg: &AgentMsg) -> std::io::Result<()> {
+    let mut s = serde_json::to_string(msg).map_err(std::io::Error::other)?;
+    s.push('\n');
+    port.write_all(s.as_bytes())?;
+    port.flush()
+}
+
+fn wait_for_hangup(port: &File, max: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = Instant::now() + max;
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u16;
+        let mut fds = [PollFd::new(port.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(left)) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let ev = fds[0].revents().unwrap_or(PollFlags::empty());
+                if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                    return;
+                }
+                match nix::unistd::read(port, &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}
+
+fn serve(port_path: &Path, warnings: &[String]) -> std::io::Result<()> {
+    let mut port = OpenOptions::new().read(true).write(true).open(port_path)?;
+    send(
+        &mut port,
+        &AgentMsg::Ready {
+            kernel_release: kernel_release(),
+            uptime_s: uptime(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            warnings: warnings.to_vec(),
+        },
+    )?;
+    console("ready");
+    let mut reader = BufReader::new(port.try_clone()?);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(()); // host closed the channel
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (answer, poweroff) = handle_line(line.trim());
+        send(&mut port, &AgentMsg::Answer(answer))?;
+        if poweroff {
+            // Give the answer time to leave: the host hangs up when it has
+            // read it (or 2 s pass).
+            wait_for_hangup(&port, Duration::from_secs(2));
+            nix::unistd::sync();
+            let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+        }
+    }
+}
+
+fn main() {
+    let mut warnings = Vec::new();
+    if std::process::id() == 1 {
+        IS_INIT.store(true, std::sync::atomic::Ordering::Relaxed);
+        setup(&mut warnings);
+    }
+    for w in &warnings {
+        console(&format!("warning: {w}"));
+    }
+    loop {
+        match find_port() {
+            Some(p) => {
+                if let Err(e) = serve(&p, &warnings) {
+                    console(&format!("channel error: {e}"));
+                }
+            }
+            None => console(&format!("no virtio port named {PORT_NAME}")),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_requests_get_error_answers() {
+        for bad in [
+            "",
+            "{",
+            "[1,2]",
+            r#"{"id":1,"step":"frobnicate"}"#,
+            r#"{"id":1,"step":"read"}"#,
+            "\u{0}\u{1}",
+        ] {
+            let (a, poweroff) = handle_line(bad);
+            assert!(!a.ok, "{bad}");
+            assert_eq!(a.id, None);
+            assert!(a.error.unwrap().starts_with("malformed request"));
+            assert!(!poweroff);
+        }
+    }
+
+    #[test]
+    fn steps_report_errno() {
+        let (a, _) = handle_line(r#"{"id":7,"step":"read","path":"/nonexistent/x"}"#);
+        assert_eq!(a.id, Some(7));
+        assert!(!a.ok);
+        assert_eq!(a.errno, Some(2));
+        assert_eq!(a.errno_name.as_deref(), Some("ENOENT"));
+
+        let (a, _) = handle_line(
+            r#"{"id":8,"step":"exec","argv":["/bin/sh","-c","echo out; echo err >&2; exit 3"]}"#,
+        );
+        assert_eq!(a.exit_code, Some(3));
+        assert!(!a.ok);
+        assert!(
+            a.output.contains("out") && a.output.contains("err"),
+            "{}",
+            a.output
+        );
+
+        let (a, _) = handle_line(r#"{"id":9,"step":"exec","argv":["/nonexistent-program"]}"#);
+        assert_eq!(a.errno_name.as_deref(), Some("ENOENT"));
+
+        let (a, _) = handle_line(r#"{"id":10,"step":"exec","argv":[]}"#);
+        assert!(!a.ok);
+
+        let d = std::env::temp_dir().join(format!("agent-test-{}", std::process::id()));
+        let p = d.to_str().unwrap();
+        let (a, _) = handle_line(&format!(
+            r#"{{"id":11,"step":"write","path":"{p}","data":"hi","create":true}}"#
+        ));
+        assert!(a.ok, "{a:?}");
+        let (a, _) = handle_line(&format!(r#"{{"id":12,"step":"read","path":"{p}"}}"#));
+        assert_eq!(a.output, "hi");
+        std::fs::remove_file(&d).unwrap();
+    }
+
+    #[test]
+    fn poweroff_is_flagged() {
+        let (a, poweroff) = handle_line(r#"{"id":1,"step":"poweroff"}"#);
+        assert!(a.ok && poweroff);
+    }
+}

@@ -1,0 +1,49 @@
+//! Glue from a variant to a bootable guest: kernel build (cached), image
+//! build (cached), and the VM configuration for it.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::cache::Cache;
+use crate::image::{self, Image};
+use crate::kbuild::{Builder, Manifest};
+use crate::variant::{Project, Variant};
+use crate::vm::VmConfig;
+
+/// The default image recipe (`images/base.yaml`).
+pub const DEFAULT_RECIPE: &str = "base";
+
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub variant: String,
+    pub manifest: Manifest,
+    pub image: Image,
+}
+
+pub fn prepare(
+    cache: &Cache,
+    project: &Project,
+    builder: &Builder,
+    v: &Variant,
+    note: &dyn Fn(&str),
+) -> Result<Prepared> {
+    let manifest = builder.build(v)?;
+    let image = image::build(cache, project, DEFAULT_RECIPE, &manifest, note)?;
+    Ok(Prepared {
+        variant: v.name.clone(),
+        manifest,
+        image,
+    })
+}
+
+impl Prepared {
+    /// Boots the PVH vmlinux directly: no decompression, the fastest start.
+    pub fn vm_config(&self, console_log: PathBuf) -> VmConfig {
+        VmConfig::new(
+            self.manifest.vmlinux.clone(),
+            self.image.path.clone(),
+            console_log,
+        )
+    }
+}

@@ -1,0 +1,369 @@
+//! Stage 2: built kernel -> guest image. An image recipe (`images/*.yaml`)
+//! names what goes into the initramfs besides the agent (PID 1): busybox,
+//! the variant's modules, extra files. The result is a gzip'd cpio (newc)
+//! archive, cached by the content hash of its inputs and published
+//! atomically.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::cache::{Cache, KeyHasher};
+use crate::kbuild::Manifest;
+use crate::source;
+use crate::variant::{yaml_error, Project};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// A static busybox on the host.
+    pub busybox: PathBuf,
+    /// The Debian package that ships it (installed when missing).
+    pub busybox_package: Option<String>,
+    /// Include the variant's `lib/modules/<release>` tree.
+    #[serde(default = "yes")]
+    pub modules: bool,
+    /// Extra files: project-relative source -> guest path.
+    #[serde(default)]
+    pub files: Vec<ExtraFile>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraFile {
+    pub from: PathBuf,
+    pub to: String,
+    #[serde(default = "default_mode")]
+    pub mode: u32,
+}
+
+fn default_mode() -> u32 {
+    0o644
+}
+
+/// What goes into the archive: plain data, built and tested on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+}
+
+impl Entry {
+    fn path(&self) -> &str {
+        match self {
+            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {
+                path
+            }
+        }
+    }
+}
+
+/// Writes entries as a gzip'd newc cpio archive (parents must come first).
+pub fn write_initramfs(entries: &[Entry], out: impl Write) -> Result<()> {
+    use cpio::newc::{Builder, ModeFileType};
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    let mut w = gz;
+    for (i, e) in entries.iter().enumerate() {
+        let name = e.path().trim_start_matches('/');
+        let b = Builder::new(name).ino(i as u32 + 1).uid(0).gid(0).mtime(0);
+        w = match e {
+            Entry::Dir { mode, .. } => b
+                .mode(*mode)
+                .set_mode_file_type(ModeFileType::Directory)
+                .nlink(2)
+                .write(w, 0)
+                .finish()?,
+            Entry::File { mode, data, .. } => {
+                let mut fw = b
+                    .mode(*mode)
+                    .set_mode_file_type(ModeFileType::Regular)
+                    .nlink(1)
+                    .write(w, data.len() as u32);
+                fw.write_all(data)?;
+                fw.finish()?
+            }
+            Entry::Symlink { target, .. } => {
+                let mut fw = b
+                    .mode(0o777)
+                    .set_mode_file_type(ModeFileType::Symlink)
+                    .nlink(1)
+                    .write(w, target.len() as u32);
+                fw.write_all(target.as_bytes())?;
+                fw.finish()?
+            }
+        };
+    }
+    let w = cpio::newc::trailer(w)?;
+    w.finish()?;
+    Ok(())
+}
+
+/// Adds `dir` and its parents (once each).
+fn push_dirs(entries: &mut Vec<Entry>, dir: &str) {
+    let mut cur = String::new();
+    for part in dir.trim_matches('/').split('/').filter(|p| !p.is_empty()) {
+        cur.push('/');
+        cur.push_str(part);
+        if !entries.iter().any(|e| e.path() == cur) {
+            entries.push(Entry::Dir {
+                path: cur.clone(),
+                mode: 0o755,
+            });
+        }
+    }
+}
+
+fn push_file(entries: &mut Vec<Entry>, path: &str, mode: u32, data: Vec<u8>) {
+    if let Some((parent, _)) = path.rsplit_once('/') {
+        push_dirs(entries, parent);
+    }
+    entries.push(Entry::File {
+        path: path.to_string(),
+        mode,
+        data,
+    });
+}
+
+/// Adds a host directory tree under `guest` (files and symlinks).
+fn push_tree(entries: &mut Vec<Entry>, host: &Path, guest: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    push_dirs(entries, guest);
+    let mut items: Vec<_> = std::fs::read_dir(host)
+        .with_context(|| format!("cannot read {}", host.display()))?
+        .collect::<std::io::Result<_>>()?;
+    items.sort_by_key(|e| e.file_name());
+    for e in items {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let gp = format!("{guest}/{name}");
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            push_tree(entries, &e.path(), &gp)?;
+        } else if ft.is_symlink() {
+            let t = std::fs::read_link(e.path())?;
+            entries.push(Entry::Symlink {
+                path: gp,
+                target: t.to_string_lossy().into_owned(),
+            });
+        } else if ft.is_file() {
+            let mode = e.metadata()?.permissions().mode() & 0o7777;
+            entries.push(Entry::File {
+                path: gp,
+                mode,
+                data: std::fs::read(e.path())?,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A built image.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub key: String,
+    pub path: PathBuf,
+}
+
+/// Builds the static guest agent with cargo (crt-static, the host target).
+pub fn build_agent(project: &Project, note: &dyn Fn(&str)) -> Result<PathBuf> {
+    let target = "x86_64-unknown-linux-gnu";
+    let target_dir = project.root.join("target/agent");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    note("building the guest agent (static)");
+    let out = Command::new(&cargo)
+        .current_dir(&project.root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "coexist-agent",
+            "--target",
+            target,
+        ])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .output()
+        .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
+    if !out.status.success() {
+        bail!(
+            "building the guest agent failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(target_dir.join(target).join("release/coexist-agent"))
+}
+
+pub fn load_recipe(project: &Project, name: &str) -> Result<(Recipe, Vec<u8>)> {
+    let path = project.root.join("images").join(format!("{name}.yaml"));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("image recipe '{name}': cannot read {}", path.display()))?;
+    let r: Recipe = serde_yaml::from_str(&text).map_err(|e| yaml_error(&path, &e))?;
+    Ok((r, text.into_bytes()))
+}
+
+/// The archive's entries for a recipe, agent and kernel.
+pub fn entries(
+    project: &Project,
+    recipe: &Recipe,
+    agent: &[u8],
+    busybox: &[u8],
+    kernel: &Manifest,
+) -> Result<Vec<Entry>> {
+    let mut e = Vec::new();
+    for d in [
+        "/bin",
+        "/sbin",
+        "/usr/bin",
+        "/usr/sbin",
+        "/dev",
+        "/proc",
+        "/sys",
+        "/tmp",
+        "/run",
+        "/root",
+        "/etc",
+        "/lib/modules",
+    ] {
+        push_dirs(&mut e, d);
+    }
+    push_file(&mut e, "/init", 0o755, agent.to_vec());
+    push_file(&mut e, "/bin/busybox", 0o755, busybox.to_vec());
+    e.push(Entry::Symlink {
+        path: "/bin/sh".into(),
+        target: "busybox".into(),
+    });
+    if recipe.modules {
+        push_tree(
+            &mut e,
+            &kernel.modules_dir,
+            &format!("/lib/modules/{}", kernel.kernel_release),
+        )?;
+    }
+    for f in &recipe.files {
+        let from = project.root.join(&f.from);
+        let data =
+            std::fs::read(&from).with_context(|| format!("image file {}", from.display()))?;
+        if !f.to.starts_with('/') {
+            bail!("image file '{}': guest path must be absolute", f.to);
+        }
+        push_file(&mut e, &f.to, f.mode, data);
+    }
+    Ok(e)
+}
+
+/// Builds (or finds) the image for a recipe and a built kernel.
+pub fn build(
+    cache: &Cache,
+    project: &Project,
+    recipe_name: &str,
+    kernel: &Manifest,
+    note: &dyn Fn(&str),
+) -> Result<Image> {
+    let (recipe, recipe_bytes) = load_recipe(project, recipe_name)?;
+    if !recipe.busybox.is_file() {
+        match &recipe.busybox_package {
+            Some(p) => {
+                source::apt_install(&[p], &format!("{} is missing", recipe.busybox.display()))?
+            }
+            None => bail!(
+                "image recipe '{recipe_name}': {} does not exist",
+                recipe.busybox.display()
+            ),
+        }
+    }
+    let agent_path = build_agent(project, note)?;
+    let agent = std::fs::read(&agent_path)?;
+    let busybox = std::fs::read(&recipe.busybox)?;
+    let mut h = KeyHasher::new("image-v1");
+    h.part("recipe", &recipe_bytes)
+        .part("agent", &agent)
+        .part("busybox", &busybox)
+        .part("kernel", kernel.key.as_bytes());
+    for f in &recipe.files {
+        h.part(
+            "file",
+            &std::fs::read(project.root.join(&f.from)).unwrap_or_default(),
+        );
+    }
+    let key = h.finish();
+    let dir = cache.dir("images");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{key}.cpio.gz"));
+    if path.is_file() {
+        return Ok(Image { key, path });
+    }
+    note(&format!("building image '{recipe_name}' ({key})"));
+    let entries = entries(project, &recipe, &agent, &busybox, kernel)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
+    write_initramfs(&entries, std::io::BufWriter::new(tmp.as_file_mut()))?;
+    tmp.persist(&path)
+        .with_context(|| format!("cannot publish {}", path.display()))?;
+    Ok(Image { key, path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_reads_back() {
+        let mut e = Vec::new();
+        push_file(&mut e, "/lib/modules/x/a.ko", 0o644, b"abc".to_vec());
+        push_file(&mut e, "/init", 0o755, b"\x7fELF".to_vec());
+        e.push(Entry::Symlink {
+            path: "/bin/sh".into(),
+            target: "busybox".into(),
+        });
+        // Parents come first and once.
+        assert_eq!(
+            e[0],
+            Entry::Dir {
+                path: "/lib".into(),
+                mode: 0o755
+            }
+        );
+        assert_eq!(e.iter().filter(|x| x.path() == "/lib/modules").count(), 1);
+        let mut buf = Vec::new();
+        write_initramfs(&e, &mut buf).unwrap();
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&buf[..]), &mut raw).unwrap();
+        let mut rd = &raw[..];
+        let mut seen = Vec::new();
+        loop {
+            let r = cpio::NewcReader::new(rd).unwrap();
+            if r.entry().is_trailer() {
+                break;
+            }
+            let name = r.entry().name().to_string();
+            let mode = r.entry().mode();
+            let size = r.entry().file_size();
+            seen.push((name, mode, size));
+            rd = r.finish().unwrap();
+        }
+        assert!(
+            seen.contains(&("lib/modules/x/a.ko".into(), 0o100644, 3)),
+            "{seen:?}"
+        );
+        assert!(seen.contains(&("init".into(), 0o100755, 4)), "{seen:?}");
+        assert!(seen.contains(&("bin/sh".into(), 0o120777, 7)), "{seen:?}");
+        assert!(seen.contains(&("lib".into(), 0o040755, 0)), "{seen:?}");
+    }
+}

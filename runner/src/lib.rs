@@ -1,0 +1,17 @@
+//! coexist: the pipeline as a library, one module per stage:
+//! variant -> kernel build -> image -> VM -> agent steps -> verdicts -> reports.
+//! `main.rs` is the CLI on top.
+
+pub mod accel;
+pub mod cache;
+pub mod guest;
+pub mod image;
+pub mod kbuild;
+pub mod kconfig;
+pub mod procs;
+pub mod series;
+pub mod source;
+pub mod splat;
+pub mod ui;
+pub mod variant;
+pub mod vm;
