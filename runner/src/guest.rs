@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::cache::Cache;
+use crate::fixtures::{self, Fixtures};
 use crate::image::{self, Image};
 use crate::kbuild::{Builder, Manifest};
 use crate::variant::{Project, Variant};
@@ -18,6 +19,7 @@ pub const DEFAULT_RECIPE: &str = "base";
 pub struct Prepared {
     pub variant: String,
     pub manifest: Manifest,
+    pub fixtures: Fixtures,
     pub image: Image,
 }
 
@@ -29,10 +31,19 @@ pub fn prepare(
     note: &dyn Fn(&str),
 ) -> Result<Prepared> {
     let manifest = builder.build(v)?;
-    let image = image::build(cache, project, DEFAULT_RECIPE, &manifest, note)?;
+    let fixtures = fixtures::build(cache, project, &manifest, note)?;
+    let image = image::build(
+        cache,
+        project,
+        DEFAULT_RECIPE,
+        &manifest,
+        Some(&fixtures),
+        note,
+    )?;
     Ok(Prepared {
         variant: v.name.clone(),
         manifest,
+        fixtures,
         image,
     })
 }

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::cache::{Cache, KeyHasher};
+use crate::fixtures::Fixtures;
 use crate::kbuild::Manifest;
 use crate::source;
 use crate::variant::{yaml_error, Project};
@@ -26,6 +27,10 @@ pub struct Recipe {
     /// Include the variant's `lib/modules/<release>` tree.
     #[serde(default = "yes")]
     pub modules: bool,
+    /// Include the variant's fixtures: modules in
+    /// `/lib/modules/<release>/extra/`, BPF objects in `/fixtures/bpf/`.
+    #[serde(default = "yes")]
+    pub fixtures: bool,
     /// Extra files: project-relative source -> guest path.
     #[serde(default)]
     pub files: Vec<ExtraFile>,
@@ -226,6 +231,7 @@ pub fn entries(
     agent: &[u8],
     busybox: &[u8],
     kernel: &Manifest,
+    fixtures: Option<&Fixtures>,
 ) -> Result<Vec<Entry>> {
     let mut e = Vec::new();
     for d in [
@@ -257,6 +263,27 @@ pub fn entries(
             &format!("/lib/modules/{}", kernel.kernel_release),
         )?;
     }
+    if let (true, Some(fx)) = (recipe.fixtures, fixtures) {
+        let extra = format!("/lib/modules/{}/extra", kernel.kernel_release);
+        for ko in &fx.modules {
+            let name = ko.file_name().unwrap().to_string_lossy();
+            push_file(
+                &mut e,
+                &format!("{extra}/{name}"),
+                0o644,
+                std::fs::read(ko)?,
+            );
+        }
+        for o in &fx.bpf {
+            let name = o.file_name().unwrap().to_string_lossy();
+            push_file(
+                &mut e,
+                &format!("/fixtures/bpf/{name}"),
+                0o644,
+                std::fs::read(o)?,
+            );
+        }
+    }
     for f in &recipe.files {
         let from = project.root.join(&f.from);
         let data =
@@ -275,6 +302,7 @@ pub fn build(
     project: &Project,
     recipe_name: &str,
     kernel: &Manifest,
+    fixtures: Option<&Fixtures>,
     note: &dyn Fn(&str),
 ) -> Result<Image> {
     let (recipe, recipe_bytes) = load_recipe(project, recipe_name)?;
@@ -296,7 +324,11 @@ pub fn build(
     h.part("recipe", &recipe_bytes)
         .part("agent", &agent)
         .part("busybox", &busybox)
-        .part("kernel", kernel.key.as_bytes());
+        .part("kernel", kernel.key.as_bytes())
+        .part(
+            "fixtures",
+            fixtures.map(|f| f.key.as_bytes()).unwrap_or_default(),
+        );
     for f in &recipe.files {
         h.part(
             "file",
@@ -311,7 +343,7 @@ pub fn build(
         return Ok(Image { key, path });
     }
     note(&format!("building image '{recipe_name}' ({key})"));
-    let entries = entries(project, &recipe, &agent, &busybox, kernel)?;
+    let entries = entries(project, &recipe, &agent, &busybox, kernel, fixtures)?;
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
     write_initramfs(&entries, std::io::BufWriter::new(tmp.as_file_mut()))?;
     tmp.persist(&path)

@@ -197,11 +197,7 @@ impl Builder<'_> {
         source::preflight_build_tools()?;
         // One build per build dir at a time; a second run waits, then
         // finds the entry published.
-        let lock_name = {
-            let mut h = KeyHasher::new("build-dir-lock");
-            h.part("dir", plan.build_dir.to_string_lossy().as_bytes());
-            format!("build-{}", h.finish())
-        };
+        let lock_name = build_dir_lock(&plan.build_dir);
         let _lock = self.cache.lock(&lock_name, || {
             self.phase(&v.name, "waiting for another run building the same kernel")
         })?;
@@ -278,44 +274,12 @@ impl Builder<'_> {
         cache::publish(&tree, &plan.tree_dir)
     }
 
-    /// The O= argument: relative when the build dir sits directly inside
-    /// the tree, so kbuild uses relative paths and ccache hits across trees.
-    fn o_arg(plan: &Plan) -> PathBuf {
-        match plan.build_dir.strip_prefix(&plan.tree_dir) {
-            Ok(rel) => rel.to_path_buf(),
-            Err(_) => plan.build_dir.clone(),
-        }
-    }
-
     fn make_cmd(&self, plan: &Plan) -> Command {
-        let mut c = Command::new("make");
-        c.arg("-C")
-            .arg(&plan.tree_dir)
-            .arg(format!("O={}", Self::o_arg(plan).display()))
-            .env("KBUILD_BUILD_USER", "coexist")
-            .env("KBUILD_BUILD_HOST", "coexist")
-            .env_remove("ARCH")
-            .env_remove("CROSS_COMPILE")
-            .env_remove("KBUILD_OUTPUT");
-        if source::which("ccache").is_some() {
-            c.arg("CC=ccache gcc")
-                .arg("HOSTCC=ccache gcc")
-                .env("CCACHE_DIR", self.cache.dir("ccache"))
-                .env("CCACHE_NOHASHDIR", "1")
-                .env("CCACHE_BASEDIR", &plan.tree_dir)
-                .env("CCACHE_MAXSIZE", "8G");
-        }
-        c
+        make_command(self.cache, &plan.tree_dir, &plan.build_dir)
     }
 
-    fn run_quiet(&self, mut c: Command, what: &str) -> Result<String> {
-        let out = c.output().with_context(|| format!("cannot run {what}"))?;
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        if !out.status.success() {
-            bail!("{what} failed:\n{}", tail(&text, 30));
-        }
-        Ok(text)
+    fn run_quiet(&self, c: Command, what: &str) -> Result<String> {
+        run_quiet(c, what)
     }
 
     fn configure(&self, v: &Variant, plan: &Plan) -> Result<()> {
@@ -481,6 +445,49 @@ impl Builder<'_> {
         cache::publish(&st, e)?;
         Ok(manifest)
     }
+}
+
+/// `make -C <tree> O=<build>` with the project's build environment. O= is
+/// relative when the build dir sits directly inside the tree, so kbuild
+/// uses relative paths and ccache hits across trees.
+pub fn make_command(cache: &Cache, tree: &Path, build: &Path) -> Command {
+    let o = build.strip_prefix(tree).unwrap_or(build);
+    let mut c = Command::new("make");
+    c.arg("-C")
+        .arg(tree)
+        .arg(format!("O={}", o.display()))
+        .env("KBUILD_BUILD_USER", "coexist")
+        .env("KBUILD_BUILD_HOST", "coexist")
+        .env_remove("ARCH")
+        .env_remove("CROSS_COMPILE")
+        .env_remove("KBUILD_OUTPUT");
+    if source::which("ccache").is_some() {
+        c.arg("CC=ccache gcc")
+            .arg("HOSTCC=ccache gcc")
+            .env("CCACHE_DIR", cache.dir("ccache"))
+            .env("CCACHE_NOHASHDIR", "1")
+            .env("CCACHE_BASEDIR", tree)
+            .env("CCACHE_MAXSIZE", "8G");
+    }
+    c
+}
+
+/// Runs a command, returning its output, or failing with its last lines.
+pub fn run_quiet(mut c: Command, what: &str) -> Result<String> {
+    let out = c.output().with_context(|| format!("cannot run {what}"))?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("{what} failed:\n{}", tail(&text, 30));
+    }
+    Ok(text)
+}
+
+/// The name of the lock that serialises builds in one build dir.
+pub fn build_dir_lock(build_dir: &Path) -> String {
+    let mut h = KeyHasher::new("build-dir-lock");
+    h.part("dir", build_dir.to_string_lossy().as_bytes());
+    format!("build-{}", h.finish())
 }
 
 fn tail(text: &str, n: usize) -> String {

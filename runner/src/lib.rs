@@ -4,6 +4,7 @@
 
 pub mod accel;
 pub mod cache;
+pub mod fixtures;
 pub mod guest;
 pub mod image;
 pub mod kbuild;

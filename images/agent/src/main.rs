@@ -7,12 +7,13 @@
 //! is reopened.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod bpf;
+mod steps;
 
 use coexist_proto::{step_marker, AgentMsg, Answer, Request, Step, PORT_NAME};
 use nix::errno::Errno;
@@ -117,162 +118,25 @@ fn find_port() -> Option<PathBuf> {
     }
 }
 
-fn errno_of(e: &std::io::Error) -> Option<i32> {
-    e.raw_os_error()
-}
-
-fn fail(id: Option<u64>, errno: Option<i32>, error: String) -> Answer {
-    Answer {
-        id,
-        ok: false,
-        errno,
-        errno_name: errno.map(|e| format!("{:?}", Errno::from_raw(e))),
-        error: Some(error),
-        ..Default::default()
-    }
-}
-
-fn ok(id: u64, output: String) -> Answer {
-    Answer {
-        id: Some(id),
-        ok: true,
-        output,
-        ..Default::default()
-    }
-}
-
-fn find_module(name: &str) -> Result<PathBuf, String> {
-    if name.contains('/') {
-        return Ok(PathBuf::from(name));
-    }
-    let dir = Path::new("/lib/modules").join(kernel_release());
-    let dep = std::fs::read_to_string(dir.join("modules.dep"))
-        .map_err(|e| format!("{}: {e}", dir.join("modules.dep").display()))?;
-    let want = name.replace('_', "-");
-    for l in dep.lines() {
-        let path = l.split(':').next().unwrap_or("");
-        let base = Path::new(path)
-            .file_name()
-            .map(|f| f.to_string_lossy().replace('_', "-"))
-            .unwrap_or_default();
-        if base == format!("{want}.ko") {
-            return Ok(dir.join(path));
-        }
-    }
-    Err(format!(
-        "module '{name}' is not in {}",
-        dir.join("modules.dep").display()
-    ))
-}
-
-fn run_step(id: u64, step: Step) -> Answer {
-    match step {
-        Step::Exec { argv } => {
-            let Some((prog, args)) = argv.split_first() else {
-                return fail(Some(id), None, "exec: empty argv".into());
-            };
-            let (r, w) = match nix::unistd::pipe() {
-                Ok(p) => p,
-                Err(e) => return fail(Some(id), Some(e as i32), format!("pipe: {e}")),
-            };
-            let w2: OwnedFd = match w.try_clone() {
-                Ok(f) => f,
-                Err(e) => return fail(Some(id), errno_of(&e), format!("dup: {e}")),
-            };
-            let mut cmd = Command::new(prog);
-            cmd.args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(w))
-                .stderr(Stdio::from(w2));
-            let mut child = match cmd.spawn() {
-                Ok(c) => c,
-                Err(e) => return fail(Some(id), errno_of(&e), format!("exec {prog}: {e}")),
-            };
-            drop(cmd); // closes our copies of the write ends
-            let mut out = Vec::new();
-            let _ = File::from(r).read_to_end(&mut out);
-            let status = child.wait();
-            let mut a = ok(id, String::from_utf8_lossy(&out).into_owned());
-            match status {
-                Ok(s) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    a.exit_code = s.code().or(s.signal().map(|sig| 128 + sig));
-                    if !s.success() {
-                        a.ok = false;
-                        a.error = Some(format!("{prog} exited with {s}"));
-                    }
-                }
-                Err(e) => return fail(Some(id), errno_of(&e), format!("wait: {e}")),
-            }
-            a
-        }
-        Step::Read { path } => match std::fs::read(&path) {
-            Ok(b) => ok(id, String::from_utf8_lossy(&b).into_owned()),
-            Err(e) => fail(Some(id), errno_of(&e), format!("read {path}: {e}")),
-        },
-        Step::Write { path, data, create } => {
-            let f = OpenOptions::new()
-                .write(true)
-                .create(create)
-                .truncate(create)
-                .custom_flags(0)
-                .open(&path);
-            match f.and_then(|mut f| f.write(data.as_bytes())) {
-                Ok(_) => ok(id, String::new()),
-                Err(e) => fail(Some(id), errno_of(&e), format!("write {path}: {e}")),
-            }
-        }
-        Step::Insmod { module, params } => {
-            let path = match find_module(&module) {
-                Ok(p) => p,
-                Err(e) => return fail(Some(id), Some(Errno::ENOENT as i32), e),
-            };
-            let f = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) => return fail(Some(id), errno_of(&e), format!("{}: {e}", path.display())),
-            };
-            let params = std::ffi::CString::new(params).unwrap_or_default();
-            match nix::kmod::finit_module(&f, &params, nix::kmod::ModuleInitFlags::empty()) {
-                Ok(()) => ok(id, path.display().to_string()),
-                Err(e) => fail(
-                    Some(id),
-                    Some(e as i32),
-                    format!("insmod {}: {}", path.display(), e.desc()),
-                ),
-            }
-        }
-        Step::Rmmod { name } => {
-            let c = std::ffi::CString::new(name.replace('-', "_")).unwrap_or_default();
-            match nix::kmod::delete_module(&c, nix::kmod::DeleteModuleFlags::O_NONBLOCK) {
-                Ok(()) => ok(id, String::new()),
-                Err(e) => fail(
-                    Some(id),
-                    Some(e as i32),
-                    format!("rmmod {name}: {}", e.desc()),
-                ),
-            }
-        }
-        Step::Sleep { ms } => {
-            std::thread::sleep(Duration::from_millis(ms));
-            ok(id, String::new())
-        }
-        Step::Poweroff => ok(id, String::new()),
-    }
-}
-
-fn handle_line(line: &str) -> (Answer, bool) {
+fn handle_line(state: &mut steps::State, line: &str) -> (Answer, bool) {
     let req: Request = match serde_json::from_str(line) {
         Ok(r) => r,
-        Err(e) => return (fail(None, None, format!("malformed request: {e}")), false),
+        Err(e) => {
+            return (
+                steps::fail(None, None, format!("malformed request: {e}")),
+                false,
+            )
+        }
     };
     let id = req.id;
     let poweroff = matches!(req.step, Step::Poweroff);
     kmsg_marker(id, "begin");
     let t0 = Instant::now();
     let step = req.step;
-    let mut a = match std::panic::catch_unwind(move || run_step(id, step)) {
+    let run = std::panic::AssertUnwindSafe(|| steps::run_step(state, id, step));
+    let mut a = match std::panic::catch_unwind(run) {
         Ok(a) => a,
-        Err(_) => fail(
+        Err(_) => steps::fail(
             Some(id),
             None,
             "the agent panicked running this step".into(),
@@ -328,6 +192,7 @@ fn serve(port_path: &Path, warnings: &[String]) -> std::io::Result<()> {
         },
     )?;
     console("ready");
+    let mut state = steps::State::default();
     let mut reader = BufReader::new(port.try_clone()?);
     let mut line = String::new();
     loop {
@@ -338,7 +203,7 @@ fn serve(port_path: &Path, warnings: &[String]) -> std::io::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let (answer, poweroff) = handle_line(line.trim());
+        let (answer, poweroff) = handle_line(&mut state, line.trim());
         send(&mut port, &AgentMsg::Answer(answer))?;
         if poweroff {
             // Give the answer time to leave: the host hangs up when it has
@@ -376,6 +241,10 @@ fn main() {
 mod tests {
     use super::*;
 
+    fn h(line: &str) -> (Answer, bool) {
+        handle_line(&mut steps::State::default(), line)
+    }
+
     #[test]
     fn malformed_requests_get_error_answers() {
         for bad in [
@@ -386,7 +255,7 @@ mod tests {
             r#"{"id":1,"step":"read"}"#,
             "\u{0}\u{1}",
         ] {
-            let (a, poweroff) = handle_line(bad);
+            let (a, poweroff) = h(bad);
             assert!(!a.ok, "{bad}");
             assert_eq!(a.id, None);
             assert!(a.error.unwrap().starts_with("malformed request"));
@@ -396,15 +265,14 @@ mod tests {
 
     #[test]
     fn steps_report_errno() {
-        let (a, _) = handle_line(r#"{"id":7,"step":"read","path":"/nonexistent/x"}"#);
+        let (a, _) = h(r#"{"id":7,"step":"read","path":"/nonexistent/x"}"#);
         assert_eq!(a.id, Some(7));
         assert!(!a.ok);
         assert_eq!(a.errno, Some(2));
         assert_eq!(a.errno_name.as_deref(), Some("ENOENT"));
 
-        let (a, _) = handle_line(
-            r#"{"id":8,"step":"exec","argv":["/bin/sh","-c","echo out; echo err >&2; exit 3"]}"#,
-        );
+        let (a, _) =
+            h(r#"{"id":8,"step":"exec","argv":["/bin/sh","-c","echo out; echo err >&2; exit 3"]}"#);
         assert_eq!(a.exit_code, Some(3));
         assert!(!a.ok);
         assert!(
@@ -413,26 +281,26 @@ mod tests {
             a.output
         );
 
-        let (a, _) = handle_line(r#"{"id":9,"step":"exec","argv":["/nonexistent-program"]}"#);
+        let (a, _) = h(r#"{"id":9,"step":"exec","argv":["/nonexistent-program"]}"#);
         assert_eq!(a.errno_name.as_deref(), Some("ENOENT"));
 
-        let (a, _) = handle_line(r#"{"id":10,"step":"exec","argv":[]}"#);
+        let (a, _) = h(r#"{"id":10,"step":"exec","argv":[]}"#);
         assert!(!a.ok);
 
         let d = std::env::temp_dir().join(format!("agent-test-{}", std::process::id()));
         let p = d.to_str().unwrap();
-        let (a, _) = handle_line(&format!(
+        let (a, _) = h(&format!(
             r#"{{"id":11,"step":"write","path":"{p}","data":"hi","create":true}}"#
         ));
         assert!(a.ok, "{a:?}");
-        let (a, _) = handle_line(&format!(r#"{{"id":12,"step":"read","path":"{p}"}}"#));
+        let (a, _) = h(&format!(r#"{{"id":12,"step":"read","path":"{p}"}}"#));
         assert_eq!(a.output, "hi");
         std::fs::remove_file(&d).unwrap();
     }
 
     #[test]
     fn poweroff_is_flagged() {
-        let (a, poweroff) = handle_line(r#"{"id":1,"step":"poweroff"}"#);
+        let (a, poweroff) = h(r#"{"id":1,"step":"poweroff"}"#);
         assert!(a.ok && poweroff);
     }
 }

@@ -66,6 +66,71 @@ pub enum Step {
     },
     /// Answers, then restarts the machine (QEMU runs with -no-reboot, so it exits).
     Poweroff,
+    /// insmod of a livepatch module, then waits until its transition is
+    /// done (`/sys/kernel/livepatch/<name>/transition` reads 0).
+    /// data: `{"name", "transition_ms"}`.
+    LivepatchLoad {
+        module: String,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// Writes 0 to `enabled`, then waits until the patch's directory is gone.
+    /// data: `{"transition_ms"}`.
+    LivepatchDisable {
+        name: String,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// rmmod of the livepatch module.
+    LivepatchUnload {
+        name: String,
+    },
+    /// Opens a BPF object from /fixtures/bpf, loads only `program` with its
+    /// attach target set to `target`, and attaches it. data: `{"handle"}`.
+    /// `kind` must match the program's section; `fmod_ret` is the value an
+    /// fmod_ret program returns instead of calling the function (0: call it).
+    BpfAttach {
+        program: String,
+        kind: BpfKind,
+        target: String,
+        #[serde(default)]
+        object: Option<String>,
+        #[serde(default)]
+        fmod_ret: i64,
+    },
+    /// Detaches `handle`, or the most recent attachment when it is omitted
+    /// (for loops inside `repeat` and `concurrently`).
+    BpfDetach {
+        #[serde(default)]
+        handle: Option<u32>,
+    },
+    /// data: [`BpfStats`].
+    BpfStats {
+        handle: u32,
+    },
+    /// Makes the target function run and returns what userspace saw:
+    /// `cmdline_proc_show` reads /proc/cmdline, `coexist_target_value`
+    /// reads /sys/kernel/debug/coexist_target/value.
+    Trigger {
+        target: String,
+    },
+    /// The function's entry in /sys/kernel/tracing/enabled_functions.
+    /// data: [`FtraceState`].
+    FtraceState {
+        function: String,
+    },
+    /// Runs `steps` `times` times in order. ok only if every step was.
+    /// data: `{"iterations", "failures": [{"iteration", "index", "errno_name", "error"}]}`.
+    Repeat {
+        times: u32,
+        steps: Vec<Step>,
+    },
+    /// Runs each list in its own thread, each looping over its list until
+    /// `duration_ms` has passed. data: `{"threads": [{"iterations", "ok", "failed", "errnos": {"EBUSY": n}}]}`.
+    Concurrently {
+        duration_ms: u64,
+        lists: Vec<Vec<Step>>,
+    },
 }
 
 impl Step {
@@ -78,6 +143,16 @@ impl Step {
             Step::Rmmod { .. } => "rmmod",
             Step::Sleep { .. } => "sleep",
             Step::Poweroff => "poweroff",
+            Step::LivepatchLoad { .. } => "livepatch_load",
+            Step::LivepatchDisable { .. } => "livepatch_disable",
+            Step::LivepatchUnload { .. } => "livepatch_unload",
+            Step::BpfAttach { .. } => "bpf_attach",
+            Step::BpfDetach { .. } => "bpf_detach",
+            Step::BpfStats { .. } => "bpf_stats",
+            Step::Trigger { .. } => "trigger",
+            Step::FtraceState { .. } => "ftrace_state",
+            Step::Repeat { .. } => "repeat",
+            Step::Concurrently { .. } => "concurrently",
         }
     }
 }
@@ -87,6 +162,118 @@ pub struct Request {
     pub id: u64,
     #[serde(flatten)]
     pub step: Step,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BpfKind {
+    Fentry,
+    Fexit,
+    FmodRet,
+}
+
+impl BpfKind {
+    /// The ELF section libbpf uses for this kind.
+    pub fn section(self) -> &'static str {
+        match self {
+            BpfKind::Fentry => "fentry",
+            BpfKind::Fexit => "fexit",
+            BpfKind::FmodRet => "fmod_ret",
+        }
+    }
+}
+
+/// What a BPF fixture program recorded (its `stats` map).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BpfStats {
+    pub hits: u64,
+    /// First argument of the last call.
+    pub arg0: u64,
+    /// Return value of the last call (fexit, as an int).
+    pub ret: i64,
+    /// What a seq_file show function wrote (cx_fexit_seq), as text.
+    pub seen: String,
+}
+
+/// A function's entry in `enabled_functions`, as the kernel prints it:
+/// `name [mod] (refs) R I D<TAB>tramp: ... ->...` then `<TAB>direct-->target`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FtraceState {
+    pub present: bool,
+    pub function: String,
+    pub module: Option<String>,
+    /// The record's reference count (how many ftrace_ops use it).
+    pub refs: u64,
+    /// Flags as printed: any of "R", "I", "D", in that order.
+    pub flags: String,
+    pub tramp: Option<String>,
+    pub direct: Option<String>,
+    /// The lines as printed.
+    pub raw: String,
+}
+
+/// Finds `function` in the text of `enabled_functions`.
+pub fn parse_enabled_functions(text: &str, function: &str) -> FtraceState {
+    let mut lines = text.lines().peekable();
+    while let Some(l) = lines.next() {
+        if l.starts_with('\t') || l.trim().is_empty() {
+            continue;
+        }
+        let Some(open) = l.find(" (") else { continue };
+        let head = &l[..open];
+        let (name, module) = match head.split_once(" [") {
+            Some((n, m)) => (n, Some(m.trim_end_matches(']').to_string())),
+            None => (head, None),
+        };
+        if name != function {
+            continue;
+        }
+        let rest = &l[open + 2..];
+        let Some(close) = rest.find(')') else {
+            continue;
+        };
+        let refs = rest[..close].parse().unwrap_or(0);
+        let after = &rest[close + 1..];
+        let flag_area: Vec<char> = after.chars().take(6).collect();
+        let mut flags = String::new();
+        for (i, f) in ['R', 'I', 'D'].iter().enumerate() {
+            if flag_area.get(2 * i + 1) == Some(f) {
+                flags.push(*f);
+            }
+        }
+        let tramp = after
+            .split_once("tramp: ")
+            .map(|(_, t)| t.split_whitespace().next().unwrap_or("").to_string());
+        let mut raw = l.to_string();
+        let mut direct = after
+            .split_once("direct-->")
+            .map(|(_, d)| d.trim().to_string());
+        while let Some(next) = lines.peek() {
+            if !next.starts_with('\t') {
+                break;
+            }
+            if let Some(d) = next.trim().strip_prefix("direct-->") {
+                direct = Some(d.to_string());
+            }
+            raw.push('\n');
+            raw.push_str(next);
+            lines.next();
+        }
+        return FtraceState {
+            present: true,
+            function: name.to_string(),
+            module,
+            refs,
+            flags,
+            tramp,
+            direct,
+            raw,
+        };
+    }
+    FtraceState {
+        function: function.to_string(),
+        ..Default::default()
+    }
 }
 
 /// The result of one step.
@@ -106,6 +293,9 @@ pub struct Answer {
     pub output: String,
     /// Exit status of an exec step.
     pub exit_code: Option<i32>,
+    /// Structured result of the step (see each [`Step`]).
+    #[serde(default)]
+    pub data: Option<serde_json::Value>,
     pub duration_us: u64,
 }
 
@@ -127,6 +317,54 @@ pub enum AgentMsg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enabled_functions_as_the_kernel_prints_them() {
+        // 6.1 t_show(): " (%ld)%s%s%s" with " R"/"  ", " I"/"  ", " D"/"  ".
+        let text = "schedule (1)     D\n\tdirect-->my_tramp+0x0/0x20 [ftrace_direct]\n\
+cmdline_proc_show (2) R I D\ttramp: 0xffffffffc0002000 (klp_ftrace_handler+0x0/0x160) ->ftrace_ops_list_func+0x0/0x1b0\n\
+\tdirect-->bpf_trampoline_6442462397+0x0/0x1000\n\
+coexist_target_value [coexist_target] (1) R I   \ttramp: 0xffffffffc0004000 (klp_ftrace_handler+0x0/0x160) ->klp_ftrace_handler+0x0/0x160\n";
+        let s = parse_enabled_functions(text, "cmdline_proc_show");
+        assert!(s.present);
+        assert_eq!(s.refs, 2);
+        assert_eq!(s.flags, "RID");
+        assert_eq!(s.tramp.as_deref(), Some("0xffffffffc0002000"));
+        assert_eq!(
+            s.direct.as_deref(),
+            Some("bpf_trampoline_6442462397+0x0/0x1000")
+        );
+        assert!(s.raw.contains("\n\tdirect-->"));
+        let t = parse_enabled_functions(text, "coexist_target_value");
+        assert_eq!(t.module.as_deref(), Some("coexist_target"));
+        assert_eq!(t.flags, "RI");
+        assert_eq!(t.refs, 1);
+        assert_eq!(t.direct, None);
+        let a = parse_enabled_functions(text, "absent_fn");
+        assert!(!a.present);
+        let sch = parse_enabled_functions(text, "schedule");
+        assert_eq!(sch.flags, "D");
+        assert_eq!(
+            sch.direct.as_deref(),
+            Some("my_tramp+0x0/0x20 [ftrace_direct]")
+        );
+    }
+
+    #[test]
+    fn nested_steps_parse() {
+        let r: Request = serde_json::from_str(
+            r#"{"id":1,"step":"concurrently","duration_ms":100,"lists":[[{"step":"bpf_attach","program":"cx_fentry","kind":"fentry","target":"f"}],[{"step":"sleep","ms":1}]]}"#,
+        )
+        .unwrap();
+        match r.step {
+            Step::Concurrently { lists, .. } => assert_eq!(lists.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(serde_json::from_str::<Request>(
+            r#"{"id":1,"step":"bpf_attach","program":"p","kind":"kprobe","target":"f"}"#
+        )
+        .is_err());
+    }
 
     #[test]
     fn request_wire_format() {

@@ -1,0 +1,245 @@
+//! Fixtures and agent steps on real kernels: livepatch + BPF trampoline on
+//! share-ipmodify and baseline, the ftrace state the kernel prints, fmod_ret
+//! on the target module, and the DIRECT user without ops_func.
+
+use std::path::Path;
+use std::time::Duration;
+
+use coexist::accel::{self, AccelChoice};
+use coexist::cache::Cache;
+use coexist::guest::{self, Prepared};
+use coexist::kbuild::{BuildEvent, BuildObserver, Builder};
+use coexist::variant::{self, Project};
+use coexist::vm::{StepOutcome, Vm};
+use coexist_proto::{BpfKind, BpfStats, FtraceState, Step};
+
+struct Quiet;
+impl BuildObserver for Quiet {
+    fn event(&self, e: BuildEvent) {
+        if let BuildEvent::Phase { variant, what } = e {
+            eprintln!("{variant}: {what}");
+        }
+    }
+}
+
+fn prepare(name: &str) -> Prepared {
+    let project = Project::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))).unwrap();
+    let cache = Cache::open(Cache::default_root().unwrap()).unwrap();
+    let variants = project.load_variants(None).unwrap();
+    let v = variant::select(&variants, &[name.to_string()]).unwrap()[0];
+    let builder = Builder {
+        cache: &cache,
+        jobs: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        toolchain: coexist::source::toolchain_id(),
+        observer: &Quiet,
+    };
+    guest::prepare(&cache, &project, &builder, v, &|s| eprintln!("{s}")).unwrap()
+}
+
+fn boot(name: &str, dir: &Path) -> Vm {
+    let p = prepare(name);
+    let c = p.vm_config(dir.join(format!("{name}.console.log")));
+    accel::boot(AccelChoice::Tcg, c, &|s| eprintln!("{s}")).unwrap_or_else(|f| panic!("{f}"))
+}
+
+fn run(vm: &mut Vm, step: Step) -> StepOutcome {
+    let out = vm
+        .run(step, Duration::from_secs(60))
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert!(out.splats.is_empty(), "splat: {:#?}", out.splats);
+    out
+}
+
+fn ok(vm: &mut Vm, step: Step) -> StepOutcome {
+    let s = format!("{step:?}");
+    let out = run(vm, step);
+    assert!(out.answer.ok, "{s}: {:?}", out.answer);
+    out
+}
+
+fn attach(program: &str, kind: BpfKind, target: &str, fmod_ret: i64) -> Step {
+    Step::BpfAttach {
+        program: program.into(),
+        kind,
+        target: target.into(),
+        object: None,
+        fmod_ret,
+    }
+}
+
+fn handle(out: &StepOutcome) -> u32 {
+    out.answer.data.as_ref().unwrap()["handle"]
+        .as_u64()
+        .unwrap() as u32
+}
+
+fn stats(vm: &mut Vm, h: u32) -> BpfStats {
+    let out = ok(vm, Step::BpfStats { handle: h });
+    serde_json::from_value(out.answer.data.unwrap()).unwrap()
+}
+
+fn ftrace(vm: &mut Vm, f: &str) -> FtraceState {
+    let out = ok(vm, Step::FtraceState { function: f.into() });
+    serde_json::from_value(out.answer.data.unwrap()).unwrap()
+}
+
+fn trigger(vm: &mut Vm, t: &str) -> String {
+    ok(vm, Step::Trigger { target: t.into() }).answer.output
+}
+
+#[test]
+fn share_ipmodify_livepatch_then_fexit_and_fmod_ret_on_the_target() {
+    let d = tempfile::tempdir().unwrap();
+    let mut vm = boot("share-ipmodify", d.path());
+    assert!(!trigger(&mut vm, "cmdline_proc_show").contains("live patched"));
+    ok(
+        &mut vm,
+        Step::LivepatchLoad {
+            module: "livepatch-sample".into(),
+            timeout_ms: None,
+        },
+    );
+    let a = ok(
+        &mut vm,
+        attach("cx_fexit_seq", BpfKind::Fexit, "cmdline_proc_show", 0),
+    );
+    let h = handle(&a);
+    assert_eq!(stats(&mut vm, h).hits, 0);
+    assert_eq!(
+        trigger(&mut vm, "cmdline_proc_show"),
+        "this has been live patched\n"
+    );
+    let s = stats(&mut vm, h);
+    assert_eq!(s.hits, 1);
+    // What fexit saw is what the livepatched function produced.
+    assert_eq!(s.seen, "this has been live patched\n");
+    let f = ftrace(&mut vm, "cmdline_proc_show");
+    assert!(f.present);
+    assert!(f.flags.contains('I') && f.flags.contains('D'), "{f:?}");
+    assert!(
+        f.direct
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("bpf_trampoline_"),
+        "{f:?}"
+    );
+
+    // fmod_ret on the target module's function changes what userspace sees.
+    ok(
+        &mut vm,
+        Step::Insmod {
+            module: "coexist_target".into(),
+            params: String::new(),
+        },
+    );
+    assert_eq!(trigger(&mut vm, "coexist_target_value"), "value=42\n");
+    let m = ok(
+        &mut vm,
+        attach("cx_fmod_ret", BpfKind::FmodRet, "coexist_target_value", 777),
+    );
+    assert_eq!(trigger(&mut vm, "coexist_target_value"), "value=777\n");
+    let s = stats(&mut vm, handle(&m));
+    assert_eq!(s.hits, 1);
+    assert_eq!(s.arg0, 41);
+    ok(
+        &mut vm,
+        Step::BpfDetach {
+            handle: Some(handle(&m)),
+        },
+    );
+    assert_eq!(trigger(&mut vm, "coexist_target_value"), "value=42\n");
+    assert!(vm.unattributed.is_empty(), "{:#?}", vm.unattributed);
+    vm.shutdown().unwrap();
+}
+
+#[test]
+fn baseline_refuses_bpf_next_to_a_livepatch_with_ebusy() {
+    let d = tempfile::tempdir().unwrap();
+    let mut vm = boot("baseline", d.path());
+    ok(
+        &mut vm,
+        Step::LivepatchLoad {
+            module: "livepatch-sample".into(),
+            timeout_ms: None,
+        },
+    );
+    let a = run(
+        &mut vm,
+        attach("cx_fexit_seq", BpfKind::Fexit, "cmdline_proc_show", 0),
+    );
+    assert!(!a.answer.ok);
+    assert_eq!(
+        a.answer.errno_name.as_deref(),
+        Some("EBUSY"),
+        "{:?}",
+        a.answer
+    );
+    let f = ftrace(&mut vm, "cmdline_proc_show");
+    assert_eq!(f.flags, "I", "{f:?}");
+    assert_eq!(f.refs, 1);
+    assert!(f.direct.is_none());
+    // The livepatch is untouched.
+    assert_eq!(
+        trigger(&mut vm, "cmdline_proc_show"),
+        "this has been live patched\n"
+    );
+    vm.shutdown().unwrap();
+}
+
+#[test]
+fn direct_user_without_ops_func_is_refused_next_to_a_livepatch() {
+    let d = tempfile::tempdir().unwrap();
+    let mut vm = boot("share-ipmodify", d.path());
+    ok(
+        &mut vm,
+        Step::Insmod {
+            module: "coexist_direct".into(),
+            params: String::new(),
+        },
+    );
+    let f = ftrace(&mut vm, "cmdline_proc_show");
+    assert!(
+        f.flags.contains('D')
+            && f.direct
+                .as_deref()
+                .unwrap_or("")
+                .contains("coexist_direct_tramp"),
+        "{f:?}"
+    );
+    trigger(&mut vm, "cmdline_proc_show");
+    let hits = ok(
+        &mut vm,
+        Step::Read {
+            path: "/sys/module/coexist_direct/parameters/hits".into(),
+        },
+    );
+    assert_eq!(hits.answer.output.trim(), "1");
+    // Livepatch after the direct user: EBUSY.
+    let lp = run(
+        &mut vm,
+        Step::LivepatchLoad {
+            module: "livepatch-sample".into(),
+            timeout_ms: None,
+        },
+    );
+    assert_eq!(
+        lp.answer.errno_name.as_deref(),
+        Some("EBUSY"),
+        "{:?}",
+        lp.answer
+    );
+    // BPF next to the direct user: EBUSY.
+    let b = run(
+        &mut vm,
+        attach("cx_fentry", BpfKind::Fentry, "cmdline_proc_show", 0),
+    );
+    assert_eq!(
+        b.answer.errno_name.as_deref(),
+        Some("EBUSY"),
+        "{:?}",
+        b.answer
+    );
+    vm.shutdown().unwrap();
+}
