@@ -21,6 +21,11 @@ pub struct Prepared {
     pub manifest: Manifest,
     pub fixtures: Fixtures,
     pub image: Image,
+    /// Time to get the kernel (build or cache hit), and whether it was cached.
+    pub build_s: f64,
+    pub kernel_cached: bool,
+    /// Time for fixtures and image (build or cache hit).
+    pub image_s: f64,
 }
 
 pub fn prepare(
@@ -30,7 +35,11 @@ pub fn prepare(
     v: &Variant,
     note: &dyn Fn(&str),
 ) -> Result<Prepared> {
+    let t0 = std::time::Instant::now();
+    let kernel_cached = builder.plan(v)?.is_cached();
     let manifest = builder.build(v)?;
+    let build_s = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
     let fixtures = fixtures::build(cache, project, &manifest, note)?;
     let image = image::build(
         cache,
@@ -45,6 +54,9 @@ pub fn prepare(
         manifest,
         fixtures,
         image,
+        build_s,
+        kernel_cached,
+        image_s: t1.elapsed().as_secs_f64(),
     })
 }
 

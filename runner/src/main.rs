@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use coexist::accel::{self, AccelChoice};
@@ -17,7 +17,7 @@ use coexist::guest::{self, Prepared};
 use coexist::kbuild::{self, Builder};
 use coexist::variant::{self, Project, Variant};
 use coexist::vm::{Vm, VmFailure};
-use coexist::{source, ui};
+use coexist::{matrix, report, source, suite, ui};
 use coexist_proto::Step;
 
 #[derive(Parser)]
@@ -62,13 +62,69 @@ enum Cmd {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    /// Run suites: every (variant, case) in a fresh VM; reports in results/<run-id>/.
+    Suite(SuiteOpts),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Work with reports.
+    #[command(subcommand)]
+    Report(ReportCmd),
+}
+
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// Merge shard reports (report.json of each shard) into one report.
+    Merge {
+        /// report.json files (or their results directories).
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Where to write the merged report.json, junit.xml, results.ktap.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct SuiteOpts {
+    /// `all`, or a suite name (suites/<name>.yaml).
+    #[arg(default_value = "all")]
+    name: String,
+    /// Only these variants (repeatable).
+    #[arg(long = "variant", value_name = "NAME")]
+    variants: Vec<String>,
+    /// Only cases whose name matches this glob (e.g. 'cmdline/*').
+    #[arg(long, value_name = "GLOB")]
+    case: Option<String>,
+    /// List the (case, variant) jobs and exit.
+    #[arg(long)]
+    list: bool,
+    /// VMs at once (default: the number of cores).
+    #[arg(short, long)]
+    jobs: Option<usize>,
+    /// Run a stable 1/N slice of the job list (I/N, 1-based).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Results directory (default: results/<run-id> in the project).
+    #[arg(long, value_name = "DIR")]
+    results: Option<PathBuf>,
+    #[command(flatten)]
+    src: SourceOpts,
 }
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Run the matrix and print boot-to-ready, per-case and whole-matrix
+    /// times and the runner's CPU overhead over its QEMU processes.
+    Suite(SuiteOpts),
     /// Boot a variant N times: QEMU start -> READY, guest uptime at READY.
     Boot {
         #[command(flatten)]
@@ -469,9 +525,247 @@ fn cmd_bench_boot(ctx: &Ctx, o: &VmOpts, n: usize) -> Result<u8> {
     Ok(0)
 }
 
+fn load_suites(ctx: &Ctx, o: &SuiteOpts, variants: &[Variant]) -> Result<Vec<suite::Suite>> {
+    let names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
+    let fx = suite::project_fixtures(&ctx.project.root);
+    let files = suite::list_files(&ctx.project.root)?;
+    let chosen: Vec<PathBuf> = if o.name == "all" {
+        files
+    } else {
+        let want = ctx
+            .project
+            .root
+            .join("suites")
+            .join(format!("{}.yaml", o.name));
+        if !files.contains(&want) {
+            bail!(
+                "unknown suite '{}' (suites: {})",
+                o.name,
+                files
+                    .iter()
+                    .map(|f| f.file_stem().unwrap().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        vec![want]
+    };
+    chosen.iter().map(|f| suite::load(f, &names, &fx)).collect()
+}
+
+fn run_id() -> String {
+    let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    format!(
+        "{}-{}",
+        t.trim_end_matches('Z').replace(':', ""),
+        std::process::id()
+    )
+}
+
+/// Runs suites; returns the report and where it was written.
+fn run_suites(ctx: &Ctx, o: &SuiteOpts) -> Result<Option<(report::RunReport, PathBuf)>> {
+    let variants = ctx.variants(&o.src)?;
+    for v in &o.variants {
+        variant::select(&variants, std::slice::from_ref(v))?;
+    }
+    let suites = load_suites(ctx, o, &variants)?;
+    let glob = match &o.case {
+        Some(g) => Some(glob::Pattern::new(g).map_err(|e| anyhow::anyhow!("--case {g}: {e}"))?),
+        None => None,
+    };
+    let mut jobs = matrix::jobs(&suites, &o.variants, glob.as_ref());
+    let shard = match &o.shard {
+        Some(s) => Some(matrix::parse_shard(s)?),
+        None => None,
+    };
+    if let Some((i, n)) = shard {
+        jobs = matrix::shard(jobs, i, n);
+    }
+    if o.list {
+        for j in &jobs {
+            println!("{}", j.id);
+        }
+        eprintln!("{} job(s)", jobs.len());
+        return Ok(None);
+    }
+    if jobs.is_empty() {
+        bail!("no (case, variant) matches the filters");
+    }
+    let id = run_id();
+    let dir = o
+        .results
+        .clone()
+        .unwrap_or_else(|| ctx.project.root.join("results").join(&id));
+    std::fs::create_dir_all(&dir)?;
+    let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let t_prep = Instant::now();
+    let reporter = ui::BuildReporter::new();
+    let builder = ctx.builder(&reporter);
+    let mut prepared = std::collections::BTreeMap::new();
+    let mut infos = Vec::new();
+    for name in jobs
+        .iter()
+        .map(|j| j.variant.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let v = variant::select(&variants, std::slice::from_ref(&name))?[0];
+        let p = guest::prepare(&ctx.cache, &ctx.project, &builder, v, &note)?;
+        infos.push(report::VariantInfo {
+            name: name.clone(),
+            kernel_key: p.manifest.key.clone(),
+            kernel_release: p.manifest.kernel_release.clone(),
+            source: p.manifest.source.clone(),
+            series: p.manifest.series.clone(),
+            fragments: p.manifest.fragments.clone(),
+            fixtures_key: p.fixtures.key.clone(),
+            image_key: p.image.key.clone(),
+            build_s: p.build_s,
+            kernel_cached: p.kernel_cached,
+            image_s: p.image_s,
+        });
+        prepared.insert(name, p);
+    }
+    let prepare_s = t_prep.elapsed().as_secs_f64();
+    let opts = matrix::RunOptions {
+        jobs: o.jobs.unwrap_or_else(jobs_default).max(1),
+        accel: o.accel,
+        results_dir: dir.clone(),
+        memory_mb: o.memory,
+        cpus: o.cpus,
+    };
+    let rep = ui::RunReporter::new();
+    let cpu0 = cpu_times();
+    let t_matrix = Instant::now();
+    let results = matrix::run(&jobs, &suites, &prepared, &opts, &rep)?;
+    let matrix_s = t_matrix.elapsed().as_secs_f64();
+    let cpu1 = cpu_times();
+    rep.finish();
+    let report = report::RunReport {
+        schema: report::SCHEMA.into(),
+        run_id: id,
+        started,
+        coexist_version: env!("CARGO_PKG_VERSION").into(),
+        host: report::host(),
+        accel: results.iter().find_map(|r| r.accel).map(|a| a.to_string()),
+        shard,
+        suites: suites.iter().map(|s| s.file.suite.clone()).collect(),
+        variants: infos,
+        totals: matrix::totals(&results),
+        results,
+        timings: report::Timings {
+            prepare_s,
+            matrix_s,
+            jobs: opts.jobs,
+            runner_cpu_s: cpu1.0 - cpu0.0,
+            qemu_cpu_s: cpu1.1 - cpu0.1,
+        },
+    };
+    report::write_all(&dir, &report)?;
+    Ok(Some((report, dir)))
+}
+
+/// (this process's CPU seconds, its waited-for children's CPU seconds).
+fn cpu_times() -> (f64, f64) {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let secs = |who| {
+        getrusage(who)
+            .map(|u| {
+                let t =
+                    |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+                t(u.user_time()) + t(u.system_time())
+            })
+            .unwrap_or(0.0)
+    };
+    (secs(UsageWho::RUSAGE_SELF), secs(UsageWho::RUSAGE_CHILDREN))
+}
+
+fn cmd_suite(ctx: &Ctx, o: &SuiteOpts) -> Result<u8> {
+    let Some((report, dir)) = run_suites(ctx, o)? else {
+        return Ok(0);
+    };
+    println!("{}", report::table(&report));
+    println!("reports: {}", dir.display());
+    Ok(report.exit_code())
+}
+
+fn stats(v: &mut [f64]) -> String {
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    format!(
+        "min {:.2} s, median {:.2} s, max {:.2} s (n={})",
+        v[0],
+        v[v.len() / 2],
+        v[v.len() - 1],
+        v.len()
+    )
+}
+
+fn cmd_bench_suite(ctx: &Ctx, o: &SuiteOpts) -> Result<u8> {
+    let Some((report, dir)) = run_suites(ctx, o)? else {
+        return Ok(0);
+    };
+    let t = &report.timings;
+    let mut boots: Vec<f64> = report.results.iter().filter_map(|r| r.boot_s).collect();
+    let mut cases: Vec<f64> = report.results.iter().map(|r| r.total_s).collect();
+    let fixed: f64 = report.results.iter().map(|r| r.fixed_s).sum();
+    println!("accelerator: {}", report.accel.as_deref().unwrap_or("none"));
+    println!("boot-to-ready: {}", stats(&mut boots));
+    println!("per case (boot + steps + shutdown): {}", stats(&mut cases));
+    println!(
+        "whole matrix: {} cases with -j{} in {:.1} s; without the stress cases' fixed durations ({:.0} s over {} workers): {:.1} s",
+        report.results.len(),
+        t.jobs,
+        t.matrix_s,
+        fixed,
+        t.jobs,
+        t.matrix_s - fixed / t.jobs as f64
+    );
+    println!(
+        "runner overhead: {:.2} s CPU in the runner vs {:.2} s CPU in its QEMU processes ({:.1} %)",
+        t.runner_cpu_s,
+        t.qemu_cpu_s,
+        100.0 * t.runner_cpu_s / t.qemu_cpu_s.max(1e-9)
+    );
+    println!("prepare (kernels, fixtures, images): {:.1} s", t.prepare_s);
+    println!(
+        "unexpected outcomes: {} (reports: {})",
+        report.totals.unexpected,
+        dir.display()
+    );
+    Ok(report.exit_code())
+}
+
+fn cmd_report_merge(reports: &[PathBuf], out: &std::path::Path) -> Result<u8> {
+    let mut parts = Vec::new();
+    for p in reports {
+        let f = if p.is_dir() {
+            p.join("report.json")
+        } else {
+            p.clone()
+        };
+        let b = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        let r: report::RunReport = serde_json::from_slice(&b)
+            .with_context(|| format!("{}: not a coexist report", f.display()))?;
+        parts.push(r);
+    }
+    let merged = report::merge(parts)?;
+    report::write_all(out, &merged)?;
+    println!("{}", report::table(&merged));
+    println!("reports: {}", out.display());
+    Ok(merged.exit_code())
+}
+
 fn run(cli: Cli) -> Result<u8> {
+    if let Cmd::Report(ReportCmd::Merge { reports, out }) = &cli.cmd {
+        return cmd_report_merge(reports, out);
+    }
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
+        Cmd::Suite(o) => return cmd_suite(&ctx, o),
+        Cmd::Bench(BenchCmd::Suite(o)) => return cmd_bench_suite(&ctx, o),
+        Cmd::Report(_) => unreachable!(),
         Cmd::Boot { vm } => return cmd_boot(&ctx, vm),
         Cmd::Shell { vm } => return cmd_shell(&ctx, vm),
         Cmd::Run { vm, timeout, argv } => return cmd_run(&ctx, vm, *timeout, argv),

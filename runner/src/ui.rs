@@ -117,3 +117,78 @@ impl BuildObserver for BuildReporter {
         }
     }
 }
+
+/// Matrix reporter: one bar for the matrix, a line per finished case.
+pub struct RunReporter {
+    bar: Mutex<Option<ProgressBar>>,
+    tty: bool,
+}
+
+impl Default for RunReporter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RunReporter {
+    pub fn new() -> Self {
+        RunReporter {
+            bar: Mutex::new(None),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn println(&self, s: &str) {
+        match self.bar.lock().unwrap().as_ref() {
+            Some(b) if self.tty => b.println(s),
+            _ => eprintln!("{s}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap().take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl crate::matrix::RunObserver for RunReporter {
+    fn event(&self, e: crate::matrix::RunEvent) {
+        use crate::matrix::RunEvent;
+        match e {
+            RunEvent::Started { total } => {
+                if self.tty {
+                    let b = ProgressBar::new(total as u64).with_style(
+                        ProgressStyle::with_template(
+                            "[{elapsed_precise}] {bar:30} {pos}/{len} cases {wide_msg}",
+                        )
+                        .unwrap(),
+                    );
+                    b.enable_steady_tick(Duration::from_millis(200));
+                    *self.bar.lock().unwrap() = Some(b);
+                } else {
+                    eprintln!("running {total} case(s)");
+                }
+            }
+            RunEvent::CaseStarted { id } => {
+                if let Some(b) = self.bar.lock().unwrap().as_ref() {
+                    b.set_message(id.to_string());
+                }
+            }
+            RunEvent::CaseFinished(r) => {
+                let mark = if r.decision.as_expected { " " } else { "!" };
+                self.println(&format!(
+                    "{:<5}{mark} {:<60} {:>6.1}s  {}",
+                    r.decision.verdict.as_str(),
+                    r.id,
+                    r.total_s,
+                    r.decision.summary
+                ));
+                if let Some(b) = self.bar.lock().unwrap().as_ref() {
+                    b.inc(1);
+                }
+            }
+            RunEvent::Note(s) => self.println(s),
+        }
+    }
+}

@@ -325,6 +325,7 @@ fn ftrace_state(id: u64, function: &str) -> Answer {
 fn repeat(state: &mut State, id: u64, times: u32, steps: &[Step]) -> Answer {
     let mut failures = Vec::new();
     let mut failed = 0u64;
+    let mut first: Option<Answer> = None;
     for i in 0..times {
         for (j, s) in steps.iter().enumerate() {
             let a = run_step(state, id, s.clone());
@@ -335,17 +336,21 @@ fn repeat(state: &mut State, id: u64, times: u32, steps: &[Step]) -> Answer {
                         "iteration": i, "index": j, "errno_name": a.errno_name, "error": a.error,
                     }));
                 }
+                first.get_or_insert(a);
             }
         }
     }
-    let mut a = if failed == 0 {
-        ok(id, String::new())
-    } else {
-        fail(
+    let mut a = match first {
+        None => ok(id, String::new()),
+        // The first failure's errno is the repeat's.
+        Some(f) => fail(
             Some(id),
-            None,
-            format!("{failed} step(s) failed in {times} iterations"),
-        )
+            f.errno,
+            format!(
+                "{failed} step(s) failed in {times} iterations; first: {}",
+                f.error.unwrap_or_default()
+            ),
+        ),
     };
     a.data = Some(serde_json::json!({"iterations": times, "failed": failed, "failures": failures}));
     a
@@ -366,9 +371,12 @@ fn concurrently(id: u64, duration_ms: u64, lists: Vec<Vec<Step>>) -> Answer {
                         if a.ok {
                             okc += 1;
                         } else {
+                            // The rest of this iteration builds on this step:
+                            // start the next one.
                             failed += 1;
                             let k = a.errno_name.clone().unwrap_or_else(|| "other".into());
                             *errnos.entry(k).or_default() += 1;
+                            break;
                         }
                     }
                     iterations += 1;

@@ -126,7 +126,7 @@ pub enum Step {
         steps: Vec<Step>,
     },
     /// Runs each list in its own thread, each looping over its list until
-    /// `duration_ms` has passed. data: `{"threads": [{"iterations", "ok", "failed", "errnos": {"EBUSY": n}}]}`.
+    /// `duration_ms` has passed; an iteration stops at its first failing step. data: `{"threads": [{"iterations", "ok", "failed", "errnos": {"EBUSY": n}}]}`.
     Concurrently {
         duration_ms: u64,
         lists: Vec<Vec<Step>>,
