@@ -110,7 +110,8 @@ pub fn build(
         }
         let mut c = kbuild::make_command(cache, &kernel.source_dir, &kernel.build_dir);
         c.arg(format!("M={}", work.display())).arg("modules");
-        kbuild::run_quiet(c, "building the fixture modules")?;
+        kbuild::run_quiet(c, "building the fixture modules")
+            .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
         for ko in listed(&work, ".ko")? {
             std::fs::copy(&ko, st.join("modules").join(ko.file_name().unwrap()))?;
         }

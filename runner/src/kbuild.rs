@@ -16,6 +16,19 @@ use crate::series;
 use crate::source::{self, SourceId};
 use crate::variant::{Source, Variant};
 
+/// The kernel at hand cannot be configured or built (as opposed to a
+/// problem of the harness): bisect reports such a commit as untestable.
+#[derive(Debug)]
+pub struct KernelDoesNotBuild(pub String);
+
+impl std::fmt::Display for KernelDoesNotBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KernelDoesNotBuild {}
+
 /// What the build stage tells its observers (the terminal UI, logs).
 #[derive(Clone, Debug)]
 pub enum BuildEvent {
@@ -141,6 +154,15 @@ impl Builder<'_> {
     }
 
     pub fn plan(&self, v: &Variant) -> Result<Plan> {
+        if let (Source::Tree(_), Some(s)) = (&v.source, &v.series) {
+            bail!(
+                "variant '{}' applies patch series '{}', but --kernel-tree builds a tree as it is \
+                 checked out (the tree is never modified): commit the patches to the tree, or \
+                 pick a variant without a series",
+                v.name,
+                s.name
+            );
+        }
         let src = source::identify(self.cache, &v.source)?;
         let tree_key = tree_key(&src, v);
         let config_key = config_key(v, &self.toolchain);
@@ -297,7 +319,8 @@ impl Builder<'_> {
         std::fs::create_dir_all(&plan.build_dir)?;
         let mut c = self.make_cmd(plan);
         c.arg("tinyconfig");
-        self.run_quiet(c, "make tinyconfig")?;
+        self.run_quiet(c, "make tinyconfig")
+            .map_err(|e| KernelDoesNotBuild(format!("{e:#}")))?;
         let mut c = Command::new(plan.tree_dir.join("scripts/kconfig/merge_config.sh"));
         c.current_dir(&plan.tree_dir)
             .args(["-m", "-O"])
@@ -306,14 +329,16 @@ impl Builder<'_> {
         for f in &v.fragments {
             c.arg(&f.path);
         }
-        self.run_quiet(c, "merge_config.sh")?;
+        self.run_quiet(c, "merge_config.sh")
+            .map_err(|e| KernelDoesNotBuild(format!("{e:#}")))?;
         let mut c = self.make_cmd(plan);
         c.arg("olddefconfig");
-        self.run_quiet(c, "make olddefconfig")?;
+        self.run_quiet(c, "make olddefconfig")
+            .map_err(|e| KernelDoesNotBuild(format!("{e:#}")))?;
         let dotconfig = std::fs::read_to_string(plan.build_dir.join(".config"))?;
         let mismatches = kconfig::validate(&v.fragments, &kconfig::parse_dotconfig(&dotconfig));
         if !mismatches.is_empty() {
-            bail!(
+            return Err(KernelDoesNotBuild(format!(
                 "variant '{}': {} requested config option(s) did not take:\n  {}",
                 v.name,
                 mismatches.len(),
@@ -322,7 +347,8 @@ impl Builder<'_> {
                     .map(|m| m.to_string())
                     .collect::<Vec<_>>()
                     .join("\n  ")
-            );
+            ))
+            .into());
         }
         Ok(())
     }
@@ -377,12 +403,13 @@ impl Builder<'_> {
         let st = child.wait()?;
         if !st.success() {
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            bail!(
+            return Err(KernelDoesNotBuild(format!(
                 "variant '{}': the kernel build failed ({st}); last lines of {}:\n{}",
                 v.name,
                 log.display(),
                 tail(&text, 25)
-            );
+            ))
+            .into());
         }
         Ok(lines)
     }

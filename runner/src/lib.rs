@@ -3,6 +3,7 @@
 //! `main.rs` is the CLI on top.
 
 pub mod accel;
+pub mod bisect;
 pub mod cache;
 pub mod fixtures;
 pub mod guest;

@@ -17,7 +17,7 @@ use coexist::guest::{self, Prepared};
 use coexist::kbuild::{self, Builder};
 use coexist::variant::{self, Project, Variant};
 use coexist::vm::{Vm, VmFailure};
-use coexist::{matrix, report, source, suite, ui};
+use coexist::{bisect, cache, matrix, report, source, suite, ui};
 use coexist_proto::Step;
 
 #[derive(Parser)]
@@ -70,6 +70,46 @@ enum Cmd {
     /// Work with reports.
     #[command(subcommand)]
     Report(ReportCmd),
+    /// For `git bisect run`: build the checked-out commit of a kernel tree,
+    /// boot it, run the named case(s); exit 0 good, 1 bad, 125 untestable,
+    /// 128 harness error.
+    BisectRun(BisectOpts),
+    /// Drive a whole bisection: git bisect start/run/reset with bisect-run,
+    /// then print the first commit where the outcome changes.
+    Bisect {
+        /// A commit where the outcome is the good one.
+        #[arg(long)]
+        good: String,
+        /// A later commit where it is not.
+        #[arg(long)]
+        bad: String,
+        #[command(flatten)]
+        o: BisectOpts,
+    },
+}
+
+#[derive(Args, Clone)]
+struct BisectOpts {
+    /// The kernel git tree (default: the current directory).
+    #[arg(long, value_name = "PATH")]
+    kernel_tree: Option<PathBuf>,
+    /// The variant whose config fragments to build with (it must have no patch series).
+    #[arg(long, default_value = "stock")]
+    variant: String,
+    /// The suite holding the case(s).
+    #[arg(long, default_value = "livepatch-bpf")]
+    suite: String,
+    /// Case(s) to run (repeatable).
+    #[arg(long = "case", required = true)]
+    cases: Vec<String>,
+    /// The good outcome: `pass`, or `refused:<step>:<ERRNO>` (e.g. refused:bpf:EBUSY).
+    #[arg(long, default_value = "pass")]
+    good_if: String,
+    /// Append each step's verdict to this JSON-lines file.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
 }
 
 #[derive(Subcommand)]
@@ -279,7 +319,14 @@ fn kernel_list(ctx: &Ctx, json: bool, src: &SourceOpts) -> Result<()> {
     };
     let mut rows = Vec::new();
     for v in &variants {
-        let plan = builder.plan(v)?;
+        let plan = match builder.plan(v) {
+            Ok(p) => p,
+            Err(e) if src.kernel_tree.is_some() => {
+                rows.push(serde_json::json!({"variant": v.name, "error": format!("{e:#}")}));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let manifest = if plan.is_cached() {
             Some(kbuild::Manifest::load(&plan.entry_dir)?)
         } else {
@@ -308,6 +355,10 @@ fn kernel_list(ctx: &Ctx, json: bool, src: &SourceOpts) -> Result<()> {
         "VARIANT", "KEY", "BUILT"
     );
     for r in &rows {
+        if let Some(e) = r["error"].as_str() {
+            println!("{:<24} {e}", r["variant"].as_str().unwrap_or(""));
+            continue;
+        }
         let cached = r["cached"].as_bool().unwrap_or(false);
         println!(
             "{:<24} {:<16} {:<7} {}",
@@ -757,12 +808,243 @@ fn cmd_report_merge(reports: &[PathBuf], out: &std::path::Path) -> Result<u8> {
     Ok(merged.exit_code())
 }
 
+fn bisect_tree(o: &BisectOpts) -> Result<PathBuf> {
+    let t = match &o.kernel_tree {
+        Some(t) => t.clone(),
+        None => std::env::current_dir()?,
+    };
+    t.canonicalize()
+        .with_context(|| format!("--kernel-tree {}: no such directory", t.display()))
+}
+
+/// bisect-run: every failure to judge the commit is an exit code, never a
+/// plain error, so git bisect never mistakes a harness problem for "bad".
+fn cmd_bisect_run(ctx: &Ctx, o: &BisectOpts) -> u8 {
+    match bisect_run(ctx, o) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("coexist bisect-run: harness error: {e:#}");
+            bisect::HARNESS
+        }
+    }
+}
+
+fn bisect_run(ctx: &Ctx, o: &BisectOpts) -> Result<u8> {
+    let tree = bisect_tree(o)?;
+    let expected = bisect::parse_good_if(&o.good_if)?;
+    let variants = ctx.project.load_variants(Some(&tree))?;
+    let v = variant::select(&variants, std::slice::from_ref(&o.variant))?[0];
+    let names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
+    let fx = suite::project_fixtures(&ctx.project.root);
+    let path = ctx
+        .project
+        .root
+        .join("suites")
+        .join(format!("{}.yaml", o.suite));
+    let mut s = suite::load(&path, &names, &fx)?;
+    let mut cases = Vec::new();
+    for name in &o.cases {
+        let mut c = s
+            .file
+            .cases
+            .iter()
+            .find(|c| &c.name == name)
+            .cloned()
+            .with_context(|| format!("suite '{}' has no case '{name}'", o.suite))?;
+        c.expect = [("default".to_string(), expected.clone())]
+            .into_iter()
+            .collect();
+        cases.push(c);
+    }
+    s.file.cases = cases;
+    let commit = bisect::git(&tree, &["rev-parse", "HEAD"])?;
+    let subject = bisect::git(&tree, &["log", "-1", "--format=%s"])?;
+    let short = &commit[..12.min(commit.len())];
+    eprintln!("bisect-run: {short} {subject}");
+    let reporter = ui::BuildReporter::new();
+    let builder = ctx.builder(&reporter);
+    let mut step = bisect::StepLog {
+        commit: commit.clone(),
+        subject,
+        kernel_key: None,
+        build_s: 0.0,
+        kernel_cached: false,
+        exit: bisect::SKIP,
+        verdict: String::new(),
+        cases: Vec::new(),
+    };
+    let log = |step: &bisect::StepLog| -> Result<()> {
+        eprintln!(
+            "bisect-run: {short}: {} ({})",
+            bisect::exit_word(step.exit),
+            step.verdict
+        );
+        if let Some(l) = &o.log {
+            bisect::append_log(l, step)?;
+        }
+        Ok(())
+    };
+    let p = match guest::prepare(&ctx.cache, &ctx.project, &builder, v, &note) {
+        Ok(p) => p,
+        Err(e) if e.downcast_ref::<kbuild::KernelDoesNotBuild>().is_some() => {
+            step.verdict = format!(
+                "untestable: {}",
+                format!("{e:#}").lines().next().unwrap_or("")
+            );
+            log(&step)?;
+            eprintln!("{e:#}");
+            return Ok(bisect::SKIP);
+        }
+        Err(e) => return Err(e),
+    };
+    step.kernel_key = Some(p.manifest.key.clone());
+    step.build_s = p.build_s;
+    step.kernel_cached = p.kernel_cached;
+    let dir = ctx
+        .project
+        .root
+        .join("results")
+        .join(format!("bisect-{short}-{}", std::process::id()));
+    let opts = matrix::RunOptions {
+        jobs: 1,
+        accel: o.accel,
+        results_dir: dir,
+        memory_mb: 512,
+        cpus: 2,
+    };
+    let mut codes = Vec::new();
+    for c in &s.file.cases {
+        let r = matrix::run_case(&p, &s, c, &opts, &note);
+        let code = bisect::judge(&r);
+        eprintln!(
+            "  {}: {} ({}): {}",
+            c.name,
+            r.decision.verdict.as_str(),
+            bisect::exit_word(code),
+            r.decision.summary
+        );
+        step.cases.push(bisect::CaseVerdict {
+            case: c.name.clone(),
+            verdict: r.decision.verdict.as_str().into(),
+            summary: r.decision.summary.clone(),
+        });
+        codes.push(code);
+    }
+    step.exit = bisect::combine(&codes);
+    step.verdict = bisect::exit_word(step.exit).into();
+    log(&step)?;
+    Ok(step.exit)
+}
+
+fn cmd_bisect(ctx: &Ctx, good: &str, bad: &str, o: &BisectOpts) -> Result<u8> {
+    let tree = bisect_tree(o)?;
+    bisect::parse_good_if(&o.good_if)?;
+    let status = bisect::git(&tree, &["status", "--porcelain", "--untracked-files=no"])?;
+    if !status.is_empty() {
+        bail!(
+            "{}: the tree has local changes; git bisect needs a clean checkout",
+            tree.display()
+        );
+    }
+    let id = run_id();
+    let dir = ctx
+        .project
+        .root
+        .join("results")
+        .join(format!("bisect-{id}"));
+    std::fs::create_dir_all(&dir)?;
+    let log = dir.join("steps.jsonl");
+    let exe = std::env::current_exe()?;
+    bisect::git(&tree, &["bisect", "start", bad, good])?;
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("-C").arg(&tree).args(["bisect", "run"]).arg(&exe);
+    cmd.arg("--root")
+        .arg(&ctx.project.root)
+        .arg("--cache-dir")
+        .arg(&ctx.cache.root);
+    cmd.arg("bisect-run").arg("--kernel-tree").arg(&tree);
+    cmd.args([
+        "--variant",
+        &o.variant,
+        "--suite",
+        &o.suite,
+        "--good-if",
+        &o.good_if,
+    ]);
+    for c in &o.cases {
+        cmd.args(["--case", c]);
+    }
+    cmd.arg("--log").arg(&log);
+    cmd.args(["--accel", &format!("{:?}", o.accel).to_lowercase()]);
+    let t0 = Instant::now();
+    let out = cmd.stderr(std::process::Stdio::inherit()).output();
+    let reset = bisect::git(&tree, &["bisect", "reset"]);
+    let out = out.context("cannot run git bisect run")?;
+    reset?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprint!("{stdout}");
+    let steps = bisect::read_log(&log);
+    println!(
+        "\nbisect steps ({} in {}):",
+        steps.len(),
+        ui::fmt_duration(t0.elapsed())
+    );
+    for s in &steps {
+        println!(
+            "  {}  {:<13} build {:>7} {}  {}",
+            &s.commit[..12.min(s.commit.len())],
+            s.verdict,
+            ui::fmt_duration(std::time::Duration::from_secs_f64(s.build_s)),
+            if s.kernel_cached {
+                "(cached)"
+            } else {
+                "(incremental)"
+            },
+            s.subject
+        );
+    }
+    let first = bisect::first_bad(&stdout);
+    let summary = serde_json::json!({
+        "good": good, "bad": bad, "good_if": o.good_if, "cases": o.cases,
+        "first_bad": first, "steps": steps,
+        "first_bad_subject": first.as_ref().and_then(|c| bisect::git(&tree, &["log", "-1", "--format=%s", c]).ok()),
+    });
+    cache::write_atomic(
+        &dir.join("bisect.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    match first {
+        Some(c) => {
+            let subject = bisect::git(&tree, &["log", "-1", "--format=%s", &c])?;
+            println!("first commit where the outcome changes: {c} {subject}");
+            println!("report: {}", dir.join("bisect.json").display());
+            Ok(0)
+        }
+        None => bail!(
+            "git bisect run found no first bad commit (exit {:?}); see {}",
+            out.status.code(),
+            log.display()
+        ),
+    }
+}
+
 fn run(cli: Cli) -> Result<u8> {
     if let Cmd::Report(ReportCmd::Merge { reports, out }) = &cli.cmd {
         return cmd_report_merge(reports, out);
     }
+    if let Cmd::BisectRun(o) = &cli.cmd {
+        return Ok(match Ctx::new(&cli) {
+            Ok(ctx) => cmd_bisect_run(&ctx, o),
+            Err(e) => {
+                eprintln!("coexist bisect-run: harness error: {e:#}");
+                bisect::HARNESS
+            }
+        });
+    }
     let ctx = Ctx::new(&cli)?;
     match &cli.cmd {
+        Cmd::BisectRun(_) => unreachable!(),
+        Cmd::Bisect { good, bad, o } => return cmd_bisect(&ctx, good, bad, o),
         Cmd::Suite(o) => return cmd_suite(&ctx, o),
         Cmd::Bench(BenchCmd::Suite(o)) => return cmd_bench_suite(&ctx, o),
         Cmd::Report(_) => unreachable!(),

@@ -163,18 +163,9 @@ pub fn parse_variants(
             );
         }
         let source = match kernel_tree {
-            Some(t) => {
-                if v.series.is_some() {
-                    bail!(
-                        "variant '{}' applies patch series '{}', but --kernel-tree builds a tree as it is \
-                         checked out (the tree is never modified): commit the patches to the tree, \
-                         or pick a variant without a series",
-                        v.name,
-                        v.series.as_deref().unwrap_or_default()
-                    );
-                }
-                Source::Tree(t.to_path_buf())
-            }
+            // Building a variant with a series from a user tree is refused
+            // when that variant is built (kbuild::Builder::plan).
+            Some(t) => Source::Tree(t.to_path_buf()),
             None => match file.sources.iter().find(|s| s.name == v.source) {
                 Some(s) => Source::Tarball(s.clone()),
                 None => bail!(
@@ -342,19 +333,10 @@ mod tests {
     }
 
     #[test]
-    fn kernel_tree_refuses_series() {
+    fn kernel_tree_replaces_the_source() {
         let (_d, root) = project();
         let text =
             format!("{HEAD}  - name: v1\n    source: deb\n    series: p\n    fragments: [a]\n");
-        let e = parse_variants(
-            &text,
-            Path::new("v.yaml"),
-            &root,
-            Some(Path::new("/src/linux")),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("--kernel-tree"), "{e}");
-        let text = format!("{HEAD}  - name: v1\n    source: deb\n    fragments: [a]\n");
         let v = parse_variants(
             &text,
             Path::new("v.yaml"),
@@ -363,6 +345,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(v[0].source, Source::Tree(_)));
+        assert!(v[0].series.is_some());
     }
 
     #[test]

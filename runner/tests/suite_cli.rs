@@ -5,11 +5,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn coexist(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_coexist")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_coexist"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -27,9 +33,15 @@ fn copy_dir(from: &Path, to: &Path) {
 /// A project with the real variants and fixtures and one suite file.
 fn project_with_suite(text: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    copy_dir(&root().join("kernel-config"), &d.path().join("kernel-config"));
+    copy_dir(
+        &root().join("kernel-config"),
+        &d.path().join("kernel-config"),
+    );
     copy_dir(&root().join("patches"), &d.path().join("patches"));
-    copy_dir(&root().join("images/fixtures"), &d.path().join("images/fixtures"));
+    copy_dir(
+        &root().join("images/fixtures"),
+        &d.path().join("images/fixtures"),
+    );
     std::fs::create_dir_all(d.path().join("suites")).unwrap();
     std::fs::write(d.path().join("suites/t.yaml"), text).unwrap();
     d
@@ -80,7 +92,10 @@ fn list(args: &[&str]) -> Vec<String> {
     a.extend_from_slice(args);
     let out = coexist(&a);
     assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -103,7 +118,19 @@ fn shards_of_the_real_suite_cover_it_once() {
         assert_eq!(union, want, "shards of {n}");
     }
     let f = list(&["--variant", "baseline", "--case", "cmdline/*"]);
-    assert!(!f.is_empty() && f.iter().all(|j| j.ends_with("@baseline") && j.contains("/cmdline/")), "{f:?}");
-    let out = coexist(&["suite", "--list", "--shard", "0/2", "--root", root().to_str().unwrap()]);
+    assert!(
+        !f.is_empty()
+            && f.iter()
+                .all(|j| j.ends_with("@baseline") && j.contains("/cmdline/")),
+        "{f:?}"
+    );
+    let out = coexist(&[
+        "suite",
+        "--list",
+        "--shard",
+        "0/2",
+        "--root",
+        root().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }

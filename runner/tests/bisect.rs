@@ -1,0 +1,203 @@
+//! Bisect end to end: a git repository made from the Debian 6.1 source with
+//! a short history (the baseline patch, an unrelated commit, a commit that
+//! restores the ops_func wiring, another unrelated commit), bisect-run exit
+//! codes on real builds, and `coexist bisect` finding the restoring commit
+//! with incremental builds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn coexist(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_coexist"))
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ coexist {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=coexist test",
+            "-c",
+            "user.email=test@coexist.invalid",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The pristine unpacked Debian source from the cache (unpacked by a build).
+fn pristine() -> PathBuf {
+    let r = root();
+    let out = coexist(&[
+        "kernel",
+        "build",
+        "--variant",
+        "stock",
+        "--root",
+        r.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let cache = coexist::cache::Cache::default_root().unwrap();
+    std::fs::read_dir(cache.join("sources"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("Makefile").is_file())
+        .expect("an unpacked source in the cache")
+}
+
+fn commit_file(repo: &Path, file: &str, append: &str, msg: &str) -> String {
+    let p = repo.join(file);
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str(append);
+    std::fs::write(&p, text).unwrap();
+    git(repo, &["commit", "-q", "-a", "-m", msg]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+#[test]
+fn bisect_finds_the_commit_that_restores_ops_func() {
+    let src = pristine();
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("linux");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Debian's tarball ignores everything at its top level (its packaging
+    // does not track the kernel in git): drop that stanza.
+    let gi = repo.join(".gitignore");
+    let text = std::fs::read_to_string(&gi).unwrap();
+    let keep = text.split("# Debian packaging").next().unwrap().to_string();
+    std::fs::write(&gi, keep).unwrap();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(
+        &repo,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            "Linux 6.1.192 (Debian linux-source-6.1)",
+        ],
+    );
+    let patch = std::fs::read_dir(root().join("patches/baseline"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "patch"))
+        .unwrap();
+    git(&repo, &["am", "-q", patch.to_str().unwrap()]);
+    let c0 = git(&repo, &["rev-parse", "HEAD"]);
+    let _c1 = commit_file(
+        &repo,
+        "Documentation/bpf/index.rst",
+        "\n",
+        "docs: unrelated change",
+    );
+    git(&repo, &["revert", "--no-edit", &c0]);
+    let c2 = git(&repo, &["rev-parse", "HEAD"]);
+    let c3 = commit_file(
+        &repo,
+        "Documentation/livepatch/index.rst",
+        "\n",
+        "docs: another unrelated change",
+    );
+
+    let r = root();
+    let base = ["--root", r.to_str().unwrap()];
+    let tree = repo.to_str().unwrap();
+    let case = "cmdline/livepatch-then-fentry";
+    let run = |good_if: &str, extra: &[&str]| -> Option<i32> {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend([
+            "bisect-run",
+            "--kernel-tree",
+            tree,
+            "--case",
+            case,
+            "--good-if",
+            good_if,
+            "--accel",
+            "tcg",
+        ]);
+        a.extend(extra);
+        coexist(&a).status.code()
+    };
+    // At c3 the wiring is back: the livepatch and fentry share the function.
+    assert_eq!(run("pass", &[]), Some(0));
+    assert_eq!(run("refused:bpf:EBUSY", &[]), Some(1));
+    // A case that does not exist is the harness's problem: >= 128, git bisect stops.
+    assert_eq!(run("pass", &["--case", "no-such-case"]), Some(128));
+
+    // The whole loop: outcome "refused with EBUSY" is good (old), the first
+    // commit where it changes is the revert.
+    let log_dir = d.path().join("log");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let mut a: Vec<&str> = base.to_vec();
+    a.extend([
+        "bisect",
+        "--kernel-tree",
+        tree,
+        "--good",
+        &c0,
+        "--bad",
+        &c3,
+        "--case",
+        case,
+        "--good-if",
+        "refused:bpf:EBUSY",
+        "--accel",
+        "tcg",
+    ]);
+    let out = coexist(&a);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("first commit where the outcome changes: {c2} Revert \"bpf: model the pre-SHARE_IPMODIFY")),
+        "{stdout}"
+    );
+    // Each step built in the same tree's build dir, incrementally.
+    assert!(
+        stdout.contains("(incremental)") || stdout.contains("(cached)"),
+        "{stdout}"
+    );
+    // The tree is back where it was.
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), c3);
+
+    // A commit that does not build is untestable: 125.
+    git(&repo, &["checkout", "-q", "-b", "broken"]);
+    commit_file(
+        &repo,
+        "kernel/bpf/trampoline.c",
+        "\n#error this commit does not build\n",
+        "bpf: break the build",
+    );
+    assert_eq!(run("pass", &[]), Some(125));
+    git(&repo, &["checkout", "-q", &c3]);
+}
