@@ -39,6 +39,8 @@ fn git(dir: &Path, args: &[&str]) -> String {
             "user.email=test@coexist.invalid",
         ])
         .args(args)
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
         .output()
         .unwrap();
     assert!(
@@ -82,7 +84,15 @@ fn commit_file(repo: &Path, file: &str, append: &str, msg: &str) -> String {
 fn bisect_finds_the_commit_that_restores_ops_func() {
     let src = pristine();
     let d = tempfile::tempdir().unwrap();
-    let repo = d.path().join("linux");
+    // A fixed place in the cache, and fixed commit dates (see git()): the
+    // same path and commits every run, so its build dir and kernels are
+    // reused (the first run builds the tree cold).
+    let work = coexist::cache::Cache::default_root()
+        .unwrap()
+        .join("bisect-e2e");
+    let repo = work.join("linux");
+    let _ = std::fs::remove_dir_all(&repo);
+    std::fs::create_dir_all(&work).unwrap();
     let st = Command::new("cp")
         .arg("-a")
         .arg(&src)
