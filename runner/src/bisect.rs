@@ -6,7 +6,6 @@
 //! stops instead of being misled).
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -105,21 +104,10 @@ pub fn exit_word(code: u8) -> &'static str {
     }
 }
 
+/// git in `tree`, its output as trimmed text.
 pub fn git(tree: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(tree)
-        .args(args)
-        .output()
-        .context("cannot run git")?;
-    if !out.status.success() {
-        bail!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = crate::source::git(tree, args)?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
 }
 
 /// `<sha> is the first bad commit` from `git bisect run` output.

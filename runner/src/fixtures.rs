@@ -33,20 +33,6 @@ fn sources(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-fn tool_version(cmd: &str) -> String {
-    Command::new(cmd)
-        .arg("--version")
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_default()
-}
-
 fn listed(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Ok(Vec::new());
@@ -73,8 +59,14 @@ pub fn build(
         h.part("name", p.file_name().unwrap().to_string_lossy().as_bytes());
         h.part("file", &std::fs::read(p)?);
     }
-    h.part("clang", tool_version("clang").as_bytes());
-    h.part("bpftool", tool_version("bpftool").as_bytes());
+    h.part(
+        "clang",
+        source::first_line("clang", &["--version"]).as_bytes(),
+    );
+    h.part(
+        "bpftool",
+        source::first_line("bpftool", &["--version"]).as_bytes(),
+    );
     let key = h.finish();
     let entry = cache.dir("fixtures").join(&key);
     let found = |entry: &Path| -> Result<Fixtures> {

@@ -145,14 +145,8 @@ struct SuiteOpts {
     /// Run a stable 1/N slice of the job list (I/N, 1-based).
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
-    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
-    accel: AccelChoice,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 512)]
-    memory: u32,
-    /// Guest CPUs.
-    #[arg(long, default_value_t = 2)]
-    cpus: u32,
+    #[command(flatten)]
+    machine: MachineOpts,
     /// Results directory (default: results/<run-id> in the project).
     #[arg(long, value_name = "DIR")]
     results: Option<PathBuf>,
@@ -174,11 +168,9 @@ enum BenchCmd {
     },
 }
 
+/// The guest machine.
 #[derive(Args, Clone)]
-struct VmOpts {
-    /// The variant to boot.
-    #[arg(long)]
-    variant: String,
+struct MachineOpts {
     /// Accelerator: auto probes KVM and falls back to TCG.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     accel: AccelChoice,
@@ -188,6 +180,15 @@ struct VmOpts {
     /// Guest CPUs.
     #[arg(long, default_value_t = 2)]
     cpus: u32,
+}
+
+#[derive(Args, Clone)]
+struct VmOpts {
+    /// The variant to boot.
+    #[arg(long)]
+    variant: String,
+    #[command(flatten)]
+    machine: MachineOpts,
     /// Extra kernel command line.
     #[arg(long, default_value = "")]
     append: String,
@@ -428,12 +429,12 @@ impl Ctx {
 
     fn boot(&self, o: &VmOpts, p: &Prepared) -> Result<Vm, VmFailure> {
         let mut cfg = p.vm_config(self.console_log(&o.variant));
-        cfg.memory_mb = o.memory;
-        cfg.cpus = o.cpus;
+        cfg.memory_mb = o.machine.memory;
+        cfg.cpus = o.machine.cpus;
         cfg.append = o.append.clone();
         cfg.cmdline = o.cmdline.clone();
         cfg.boot_timeout = std::time::Duration::from_secs_f64(o.boot_timeout);
-        accel::boot(o.accel, cfg, &note)
+        accel::boot(o.machine.accel, cfg, &note)
     }
 }
 
@@ -571,7 +572,7 @@ fn cmd_bench_boot(ctx: &Ctx, o: &VmOpts, n: usize) -> Result<u8> {
         "boot-to-ready ({} boots, {}): QEMU start -> READY min {hmin:.3} s, median {hmed:.3} s, max {hmax:.3} s; \
          guest uptime at READY min {gmin:.3} s, median {gmed:.3} s, max {gmax:.3} s",
         host.len(),
-        accel::decided().map(|a| a.to_string()).unwrap_or_else(|| format!("{:?}", o.accel).to_lowercase())
+        accel::decided().map(|a| a.to_string()).unwrap_or_else(|| format!("{:?}", o.machine.accel).to_lowercase())
     );
     Ok(0)
 }
@@ -679,10 +680,10 @@ fn run_suites(ctx: &Ctx, o: &SuiteOpts) -> Result<Option<(report::RunReport, Pat
     let prepare_s = t_prep.elapsed().as_secs_f64();
     let opts = matrix::RunOptions {
         jobs: o.jobs.unwrap_or_else(jobs_default).max(1),
-        accel: o.accel,
+        accel: o.machine.accel,
         results_dir: dir.clone(),
-        memory_mb: o.memory,
-        cpus: o.cpus,
+        memory_mb: o.machine.memory,
+        cpus: o.machine.cpus,
     };
     let rep = ui::RunReporter::new();
     let cpu0 = cpu_times();

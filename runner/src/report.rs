@@ -85,21 +85,6 @@ impl RunReport {
     }
 }
 
-fn first_line(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_default()
-}
-
 pub fn host() -> Host {
     Host {
         hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -113,7 +98,7 @@ pub fn host() -> Host {
         cpus: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        qemu: first_line("qemu-system-x86_64", &["--version"]),
+        qemu: crate::source::first_line("qemu-system-x86_64", &["--version"]),
     }
 }
 

@@ -115,7 +115,8 @@ fn tarball_sha256(cache: &Cache, path: &Path) -> Result<String> {
     Ok(sha)
 }
 
-fn git(tree: &Path, args: &[&str]) -> Result<Vec<u8>> {
+/// Runs git in `tree`; its stdout, or an error with git's stderr.
+pub fn git(tree: &Path, args: &[&str]) -> Result<Vec<u8>> {
     let out = Command::new("git")
         .arg("-C")
         .arg(tree)
@@ -284,7 +285,8 @@ pub fn preflight_build_tools() -> Result<()> {
     Ok(())
 }
 
-fn first_line(cmd: &str, args: &[&str]) -> String {
+/// The first line a command prints (versions), or "<cmd>: not found".
+pub fn first_line(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)
         .output()

@@ -4,29 +4,11 @@
 //! codes on real builds, and `coexist bisect` finding the restoring commit
 //! with incremental builds.
 
+mod common;
+
+use common::{coexist, root};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn coexist(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_coexist"))
-        .args(args)
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ coexist {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use std::process::Command;
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

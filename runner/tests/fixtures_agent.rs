@@ -5,41 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+mod common;
+
 use coexist::accel::{self, AccelChoice};
-use coexist::cache::Cache;
-use coexist::guest::{self, Prepared};
-use coexist::kbuild::{BuildEvent, BuildObserver, Builder};
-use coexist::variant::{self, Project};
 use coexist::vm::{StepOutcome, Vm};
 use coexist_proto::{BpfKind, BpfStats, FtraceState, Step};
 
-struct Quiet;
-impl BuildObserver for Quiet {
-    fn event(&self, e: BuildEvent) {
-        if let BuildEvent::Phase { variant, what } = e {
-            eprintln!("{variant}: {what}");
-        }
-    }
-}
-
-fn prepare(name: &str) -> Prepared {
-    let project = Project::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))).unwrap();
-    let cache = Cache::open(Cache::default_root().unwrap()).unwrap();
-    let variants = project.load_variants(None).unwrap();
-    let v = variant::select(&variants, &[name.to_string()]).unwrap()[0];
-    let builder = Builder {
-        cache: &cache,
-        jobs: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
-        toolchain: coexist::source::toolchain_id(),
-        observer: &Quiet,
-    };
-    guest::prepare(&cache, &project, &builder, v, &|s| eprintln!("{s}")).unwrap()
-}
-
 fn boot(name: &str, dir: &Path) -> Vm {
-    let p = prepare(name);
+    let p = common::prepare(name);
     let c = p.vm_config(dir.join(format!("{name}.console.log")));
     accel::boot(AccelChoice::Tcg, c, &|s| eprintln!("{s}")).unwrap_or_else(|f| panic!("{f}"))
 }

@@ -4,29 +4,10 @@
 //! $XDG_CACHE_HOME/coexist or ~/.cache/coexist), so a cold run builds a
 //! kernel (minutes) and later runs reuse it.
 
+mod common;
+
+use common::{coexist, root};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn coexist(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_coexist"))
-        .args(args)
-        .output()
-        .expect("run coexist");
-    eprintln!(
-        "$ coexist {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn list(root: &Path) -> serde_json::Value {
     let out = coexist(&["kernel", "list", "--json", "--root", root.to_str().unwrap()]);
@@ -48,7 +29,7 @@ fn scratch_project(variants_body: &str) -> tempfile::TempDir {
     let kc = d.path().join("kernel-config");
     std::fs::create_dir_all(&kc).unwrap();
     for f in ["base.config", "livepatch-bpf.config"] {
-        std::fs::copy(project_root().join("kernel-config").join(f), kc.join(f)).unwrap();
+        std::fs::copy(root().join("kernel-config").join(f), kc.join(f)).unwrap();
     }
     std::fs::write(
         kc.join("variants.yaml"),
@@ -63,7 +44,7 @@ fn scratch_project(variants_body: &str) -> tempfile::TempDir {
 
 #[test]
 fn baseline_variant_builds_with_every_fragment_option_and_its_patch() {
-    let root = project_root();
+    let root = root();
     let out = coexist(&[
         "kernel",
         "build",

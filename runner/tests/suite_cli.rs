@@ -1,22 +1,10 @@
 //! The `suite` command before anything boots: suite-file errors with
 //! positions and exit 2, job listing, and shard slicing of the real suite.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn coexist(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_coexist"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::{coexist, root};
+use std::path::Path;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

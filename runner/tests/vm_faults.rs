@@ -7,43 +7,18 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+mod common;
+
 use coexist::accel::{self, AccelChoice};
-use coexist::cache::Cache;
-use coexist::guest::{self, Prepared};
-use coexist::kbuild::{BuildEvent, BuildObserver, Builder};
-use coexist::variant::{self, Project};
+use coexist::guest::Prepared;
 use coexist::vm::{FailureKind, Vm, VmConfig};
 use coexist_proto::Step;
-
-struct Quiet;
-impl BuildObserver for Quiet {
-    fn event(&self, e: BuildEvent) {
-        if let BuildEvent::Phase { variant, what } = e {
-            eprintln!("{variant}: {what}");
-        }
-    }
-}
 
 const DIRECT: &str = "/sys/kernel/debug/provoke-crash/DIRECT";
 
 fn prepared() -> &'static Prepared {
     static P: OnceLock<Prepared> = OnceLock::new();
-    P.get_or_init(|| {
-        let project =
-            Project::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))).unwrap();
-        let cache = Cache::open(Cache::default_root().unwrap()).unwrap();
-        let variants = project.load_variants(None).unwrap();
-        let v = variant::select(&variants, &["share-ipmodify".to_string()]).unwrap()[0];
-        let builder = Builder {
-            cache: &cache,
-            jobs: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-            toolchain: coexist::source::toolchain_id(),
-            observer: &Quiet,
-        };
-        guest::prepare(&cache, &project, &builder, v, &|s| eprintln!("{s}")).unwrap()
-    })
+    P.get_or_init(|| common::prepare("share-ipmodify"))
 }
 
 fn config(name: &str) -> (tempfile::TempDir, VmConfig) {
