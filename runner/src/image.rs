@@ -188,6 +188,18 @@ pub struct Image {
 
 /// Builds the static guest agent with cargo (crt-static, the host target).
 pub fn build_agent(project: &Project, note: &dyn Fn(&str)) -> Result<PathBuf> {
+    // Once per run: every variant's image uses the same agent.
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.as_ref() {
+        return Ok(p.clone());
+    }
+    let p = cargo_build_agent(project, note)?;
+    *built = Some(p.clone());
+    Ok(p)
+}
+
+fn cargo_build_agent(project: &Project, note: &dyn Fn(&str)) -> Result<PathBuf> {
     let target = "x86_64-unknown-linux-gnu";
     let target_dir = project.root.join("target/agent");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -300,10 +300,6 @@ impl Builder<'_> {
         make_command(self.cache, &plan.tree_dir, &plan.build_dir)
     }
 
-    fn run_quiet(&self, c: Command, what: &str) -> Result<String> {
-        run_quiet(c, what)
-    }
-
     fn configure(&self, v: &Variant, plan: &Plan) -> Result<()> {
         self.phase(
             &v.name,
@@ -319,8 +315,7 @@ impl Builder<'_> {
         std::fs::create_dir_all(&plan.build_dir)?;
         let mut c = self.make_cmd(plan);
         c.arg("tinyconfig");
-        self.run_quiet(c, "make tinyconfig")
-            .map_err(|e| KernelDoesNotBuild(format!("{e:#}")))?;
+        run_quiet(c, "make tinyconfig").map_err(|e| KernelDoesNotBuild(format!("{e:#}")))?;
         let mut c = Command::new(plan.tree_dir.join("scripts/kconfig/merge_config.sh"));
         c.current_dir(&plan.tree_dir)
             .args(["-m", "-O"])
@@ -329,12 +324,10 @@ impl Builder<'_> {
         for f in &v.fragments {
             c.arg(&f.path);
         }
-        self.run_quiet(c, "merge_config.sh")
-            .map_err(|e| KernelDoesNotBuild(format!("{e:#}")))?;
+        run_quiet(c, "merge_config.sh").map_err(|e| KernelDoesNotBuild(format!("{e:#}")))?;
         let mut c = self.make_cmd(plan);
         c.arg("olddefconfig");
-        self.run_quiet(c, "make olddefconfig")
-            .map_err(|e| KernelDoesNotBuild(format!("{e:#}")))?;
+        run_quiet(c, "make olddefconfig").map_err(|e| KernelDoesNotBuild(format!("{e:#}")))?;
         let dotconfig = std::fs::read_to_string(plan.build_dir.join(".config"))?;
         let mismatches = kconfig::validate(&v.fragments, &kconfig::parse_dotconfig(&dotconfig));
         if !mismatches.is_empty() {
@@ -431,7 +424,7 @@ impl Builder<'_> {
         if let Some(d) = source::which("depmod") {
             c.arg(format!("DEPMOD={}", d.display()));
         }
-        let out = self.run_quiet(c, "make modules_install")?;
+        let out = run_quiet(c, "make modules_install")?;
         let mut logf = std::fs::OpenOptions::new().append(true).open(log)?;
         logf.write_all(out.as_bytes())?;
         for (from, to) in [

@@ -190,6 +190,7 @@ const TAIL: usize = 40;
 
 pub struct Vm {
     cfg: VmConfig,
+    console: std::io::LineWriter<std::fs::File>,
     child: Child,
     pgid: i32,
     rx: Receiver<Msg>,
@@ -376,10 +377,19 @@ impl Vm {
                 ));
             }
         }
-        // Start the console log afresh.
-        let _ = std::fs::write(&cfg.console_log, b"");
+        // The console log, written a line at a time (nothing is lost if
+        // the runner is killed).
+        let console = match std::fs::File::create(&cfg.console_log) {
+            Ok(f) => std::io::LineWriter::new(f),
+            Err(e) => {
+                abandon(&mut child, pgid, &run_dir);
+                let msg = format!("cannot write {}: {e}", cfg.console_log.display());
+                return Err(early(FailureKind::QemuFailed, msg));
+            }
+        };
         let mut vm = Vm {
             cfg,
+            console,
             child,
             pgid,
             rx,
@@ -429,12 +439,7 @@ impl Vm {
     }
 
     fn log_console(&mut self, line: &str) {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.cfg.console_log)
-        {
-            let _ = writeln!(f, "{line}");
-        }
+        let _ = writeln!(self.console, "{line}");
         if self.tail.len() == TAIL {
             self.tail.pop_front();
         }
