@@ -35,6 +35,9 @@ pub fn prepare(
     v: &Variant,
     note: &dyn Fn(&str),
 ) -> Result<Prepared> {
+    if crate::source::which("qemu-system-x86_64").is_none() {
+        crate::source::apt_install(&["qemu-system-x86"], "qemu-system-x86_64 is missing")?;
+    }
     let t0 = std::time::Instant::now();
     let kernel_cached = builder.plan(v)?.is_cached();
     let manifest = builder.build(v)?;

@@ -176,15 +176,14 @@ impl Builder<'_> {
                 let b = t.join(format!(".build-{config_key}"));
                 (t, b)
             }
+            // The tree's own build output dir, the only thing written in
+            // a user's tree: kbuild's .gitignore ignores dot-dirs (git
+            // bisect leaves it alone), it persists across commits
+            // (incremental builds), and being inside the tree gives
+            // relative paths, so ccache hits what the variants compiled.
             Source::Tree(t) => {
                 let t = t.canonicalize()?;
-                let mut h = KeyHasher::new("user-tree-v1");
-                h.part("path", t.to_string_lossy().as_bytes());
-                let b = self
-                    .cache
-                    .dir("trees")
-                    .join(format!("user-{}", h.finish()))
-                    .join(format!(".build-{config_key}"));
+                let b = t.join(format!(".coexist-build-{config_key}"));
                 (t, b)
             }
         };

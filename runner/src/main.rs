@@ -205,7 +205,8 @@ struct VmOpts {
 #[derive(Args, Clone)]
 struct SourceOpts {
     /// Build this kernel git tree as checked out instead of the variant's
-    /// source (the tree is never modified; its build dir lives in the cache).
+    /// source (nothing in the tree is modified but its build output dir,
+    /// <tree>/.coexist-build-<config-key>).
     #[arg(long, value_name = "PATH")]
     kernel_tree: Option<PathBuf>,
 }
