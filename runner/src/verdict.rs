@@ -475,6 +475,17 @@ mod tests {
         }
     }
 
+    /// A step that succeeded and was required to.
+    fn ok_rec(i: usize) -> StepRecord {
+        rec(
+            i,
+            None,
+            StepExpect::default(),
+            answer(true, None, "", None),
+            vec![],
+        )
+    }
+
     fn warn(step: u64) -> Splat {
         Splat {
             kind: "warning".into(),
@@ -580,13 +591,7 @@ mod tests {
     #[test]
     fn splat_fails_a_case_whose_assertions_all_held() {
         let r = vec![
-            rec(
-                1,
-                None,
-                StepExpect::default(),
-                answer(true, None, "", None),
-                vec![],
-            ),
+            ok_rec(1),
             rec(
                 2,
                 None,
@@ -606,13 +611,7 @@ mod tests {
         );
         assert!(d.evidence.iter().any(|e| e.contains("ftrace.c:2000")));
         // A splat between steps fails it too.
-        let r1 = vec![rec(
-            1,
-            None,
-            StepExpect::default(),
-            answer(true, None, "", None),
-            vec![],
-        )];
+        let r1 = vec![ok_rec(1)];
         let mut s = warn(0);
         s.step = None;
         assert_eq!(
@@ -631,13 +630,7 @@ mod tests {
         let e2 = effective_expect(2, &StepExpect::default(), &exp, &labels);
         assert_eq!(e2.errno.as_deref(), Some("EBUSY"));
         let r = vec![
-            rec(
-                1,
-                None,
-                StepExpect::default(),
-                answer(true, None, "", None),
-                vec![],
-            ),
+            ok_rec(1),
             rec(
                 2,
                 Some("bpf"),
@@ -651,13 +644,7 @@ mod tests {
         assert!(d.summary.contains("refused at step 2 with EBUSY"));
         // The same refusal where success is expected is a FAIL with the errno as evidence.
         let r = vec![
-            rec(
-                1,
-                None,
-                StepExpect::default(),
-                answer(true, None, "", None),
-                vec![],
-            ),
+            ok_rec(1),
             rec(
                 2,
                 Some("bpf"),
@@ -671,13 +658,7 @@ mod tests {
         assert!(d.summary.contains("EBUSY"));
         // Where EBUSY is expected but the attach succeeds: FAIL.
         let r = vec![
-            rec(
-                1,
-                None,
-                StepExpect::default(),
-                answer(true, None, "", None),
-                vec![],
-            ),
+            ok_rec(1),
             rec(2, Some("bpf"), e2, answer(true, None, "", None), vec![]),
         ];
         let d = decide(&exp, &r, 5, None, &[]);
@@ -712,13 +693,7 @@ mod tests {
         };
         let d = decide(&x, &[], 3, Some(&p), &[]);
         assert_eq!((d.verdict, d.as_expected), (Verdict::Xfail, true));
-        let ok = vec![rec(
-            1,
-            None,
-            StepExpect::default(),
-            answer(true, None, "", None),
-            vec![],
-        )];
+        let ok = vec![ok_rec(1)];
         let d = decide(&x, &ok, 1, None, &[]);
         assert_eq!((d.verdict, d.as_expected), (Verdict::Xpass, false));
     }
