@@ -39,8 +39,7 @@ pub fn prepare(
         crate::source::apt_install(&["qemu-system-x86"], "qemu-system-x86_64 is missing")?;
     }
     let t0 = std::time::Instant::now();
-    let kernel_cached = builder.plan(v)?.is_cached();
-    let manifest = builder.build(v)?;
+    let (manifest, kernel_cached) = builder.build(v)?;
     let build_s = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
     let fixtures = fixtures::build(cache, project, &manifest, note)?;

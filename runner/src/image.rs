@@ -277,23 +277,11 @@ pub fn entries(
     }
     if let (true, Some(fx)) = (recipe.fixtures, fixtures) {
         let extra = format!("/lib/modules/{}/extra", kernel.kernel_release);
-        for ko in &fx.modules {
-            let name = ko.file_name().unwrap().to_string_lossy();
-            push_file(
-                &mut e,
-                &format!("{extra}/{name}"),
-                0o644,
-                std::fs::read(ko)?,
-            );
-        }
-        for o in &fx.bpf {
-            let name = o.file_name().unwrap().to_string_lossy();
-            push_file(
-                &mut e,
-                &format!("/fixtures/bpf/{name}"),
-                0o644,
-                std::fs::read(o)?,
-            );
+        for (dir, files) in [(extra.as_str(), &fx.modules), ("/fixtures/bpf", &fx.bpf)] {
+            for f in files {
+                let name = f.file_name().unwrap().to_string_lossy();
+                push_file(&mut e, &format!("{dir}/{name}"), 0o644, std::fs::read(f)?);
+            }
         }
     }
     for f in &recipe.files {

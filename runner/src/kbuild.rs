@@ -198,8 +198,9 @@ impl Builder<'_> {
         })
     }
 
-    /// Builds the variant unless its entry is already published.
-    pub fn build(&self, v: &Variant) -> Result<Manifest> {
+    /// Builds the variant unless its entry is already published; says
+    /// whether it was (a cache hit).
+    pub fn build(&self, v: &Variant) -> Result<(Manifest, bool)> {
         let t0 = Instant::now();
         let plan = self.plan(v)?;
         let finished = |cached| {
@@ -213,7 +214,7 @@ impl Builder<'_> {
         };
         if plan.is_cached() {
             finished(true);
-            return Manifest::load(&plan.entry_dir);
+            return Ok((Manifest::load(&plan.entry_dir)?, true));
         }
         source::preflight_build_tools()?;
         // One build per build dir at a time; a second run waits, then
@@ -224,7 +225,7 @@ impl Builder<'_> {
         })?;
         if plan.is_cached() {
             finished(true);
-            return Manifest::load(&plan.entry_dir);
+            return Ok((Manifest::load(&plan.entry_dir)?, true));
         }
         cache::remove_stale_staging(&plan.entry_dir)?;
         self.prepare_tree(v, &plan)?;
@@ -245,7 +246,7 @@ impl Builder<'_> {
             &serde_json::to_vec(&stats).unwrap_or_default(),
         );
         finished(false);
-        Ok(manifest)
+        Ok((manifest, false))
     }
 
     fn stats_path(&self, plan: &Plan) -> PathBuf {

@@ -294,10 +294,8 @@ fn kernel_build(
     let t0 = Instant::now();
     let mut built = 0;
     for v in &chosen {
-        let plan = builder.plan(v)?;
-        let was_cached = plan.is_cached();
-        builder.build(v)?;
-        if !was_cached {
+        let (_, cached) = builder.build(v)?;
+        if !cached {
             built += 1;
         }
     }

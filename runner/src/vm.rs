@@ -209,6 +209,8 @@ pub struct Vm {
     run_dir: PathBuf,
     qemu_stderr: std::sync::Arc<std::sync::Mutex<String>>,
     saw_banner: bool,
+    /// A `Kernel panic` line went by on the console.
+    saw_panic: bool,
 }
 
 fn spawn_lines<R: Read + Send + 'static>(r: R, tx: Sender<Msg>, wrap: fn(String) -> Msg, eof: Msg) {
@@ -406,6 +408,7 @@ impl Vm {
             run_dir,
             qemu_stderr,
             saw_banner: false,
+            saw_panic: false,
         };
         vm.wait_ready()?;
         Ok(vm)
@@ -446,6 +449,9 @@ impl Vm {
         self.tail.push_back(line.to_string());
         if line.contains("Linux version") {
             self.saw_banner = true;
+        }
+        if splat::trigger(splat::message(line)) == Some("panic") {
+            self.saw_panic = true;
         }
         self.detector.feed(line);
         for s in self.detector.take() {
@@ -510,6 +516,14 @@ impl Vm {
         self.failure(FailureKind::Panic, title, step, panic)
     }
 
+    /// A panic before READY is a boot failure, with the panic report.
+    fn boot_panic_failure(&mut self) -> VmFailure {
+        let mut f = self.panic_failure(None);
+        f.kind = FailureKind::BootFailed;
+        f.message = format!("kernel panic while booting: {}", f.message);
+        f
+    }
+
     fn wait_ready(&mut self) -> Result<(), VmFailure> {
         let deadline = self.started + self.cfg.boot_timeout;
         loop {
@@ -532,13 +546,9 @@ impl Vm {
             let wait = (deadline - now).min(Duration::from_millis(250));
             match self.rx.recv_timeout(wait) {
                 Ok(Msg::Console(l)) => {
-                    let is_panic = splat::trigger(splat::message(&l)) == Some("panic");
                     self.log_console(&l);
-                    if is_panic {
-                        let mut f = self.panic_failure(None);
-                        f.kind = FailureKind::BootFailed;
-                        f.message = format!("kernel panic while booting: {}", f.message);
-                        return Err(f);
+                    if self.saw_panic {
+                        return Err(self.boot_panic_failure());
                     }
                 }
                 Ok(Msg::Agent(l)) => match serde_json::from_str::<AgentMsg>(&l) {
@@ -566,15 +576,8 @@ impl Vm {
                 Ok(m @ (Msg::ConsoleEof | Msg::AgentEof)) => {
                     self.console_eof |= matches!(m, Msg::ConsoleEof);
                     self.drain_to_console_eof(Duration::from_secs(3));
-                    if self
-                        .tail
-                        .iter()
-                        .any(|l| splat::trigger(splat::message(l)) == Some("panic"))
-                    {
-                        let mut f = self.panic_failure(None);
-                        f.kind = FailureKind::BootFailed;
-                        f.message = format!("kernel panic while booting: {}", f.message);
-                        return Err(f);
+                    if self.saw_panic {
+                        return Err(self.boot_panic_failure());
                     }
                     self.kill();
                     std::thread::sleep(Duration::from_millis(50));
@@ -678,9 +681,8 @@ impl Vm {
             match self.rx.recv_timeout(wait) {
                 Ok(Msg::Console(l)) => {
                     self.last_activity = Instant::now();
-                    let is_panic = splat::trigger(splat::message(&l)) == Some("panic");
                     self.log_console(&l);
-                    if is_panic {
+                    if self.saw_panic {
                         return Err(self.panic_failure(Some(id)));
                     }
                 }
@@ -729,11 +731,7 @@ impl Vm {
                             });
                         }
                     }
-                    if self
-                        .tail
-                        .iter()
-                        .any(|l| splat::trigger(splat::message(l)) == Some("panic"))
-                    {
+                    if self.saw_panic {
                         return Err(self.panic_failure(Some(id)));
                     }
                     self.kill();
