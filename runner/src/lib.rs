@@ -1,23 +1,34 @@
-//! coexist: the pipeline as a library, one module per stage:
-//! variant -> kernel build -> image -> VM -> agent steps -> verdicts -> reports.
-//! `main.rs` is the CLI on top.
+//! coexist: the pipeline as a library, a folder per stage, plain data
+//! between them, one event stream for the terminal and the report writers.
+//!
+//! ```text
+//! variant --build--> kernel --image--> guest --vm--> step outcomes
+//!     --run (steps, verdicts)--> case results --report--> report.json, junit, ktap
+//! ```
+//!
+//! | stage | in | out |
+//! |---|---|---|
+//! | [`build`] | `variants.yaml`, series, fragments, source | [`build::Manifest`] |
+//! | [`image`] | manifest, `images/` | [`image::Prepared`] |
+//! | [`vm`] | [`vm::VmConfig`], steps | [`vm::Vm`], [`vm::StepOutcome`], [`vm::VmFailure`] |
+//! | [`suite`] | `suites/*.yaml` | [`suite::Suite`] |
+//! | [`steps`] | a step, its expectation, the answer | mismatches |
+//! | [`run`] | [`run::RunRequest`] | [`run::CaseResult`]s, a [`report::RunReport`] |
+//! | [`report`] | [`report::RunReport`] | files, the terminal table |
+//!
+//! [`events`] is the stream every stage reports through; [`ui`] draws it.
+//! The `coexist` binary (`src/main.rs`, `src/cli/`) only parses arguments
+//! and calls these.
 
-pub mod accel;
-pub mod bisect;
-pub mod cache;
-pub mod fixtures;
-pub mod guest;
+pub mod build;
+pub mod events;
 pub mod image;
-pub mod kbuild;
-pub mod kconfig;
-pub mod matrix;
-pub mod procs;
 pub mod report;
-pub mod series;
-pub mod source;
-pub mod splat;
+pub mod run;
+pub mod steps;
 pub mod suite;
 pub mod ui;
-pub mod variant;
-pub mod verdict;
 pub mod vm;
+pub mod workspace;
+
+pub use workspace::Workspace;

@@ -7,14 +7,13 @@ use std::time::Duration;
 
 mod common;
 
-use coexist::accel::{self, AccelChoice};
-use coexist::vm::{StepOutcome, Vm};
-use coexist_proto::{BpfKind, BpfStats, FtraceState, Step};
+use coexist::vm::{accel, AccelChoice, StepOutcome, Vm};
+use coexist_proto::{AnswerData, BpfKind, BpfStats, FtraceState, Step};
 
 fn boot(name: &str, dir: &Path) -> Vm {
     let p = common::prepare(name);
     let c = p.vm_config(dir.join(format!("{name}.console.log")));
-    accel::boot(AccelChoice::Tcg, c, &|s| eprintln!("{s}")).unwrap_or_else(|f| panic!("{f}"))
+    accel::boot(AccelChoice::Tcg, c, &common::Quiet).unwrap_or_else(|f| panic!("{f}"))
 }
 
 fn run(vm: &mut Vm, step: Step) -> StepOutcome {
@@ -43,19 +42,24 @@ fn attach(program: &str, kind: BpfKind, target: &str, fmod_ret: i64) -> Step {
 }
 
 fn handle(out: &StepOutcome) -> u32 {
-    out.answer.data.as_ref().unwrap()["handle"]
-        .as_u64()
-        .unwrap() as u32
+    match &out.answer.data {
+        Some(AnswerData::Attach(a)) => a.handle,
+        other => panic!("no handle: {other:?}"),
+    }
 }
 
 fn stats(vm: &mut Vm, h: u32) -> BpfStats {
-    let out = ok(vm, Step::BpfStats { handle: h });
-    serde_json::from_value(out.answer.data.unwrap()).unwrap()
+    match ok(vm, Step::BpfStats { handle: h }).answer.data {
+        Some(AnswerData::Stats(s)) => s,
+        other => panic!("no stats: {other:?}"),
+    }
 }
 
 fn ftrace(vm: &mut Vm, f: &str) -> FtraceState {
-    let out = ok(vm, Step::FtraceState { function: f.into() });
-    serde_json::from_value(out.answer.data.unwrap()).unwrap()
+    match ok(vm, Step::FtraceState { function: f.into() }).answer.data {
+        Some(AnswerData::Ftrace(s)) => s,
+        other => panic!("no ftrace state: {other:?}"),
+    }
 }
 
 fn trigger(vm: &mut Vm, t: &str) -> String {
@@ -123,7 +127,7 @@ fn share_ipmodify_livepatch_then_fexit_and_fmod_ret_on_the_target() {
         },
     );
     assert_eq!(trigger(&mut vm, "coexist_target_value"), "value=42\n");
-    assert!(vm.unattributed.is_empty(), "{:#?}", vm.unattributed);
+    assert!(vm.unattributed().is_empty(), "{:#?}", vm.unattributed());
     vm.shutdown().unwrap();
 }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 mod common;
 
-use coexist::accel::{self, AccelChoice};
-use coexist::guest::Prepared;
-use coexist::vm::{FailureKind, Vm, VmConfig};
+use coexist::events::{Collect, Event};
+use coexist::image::Prepared;
+use coexist::vm::{accel, AccelChoice, FailureKind, Vm, VmConfig};
 use coexist_proto::Step;
 
 const DIRECT: &str = "/sys/kernel/debug/provoke-crash/DIRECT";
@@ -29,8 +29,7 @@ fn config(name: &str) -> (tempfile::TempDir, VmConfig) {
 }
 
 fn boot(c: VmConfig) -> Vm {
-    accel::boot(AccelChoice::Tcg, c, &|s| eprintln!("{s}"))
-        .unwrap_or_else(|f| panic!("boot failed: {f}"))
+    accel::boot(AccelChoice::Tcg, c, &common::Quiet).unwrap_or_else(|f| panic!("boot failed: {f}"))
 }
 
 /// Whether any process is still in QEMU's process group.
@@ -105,7 +104,7 @@ fn warn_during_a_step_is_captured_and_attributed_to_it() {
     assert_eq!(s.step, Some(warn.id));
     assert!(s.title.contains("lkdtm_WARNING"), "{}", s.title);
     assert!(s.text.last().unwrap().contains("---[ end trace"));
-    assert!(vm.unattributed.is_empty(), "{:#?}", vm.unattributed);
+    assert!(vm.unattributed().is_empty(), "{:#?}", vm.unattributed());
     vm.shutdown().unwrap();
     assert_gone(pid);
     // The whole console went to the per-VM log.
@@ -185,7 +184,7 @@ fn kernel_that_cannot_reach_init_is_a_boot_failure_within_the_deadline() {
     // No init in the initramfs and none on a root fs: the kernel cannot start userspace.
     c.cmdline = Some("console=ttyS0 panic=-1 rdinit=/nonexistent init=/nonexistent".into());
     c.boot_timeout = Duration::from_secs(45);
-    let f = match accel::boot(AccelChoice::Tcg, c, &|s| eprintln!("{s}")) {
+    let f = match accel::boot(AccelChoice::Tcg, c, &common::Quiet) {
         Ok(_) => panic!("a kernel without init booted"),
         Err(f) => f,
     };
@@ -210,21 +209,26 @@ fn kernel_that_cannot_reach_init_is_a_boot_failure_within_the_deadline() {
 #[test]
 fn auto_accel_probes_and_boots() {
     let (_d, c) = config("auto");
-    let notes = std::sync::Mutex::new(Vec::<String>::new());
-    let vm = accel::boot(AccelChoice::Auto, c, &|s| {
-        notes.lock().unwrap().push(s.to_string())
-    })
-    .unwrap_or_else(|f| panic!("{f}"));
+    let events = Collect::default();
+    let vm = accel::boot(AccelChoice::Auto, c, &events).unwrap_or_else(|f| panic!("{f}"));
     let pid = vm.pid();
-    let used = vm.ready.as_ref().unwrap().accel;
+    let used = vm.ready.accel;
     assert_eq!(accel::decided(), Some(used));
-    let notes = notes.into_inner().unwrap();
-    eprintln!("{notes:?}");
-    // The decision is said in one line, whatever it was.
-    assert_eq!(notes.len(), 1, "{notes:?}");
+    let decisions: Vec<(coexist::vm::Accel, String)> = events
+        .take()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::AccelDecided { accel, reason } => Some((accel, reason)),
+            _ => None,
+        })
+        .collect();
+    eprintln!("{decisions:?}");
+    // The decision is one event, whatever it was, and names what was used.
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0].0, used);
     match used {
-        coexist::vm::Accel::Tcg => assert!(notes[0].contains("TCG"), "{notes:?}"),
-        coexist::vm::Accel::Kvm => assert!(notes[0].contains("using KVM"), "{notes:?}"),
+        coexist::vm::Accel::Tcg => assert!(decisions[0].1.contains("TCG"), "{decisions:?}"),
+        coexist::vm::Accel::Kvm => assert!(decisions[0].1.contains("using KVM"), "{decisions:?}"),
     }
     // On a host whose /dev/kvm does not open, auto must have used TCG.
     if accel::kvm_device().is_err() {

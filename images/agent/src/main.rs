@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod bpf;
 mod steps;
 
 use coexist_proto::{step_marker, AgentMsg, Answer, Request, Step, PORT_NAME};

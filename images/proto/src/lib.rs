@@ -10,6 +10,8 @@
 //! `coexist: step <id> end` to /dev/kmsg, so the kernel console itself says
 //! which step was running when a splat appeared.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The virtio-serial port name (`/sys/class/virtio-ports/*/name`).
@@ -32,9 +34,13 @@ pub fn parse_step_marker(line: &str) -> Option<(u64, &str)> {
     }
 }
 
-/// What the guest does for one request.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// What the guest does for one request. The step kinds ([`Step::kinds`],
+/// [`Step::kind`]) are the snake_case names of these variants, as on the wire.
+#[derive(
+    Clone, Debug, PartialEq, Serialize, Deserialize, strum::VariantNames, strum::IntoStaticStr,
+)]
 #[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
+#[strum(serialize_all = "snake_case")]
 pub enum Step {
     /// Runs a program (PATH=/bin:/sbin); stdout and stderr are captured together.
     Exec {
@@ -68,14 +74,14 @@ pub enum Step {
     Poweroff,
     /// insmod of a livepatch module, then waits until its transition is
     /// done (`/sys/kernel/livepatch/<name>/transition` reads 0).
-    /// data: `{"name", "transition_ms"}`.
+    /// data: [`AnswerData::Livepatch`].
     LivepatchLoad {
         module: String,
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
     /// Writes 0 to `enabled`, then waits until the patch's directory is gone.
-    /// data: `{"transition_ms"}`.
+    /// data: [`AnswerData::Livepatch`].
     LivepatchDisable {
         name: String,
         #[serde(default)]
@@ -86,7 +92,7 @@ pub enum Step {
         name: String,
     },
     /// Opens a BPF object from /fixtures/bpf, loads only `program` with its
-    /// attach target set to `target`, and attaches it. data: `{"handle"}`.
+    /// attach target set to `target`, and attaches it. data: [`AnswerData::Attach`].
     /// `kind` must match the program's section; `fmod_ret` is the value an
     /// fmod_ret program returns instead of calling the function (0: call it).
     BpfAttach {
@@ -104,7 +110,7 @@ pub enum Step {
         #[serde(default)]
         handle: Option<u32>,
     },
-    /// data: [`BpfStats`].
+    /// data: [`AnswerData::Stats`].
     BpfStats {
         handle: u32,
     },
@@ -115,7 +121,7 @@ pub enum Step {
         target: String,
     },
     /// The function's entry in /sys/kernel/tracing/enabled_functions.
-    /// data: [`FtraceState`].
+    /// data: [`AnswerData::Ftrace`].
     FtraceState {
         function: String,
     },
@@ -126,7 +132,8 @@ pub enum Step {
         steps: Vec<Step>,
     },
     /// Runs each list in its own thread, each looping over its list until
-    /// `duration_ms` has passed; an iteration stops at its first failing step. data: `{"threads": [{"iterations", "ok", "failed", "errnos": {"EBUSY": n}}]}`.
+    /// `duration_ms` has passed; an iteration stops at its first failing step.
+    /// data: [`AnswerData::Concurrently`].
     Concurrently {
         duration_ms: u64,
         lists: Vec<Vec<Step>>,
@@ -134,26 +141,14 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step kind, as on the wire, in declaration order.
+    pub fn kinds() -> &'static [&'static str] {
+        <Step as strum::VariantNames>::VARIANTS
+    }
+
+    /// The step's kind, as on the wire (`"bpf_attach"`).
     pub fn kind(&self) -> &'static str {
-        match self {
-            Step::Exec { .. } => "exec",
-            Step::Read { .. } => "read",
-            Step::Write { .. } => "write",
-            Step::Insmod { .. } => "insmod",
-            Step::Rmmod { .. } => "rmmod",
-            Step::Sleep { .. } => "sleep",
-            Step::Poweroff => "poweroff",
-            Step::LivepatchLoad { .. } => "livepatch_load",
-            Step::LivepatchDisable { .. } => "livepatch_disable",
-            Step::LivepatchUnload { .. } => "livepatch_unload",
-            Step::BpfAttach { .. } => "bpf_attach",
-            Step::BpfDetach { .. } => "bpf_detach",
-            Step::BpfStats { .. } => "bpf_stats",
-            Step::Trigger { .. } => "trigger",
-            Step::FtraceState { .. } => "ftrace_state",
-            Step::Repeat { .. } => "repeat",
-            Step::Concurrently { .. } => "concurrently",
-        }
+        self.into()
     }
 }
 
@@ -295,8 +290,78 @@ pub struct Answer {
     pub exit_code: Option<i32>,
     /// Structured result of the step (see each [`Step`]).
     #[serde(default)]
-    pub data: Option<serde_json::Value>,
+    pub data: Option<AnswerData>,
     pub duration_us: u64,
+}
+
+/// The structured result of a step, by the kind of step that made it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AnswerData {
+    /// livepatch_load, livepatch_disable.
+    Livepatch(LivepatchData),
+    /// bpf_attach.
+    Attach(AttachData),
+    /// bpf_stats.
+    Stats(BpfStats),
+    /// ftrace_state.
+    Ftrace(FtraceState),
+    /// repeat.
+    Repeat(RepeatData),
+    /// concurrently.
+    Concurrently(ConcurrentlyData),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LivepatchData {
+    /// The patch's name in /sys/kernel/livepatch (livepatch_load).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// How long the transition took (or had taken when it timed out).
+    pub transition_ms: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttachData {
+    /// What bpf_stats and bpf_detach name the attachment by.
+    pub handle: u32,
+}
+
+/// One failing inner step of a `repeat` (the first 20 are kept).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InnerFailure {
+    pub iteration: u32,
+    /// 0-based position in the repeated list.
+    pub index: usize,
+    pub errno_name: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepeatData {
+    pub iterations: u32,
+    /// Inner steps that failed, over all iterations.
+    pub failed: u64,
+    pub failures: Vec<InnerFailure>,
+}
+
+/// What one thread of a `concurrently` did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadData {
+    pub iterations: u64,
+    /// Inner steps that succeeded.
+    pub ok: u64,
+    pub failed: u64,
+    /// Failures by errno name ("other" without one).
+    pub errnos: BTreeMap<String, u64>,
+    /// The thread panicked (its counts are lost).
+    #[serde(default)]
+    pub panicked: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConcurrentlyData {
+    pub threads: Vec<ThreadData>,
 }
 
 /// One line from the agent.
@@ -364,6 +429,42 @@ coexist_target_value [coexist_target] (1) R I   \ttramp: 0xffffffffc0004000 (klp
             r#"{"id":1,"step":"bpf_attach","program":"p","kind":"kprobe","target":"f"}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn kinds_are_the_wire_names() {
+        assert!(Step::kinds().contains(&"bpf_attach"));
+        assert!(Step::kinds().contains(&"poweroff"));
+        assert_eq!(Step::Poweroff.kind(), "poweroff");
+        assert_eq!(Step::BpfDetach { handle: None }.kind(), "bpf_detach");
+        // Every kind round-trips through the wire format under its name.
+        let s = serde_json::to_value(Step::FtraceState {
+            function: "f".into(),
+        })
+        .unwrap();
+        assert_eq!(s["step"], "ftrace_state");
+    }
+
+    #[test]
+    fn answer_data_is_tagged_by_type() {
+        let a = Answer {
+            id: Some(1),
+            ok: true,
+            data: Some(AnswerData::Attach(AttachData { handle: 3 })),
+            ..Default::default()
+        };
+        let s = serde_json::to_string(&a).unwrap();
+        assert!(s.contains(r#""data":{"type":"attach","handle":3}"#), "{s}");
+        assert_eq!(serde_json::from_str::<Answer>(&s).unwrap(), a);
+        let c = AnswerData::Concurrently(ConcurrentlyData {
+            threads: vec![ThreadData {
+                iterations: 2,
+                errnos: [("EAGAIN".to_string(), 1)].into_iter().collect(),
+                ..Default::default()
+            }],
+        });
+        let v = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<AnswerData>(&v).unwrap(), c);
     }
 
     #[test]

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use coexist::cache::Cache;
-use coexist::guest::{self, Prepared};
-use coexist::kbuild::{BuildEvent, BuildObserver, Builder};
-use coexist::variant::{self, Project};
+use coexist::build::variant;
+use coexist::events::{Event, EventSink};
+use coexist::image::Prepared;
+use coexist::Workspace;
 
 /// The project root (the workspace).
 pub fn root() -> PathBuf {
@@ -32,29 +32,23 @@ pub fn coexist(args: &[&str]) -> Output {
     out
 }
 
-/// Prints build phases only.
+/// Prints build phases, preparation and notes only.
 pub struct Quiet;
-impl BuildObserver for Quiet {
-    fn event(&self, e: BuildEvent) {
-        if let BuildEvent::Phase { variant, what } = e {
-            eprintln!("{variant}: {what}");
+impl EventSink for Quiet {
+    fn event(&self, e: &Event) {
+        match e {
+            Event::BuildPhase { variant, what } => eprintln!("{variant}: {what}"),
+            Event::Preparing { what } | Event::Note(what) => eprintln!("{what}"),
+            Event::AccelDecided { reason, .. } => eprintln!("accel: {reason}"),
+            _ => {}
         }
     }
 }
 
 /// Builds (or finds) a variant's kernel, fixtures and image in the normal cache.
 pub fn prepare(name: &str) -> Prepared {
-    let project = Project::locate(Some(root())).unwrap();
-    let cache = Cache::open(Cache::default_root().unwrap()).unwrap();
-    let variants = project.load_variants(None).unwrap();
+    let ws = Workspace::open(Some(root()), None).unwrap();
+    let variants = ws.variants(None).unwrap();
     let v = variant::select(&variants, &[name.to_string()]).unwrap()[0];
-    let builder = Builder {
-        cache: &cache,
-        jobs: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
-        toolchain: coexist::source::toolchain_id(),
-        observer: &Quiet,
-    };
-    guest::prepare(&cache, &project, &builder, v, &|s| eprintln!("{s}")).unwrap()
+    ws.prepare(v, &Quiet).unwrap()
 }

@@ -9,10 +9,11 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cache::{self, Cache, KeyHasher};
-use crate::kbuild::{self, Manifest};
-use crate::source;
-use crate::variant::Project;
+use crate::build::cache::{self, Cache, KeyHasher};
+use crate::build::kbuild::{self, Manifest};
+use crate::build::source;
+use crate::build::variant::Project;
+use crate::events::{Event, EventSink};
 
 #[derive(Clone, Debug)]
 pub struct Fixtures {
@@ -44,8 +45,9 @@ pub fn build(
     cache: &Cache,
     project: &Project,
     kernel: &Manifest,
-    note: &dyn Fn(&str),
+    events: &dyn EventSink,
 ) -> Result<Fixtures> {
+    let note = |what: String| events.event(&Event::Preparing { what });
     let root = project.root.join("images/fixtures");
     let mod_src = sources(&root.join("modules"), |n| {
         n.ends_with(".c") || n.ends_with(".h") || n == "Kbuild"
@@ -82,13 +84,13 @@ pub fn build(
     std::fs::create_dir_all(cache.dir("fixtures"))?;
     // Modules are built in the kernel's build dir: one user at a time.
     let _lock = cache.lock(&kbuild::build_dir_lock(&kernel.build_dir), || {
-        note("waiting for another run using the same kernel build dir")
+        note("waiting for another run using the same kernel build dir".into())
     })?;
     if entry.is_dir() {
         return found(&entry);
     }
     cache::remove_stale_staging(&entry)?;
-    note(&format!("building fixtures for {} ({key})", kernel.variant));
+    note(format!("building fixtures for {} ({key})", kernel.variant));
     let staging = cache::staging_dir(&entry)?;
     let st = staging.path().join("entry");
     std::fs::create_dir_all(st.join("modules"))?;
@@ -112,13 +114,18 @@ pub fn build(
     if !bpf_src.is_empty() {
         for (tool, pkg) in [("clang", "clang"), ("bpftool", "bpftool")] {
             if source::which(tool).is_none() {
-                source::apt_install(&[pkg], &format!("{tool} is needed for the BPF fixtures"))?;
+                source::apt_install(
+                    &[pkg],
+                    &format!("{tool} is needed for the BPF fixtures"),
+                    events,
+                )?;
             }
         }
         if !Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
             source::apt_install(
                 &["libbpf-dev"],
                 "bpf/bpf_helpers.h is needed for the BPF fixtures",
+                events,
             )?;
         }
         let gen = staging.path().join("gen");

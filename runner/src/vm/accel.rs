@@ -1,11 +1,51 @@
-//! Accelerator choice. `auto` uses KVM when /dev/kvm opens read-write AND
-//! a guest shows kernel output within a short deadline; otherwise it says
-//! why in one line and uses TCG. The decision is made once per run.
+//! Accelerators. Each [`Accel`] owns its QEMU arguments; `auto` uses KVM
+//! when /dev/kvm opens read-write AND a guest shows kernel output within a
+//! short deadline; otherwise it says why (an [`Event::AccelDecided`]) and
+//! uses TCG. The decision is made once per run.
+//!
+//! A new accelerator is a variant here: its `qemu_args`, its `probe`, and
+//! its place in [`boot`].
 
+use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::vm::{Accel, FailureKind, Vm, VmConfig, VmFailure};
+use serde::{Deserialize, Serialize};
+
+use super::{FailureKind, Vm, VmConfig, VmFailure};
+use crate::events::{Event, EventSink};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+impl Accel {
+    /// What QEMU needs to use this accelerator.
+    pub fn qemu_args(self) -> Vec<String> {
+        vec!["-accel".into(), self.to_string()]
+    }
+
+    /// Whether this accelerator can be tried here at all (before a boot
+    /// tells whether it works).
+    pub fn probe(self) -> Result<(), String> {
+        match self {
+            Accel::Kvm => kvm_device(),
+            Accel::Tcg => Ok(()),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccelChoice {
@@ -35,8 +75,16 @@ pub fn decided() -> Option<Accel> {
     *DECIDED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Boots with the chosen accelerator; `note` hears the one-line decision.
-pub fn boot(choice: AccelChoice, mut cfg: VmConfig, note: &dyn Fn(&str)) -> Result<Vm, VmFailure> {
+fn decide(events: &dyn EventSink, accel: Accel, reason: String) {
+    events.event(&Event::AccelDecided { accel, reason });
+}
+
+/// Boots with the chosen accelerator; `auto` reports its decision once.
+pub fn boot(
+    choice: AccelChoice,
+    mut cfg: VmConfig,
+    events: &dyn EventSink,
+) -> Result<Vm, VmFailure> {
     match choice {
         AccelChoice::Kvm => {
             cfg.accel = Accel::Kvm;
@@ -54,8 +102,12 @@ pub fn boot(choice: AccelChoice, mut cfg: VmConfig, note: &dyn Fn(&str)) -> Resu
                 cfg.accel = a;
                 return Vm::boot(cfg);
             }
-            if let Err(why) = kvm_device() {
-                note(&format!("accel: KVM unavailable ({why}); using TCG"));
+            if let Err(why) = Accel::Kvm.probe() {
+                decide(
+                    events,
+                    Accel::Tcg,
+                    format!("KVM unavailable ({why}); using TCG"),
+                );
                 *d = Some(Accel::Tcg);
                 drop(d);
                 cfg.accel = Accel::Tcg;
@@ -66,7 +118,7 @@ pub fn boot(choice: AccelChoice, mut cfg: VmConfig, note: &dyn Fn(&str)) -> Resu
             probe.banner_timeout = Some(KVM_BANNER_DEADLINE);
             match Vm::boot(probe) {
                 Ok(vm) => {
-                    note("accel: KVM works here; using KVM");
+                    decide(events, Accel::Kvm, "KVM works here; using KVM".into());
                     *d = Some(Accel::Kvm);
                     Ok(vm)
                 }
@@ -80,9 +132,11 @@ pub fn boot(choice: AccelChoice, mut cfg: VmConfig, note: &dyn Fn(&str)) -> Resu
                         ),
                         _ => first_line(&f.message),
                     };
-                    note(&format!(
-                        "accel: KVM unusable here ({why}); falling back to TCG"
-                    ));
+                    decide(
+                        events,
+                        Accel::Tcg,
+                        format!("KVM unusable here ({why}); falling back to TCG"),
+                    );
                     *d = Some(Accel::Tcg);
                     drop(d);
                     cfg.accel = Accel::Tcg;
@@ -109,5 +163,26 @@ fn first_line(s: &str) -> String {
         format!("{}...", l.chars().take(160).collect::<String>())
     } else {
         l.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_accelerator_owns_its_arguments() {
+        assert_eq!(Accel::Kvm.qemu_args(), ["-accel", "kvm"]);
+        assert_eq!(Accel::Tcg.qemu_args(), ["-accel", "tcg"]);
+        assert!(Accel::Tcg.probe().is_ok());
+    }
+
+    #[test]
+    fn fallback_reason_is_one_short_line() {
+        let long = format!("\n  qemu: {}\nmore", "x".repeat(300));
+        let l = first_line(&long);
+        assert!(l.starts_with("qemu: x"));
+        assert!(l.ends_with("..."));
+        assert!(!l.contains('\n'));
     }
 }

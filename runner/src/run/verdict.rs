@@ -1,12 +1,13 @@
-//! Verdicts: what each step showed against what it must show, and the
-//! case's outcome against what the variant is meant to do. Pure functions
-//! over recorded answers, tested without a VM.
+//! Verdicts: the case's outcome against what the variant is meant to do.
+//! Pure functions over recorded steps (each already checked by its step
+//! family, `crate::steps`), tested without a VM.
 
-use coexist_proto::{Answer, BpfStats, FtraceState, Step};
+use coexist_proto::{Answer, Step};
 use serde::{Deserialize, Serialize};
 
-use crate::splat::Splat;
-use crate::suite::{Expected, StepExpect, StepRef};
+use crate::steps::StepExpect;
+use crate::suite::{Expected, StepRef};
+use crate::vm::splat::Splat;
 use crate::vm::{FailureKind, VmFailure};
 
 /// One executed step, as recorded in reports.
@@ -56,217 +57,6 @@ pub struct Decision {
     pub summary: String,
     /// Evidence for unexpected outcomes: mismatches, splats, errors.
     pub evidence: Vec<String>,
-}
-
-fn stats_of(a: &Answer) -> Option<BpfStats> {
-    a.data.clone().and_then(|d| serde_json::from_value(d).ok())
-}
-
-fn ftrace_of(a: &Answer) -> Option<FtraceState> {
-    a.data.clone().and_then(|d| serde_json::from_value(d).ok())
-}
-
-fn describe_failure(a: &Answer) -> String {
-    match (&a.errno_name, &a.error) {
-        (Some(n), Some(e)) => format!("{n}: {e}"),
-        (Some(n), None) => n.clone(),
-        (None, Some(e)) => e.clone(),
-        (None, None) => "failed".into(),
-    }
-}
-
-/// Checks one answer against what the step must show.
-pub fn check_step(e: &StepExpect, a: &Answer) -> Vec<String> {
-    let mut m = Vec::new();
-    match &e.errno {
-        Some(want) => {
-            if a.ok {
-                m.push(format!(
-                    "expected the kernel to refuse with {want}, but the step succeeded"
-                ));
-            } else if a.errno_name.as_deref() != Some(want.as_str()) {
-                m.push(format!("expected {want}, got {}", describe_failure(a)));
-            }
-            return m;
-        }
-        None => {
-            if !a.ok {
-                m.push(format!("the step failed: {}", describe_failure(a)));
-                return m;
-            }
-        }
-    }
-    if let Some(o) = &e.output {
-        if &a.output != o {
-            m.push(format!("output {:?}, expected {:?}", a.output, o));
-        }
-    }
-    if let Some(o) = &e.output_contains {
-        if !a.output.contains(o.as_str()) {
-            m.push(format!("output {:?} does not contain {:?}", a.output, o));
-        }
-    }
-    if let Some(o) = &e.output_not_contains {
-        if a.output.contains(o.as_str()) {
-            m.push(format!("output {:?} contains {:?}", a.output, o));
-        }
-    }
-    let wants_stats = e.hits.is_some()
-        || e.hits_min.is_some()
-        || e.ret.is_some()
-        || e.arg0.is_some()
-        || e.seen.is_some();
-    if wants_stats {
-        match stats_of(a) {
-            None => m.push("no BPF counters in the answer".into()),
-            Some(s) => {
-                if let Some(h) = e.hits {
-                    if s.hits != h {
-                        m.push(format!("BPF program ran {} time(s), expected {h}", s.hits));
-                    }
-                }
-                if let Some(h) = e.hits_min {
-                    if s.hits < h {
-                        m.push(format!(
-                            "BPF program ran {} time(s), expected at least {h}",
-                            s.hits
-                        ));
-                    }
-                }
-                if let Some(r) = e.ret {
-                    if s.ret != r {
-                        m.push(format!("fexit saw return value {}, expected {r}", s.ret));
-                    }
-                }
-                if let Some(x) = e.arg0 {
-                    if s.arg0 != x {
-                        m.push(format!("first argument {}, expected {x}", s.arg0));
-                    }
-                }
-                if let Some(x) = &e.seen {
-                    if &s.seen != x {
-                        m.push(format!(
-                            "fexit saw the function produce {:?}, expected {:?}",
-                            s.seen, x
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    let wants_ftrace = e.present.is_some() || e.flags.is_some() || e.refs.is_some();
-    if wants_ftrace {
-        match ftrace_of(a) {
-            None => m.push("no ftrace state in the answer".into()),
-            Some(f) => {
-                if let Some(p) = e.present {
-                    if f.present != p {
-                        m.push(format!(
-                            "{} is {} enabled_functions, expected {}",
-                            f.function,
-                            if f.present { "in" } else { "absent from" },
-                            if p { "present" } else { "absent" }
-                        ));
-                    }
-                }
-                if let Some(fl) = &e.flags {
-                    if f.present && &f.flags != fl {
-                        m.push(format!(
-                            "ftrace flags '{}', expected '{fl}' ({})",
-                            f.flags, f.raw
-                        ));
-                    } else if !f.present {
-                        m.push(format!(
-                            "ftrace flags: {} is not in enabled_functions, expected '{fl}'",
-                            f.function
-                        ));
-                    }
-                }
-                if let Some(r) = e.refs {
-                    if f.present && f.refs != r {
-                        m.push(format!(
-                            "ftrace ref count {}, expected {r} ({})",
-                            f.refs, f.raw
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    if let Some(n) = e.failed {
-        let failed = a.data.as_ref().and_then(|d| {
-            d.get("failed").and_then(|v| v.as_u64()).or_else(|| {
-                d.get("threads").and_then(|t| t.as_array()).map(|ts| {
-                    ts.iter()
-                        .filter_map(|t| t.get("failed").and_then(|v| v.as_u64()))
-                        .sum()
-                })
-            })
-        });
-        match failed {
-            Some(f) if f != n => m.push(format!(
-                "{f} inner step(s) failed, expected {n}: {}",
-                a.data.as_ref().unwrap()
-            )),
-            None => m.push("no failure count in the answer".into()),
-            _ => {}
-        }
-    }
-    if let Some(allowed) = &e.errnos_allowed {
-        // repeat: {"failures": [{"errno_name"}]}; concurrently: {"threads": [{"errnos": {name: n}}]}
-        let mut seen: Vec<String> = Vec::new();
-        if let Some(d) = &a.data {
-            for f in d
-                .get("failures")
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-            {
-                seen.push(
-                    f.get("errno_name")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("other")
-                        .to_string(),
-                );
-            }
-            for t in d
-                .get("threads")
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-            {
-                if let Some(m) = t.get("errnos").and_then(|v| v.as_object()) {
-                    seen.extend(m.keys().cloned());
-                }
-            }
-        }
-        let bad: Vec<&String> = seen.iter().filter(|e| !allowed.contains(e)).collect();
-        if !bad.is_empty() {
-            m.push(format!(
-                "inner steps failed with {bad:?}, only {allowed:?} allowed: {}",
-                a.data.as_ref().unwrap()
-            ));
-        }
-    }
-    if let Some(n) = e.min_iterations {
-        let its: Vec<u64> = a
-            .data
-            .as_ref()
-            .and_then(|d| d.get("threads"))
-            .and_then(|t| t.as_array())
-            .map(|ts| {
-                ts.iter()
-                    .filter_map(|t| t.get("iterations").and_then(|v| v.as_u64()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if its.is_empty() || its.iter().any(|i| *i < n) {
-            m.push(format!(
-                "iterations per thread {its:?}, expected at least {n} each"
-            ));
-        }
-    }
-    m
 }
 
 /// The 1-based index of the step an expected failure names.
@@ -438,7 +228,7 @@ mod tests {
         ok: bool,
         errno: Option<&str>,
         output: &str,
-        data: Option<serde_json::Value>,
+        data: Option<coexist_proto::AnswerData>,
     ) -> Answer {
         Answer {
             id: Some(1),
@@ -460,7 +250,7 @@ mod tests {
         a: Answer,
         splats: Vec<Splat>,
     ) -> StepRecord {
-        let mismatches = check_step(&e, &a);
+        let mismatches = crate::steps::check(&e, &a);
         StepRecord {
             index: i,
             label: label.map(str::to_string),
@@ -494,98 +284,6 @@ mod tests {
             line: 100,
             text: vec!["WARNING: ...".into()],
         }
-    }
-
-    #[test]
-    fn checks_output_counters_and_ftrace_state() {
-        let e = StepExpect {
-            output: Some("this has been live patched\n".into()),
-            ..Default::default()
-        };
-        assert!(check_step(
-            &e,
-            &answer(true, None, "this has been live patched\n", None)
-        )
-        .is_empty());
-        assert_eq!(
-            check_step(&e, &answer(true, None, "console=ttyS0\n", None)).len(),
-            1
-        );
-        let e = StepExpect {
-            hits: Some(2),
-            seen: Some("x".into()),
-            ..Default::default()
-        };
-        let a = answer(
-            true,
-            None,
-            "",
-            Some(serde_json::json!({"hits": 1, "arg0": 0, "ret": 0, "seen": "x"})),
-        );
-        let m = check_step(&e, &a);
-        assert_eq!(m.len(), 1);
-        assert!(m[0].contains("ran 1 time(s), expected 2"));
-        let e = StepExpect {
-            flags: Some("RID".into()),
-            refs: Some(2),
-            ..Default::default()
-        };
-        let a = answer(
-            true,
-            None,
-            "",
-            Some(
-                serde_json::json!({"present": true, "function": "f", "module": null, "refs": 1, "flags": "I", "tramp": null, "direct": null, "raw": "f (1)   I  "}),
-            ),
-        );
-        assert_eq!(check_step(&e, &a).len(), 2);
-    }
-
-    #[test]
-    fn stress_answers() {
-        let d = serde_json::json!({"threads": [
-            {"iterations": 112, "ok": 336, "failed": 0, "errnos": {}},
-            {"iterations": 86, "ok": 323, "failed": 7, "errnos": {"EAGAIN": 7}}]});
-        let a = answer(true, None, "", Some(d));
-        let e = StepExpect {
-            errnos_allowed: Some(vec!["EAGAIN".into()]),
-            min_iterations: Some(3),
-            ..Default::default()
-        };
-        assert!(check_step(&e, &a).is_empty(), "{:?}", check_step(&e, &a));
-        let e = StepExpect {
-            errnos_allowed: Some(vec![]),
-            ..Default::default()
-        };
-        assert!(check_step(&e, &a)[0].contains("EAGAIN"));
-        let e = StepExpect {
-            failed: Some(0),
-            ..Default::default()
-        };
-        assert!(check_step(&e, &a)[0].contains("7 inner step(s) failed"));
-        let e = StepExpect {
-            min_iterations: Some(100),
-            ..Default::default()
-        };
-        assert!(check_step(&e, &a)[0].contains("[112, 86]"));
-    }
-
-    #[test]
-    fn errno_expectations() {
-        let e = StepExpect {
-            errno: Some("EBUSY".into()),
-            ..Default::default()
-        };
-        assert!(check_step(&e, &answer(false, Some("EBUSY"), "", None)).is_empty());
-        assert!(check_step(&e, &answer(true, None, "", None))[0].contains("but the step succeeded"));
-        assert!(check_step(&e, &answer(false, Some("EINVAL"), "", None))[0]
-            .contains("expected EBUSY, got EINVAL"));
-        // Without an errno expectation, a failed step is a mismatch.
-        assert!(check_step(
-            &StepExpect::default(),
-            &answer(false, Some("EBUSY"), "", None)
-        )[0]
-        .contains("EBUSY"));
     }
 
     #[test]

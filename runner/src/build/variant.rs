@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::kconfig::{self, Fragment};
-use crate::series::Series;
+use crate::build::kconfig::{self, Fragment};
+use crate::build::series::Series;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,11 +11,12 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::cache::{Cache, KeyHasher};
-use crate::fixtures::Fixtures;
-use crate::kbuild::Manifest;
-use crate::source;
-use crate::variant::{yaml_error, Project};
+use crate::build::cache::{Cache, KeyHasher};
+use crate::build::kbuild::Manifest;
+use crate::build::source;
+use crate::build::variant::{yaml_error, Project};
+use crate::events::{Event, EventSink};
+use crate::image::fixtures::Fixtures;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,23 +188,25 @@ pub struct Image {
 }
 
 /// Builds the static guest agent with cargo (crt-static, the host target).
-pub fn build_agent(project: &Project, note: &dyn Fn(&str)) -> Result<PathBuf> {
+pub fn build_agent(project: &Project, events: &dyn EventSink) -> Result<PathBuf> {
     // Once per run: every variant's image uses the same agent.
     static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = built.as_ref() {
         return Ok(p.clone());
     }
-    let p = cargo_build_agent(project, note)?;
+    let p = cargo_build_agent(project, events)?;
     *built = Some(p.clone());
     Ok(p)
 }
 
-fn cargo_build_agent(project: &Project, note: &dyn Fn(&str)) -> Result<PathBuf> {
+fn cargo_build_agent(project: &Project, events: &dyn EventSink) -> Result<PathBuf> {
     let target = "x86_64-unknown-linux-gnu";
     let target_dir = project.root.join("target/agent");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    note("building the guest agent (static)");
+    events.event(&Event::Preparing {
+        what: "building the guest agent (static)".into(),
+    });
     let out = Command::new(&cargo)
         .current_dir(&project.root)
         .args([
@@ -303,21 +306,23 @@ pub fn build(
     recipe_name: &str,
     kernel: &Manifest,
     fixtures: Option<&Fixtures>,
-    note: &dyn Fn(&str),
+    events: &dyn EventSink,
 ) -> Result<Image> {
     let (recipe, recipe_bytes) = load_recipe(project, recipe_name)?;
     if !recipe.busybox.is_file() {
         match &recipe.busybox_package {
-            Some(p) => {
-                source::apt_install(&[p], &format!("{} is missing", recipe.busybox.display()))?
-            }
+            Some(p) => source::apt_install(
+                &[p],
+                &format!("{} is missing", recipe.busybox.display()),
+                events,
+            )?,
             None => bail!(
                 "image recipe '{recipe_name}': {} does not exist",
                 recipe.busybox.display()
             ),
         }
     }
-    let agent_path = build_agent(project, note)?;
+    let agent_path = build_agent(project, events)?;
     let agent = std::fs::read(&agent_path)?;
     let busybox = std::fs::read(&recipe.busybox)?;
     let mut h = KeyHasher::new("image-v1");
@@ -342,7 +347,9 @@ pub fn build(
     if path.is_file() {
         return Ok(Image { key, path });
     }
-    note(&format!("building image '{recipe_name}' ({key})"));
+    events.event(&Event::Preparing {
+        what: format!("building image '{recipe_name}' ({key})"),
+    });
     let entries = entries(project, &recipe, &agent, &busybox, kernel, fixtures)?;
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
     write_initramfs(&entries, std::io::BufWriter::new(tmp.as_file_mut()))?;

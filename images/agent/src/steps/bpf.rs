@@ -1,15 +1,16 @@
-//! BPF trampoline programs, loaded with libbpf-rs from the fixture objects
-//! in /fixtures/bpf. Each attachment opens its own copy of the object with
-//! only the chosen program loaded, so its maps are its own.
+//! BPF trampoline programs (bpf_attach, bpf_detach, bpf_stats), loaded with
+//! libbpf-rs from the fixture objects in /fixtures/bpf. Each attachment opens
+//! its own copy of the object with only the chosen program loaded, so its
+//! maps are its own.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use coexist_proto::{Answer, BpfKind, BpfStats};
+use coexist_proto::{Answer, AnswerData, AttachData, BpfKind, BpfStats};
 use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 use nix::errno::Errno;
 
-use crate::steps::{fail, ok};
+use super::{fail, ok, with_data};
 
 pub const FIXTURE_DIR: &str = "/fixtures/bpf";
 pub const DEFAULT_OBJECT: &str = "coexist.bpf.o";
@@ -143,9 +144,10 @@ impl Attachments {
                 target: target.to_string(),
             },
         );
-        let mut a = ok(id, format!("handle {handle}: {program} on {target}"));
-        a.data = Some(serde_json::json!({ "handle": handle }));
-        a
+        with_data(
+            ok(id, format!("handle {handle}: {program} on {target}")),
+            AnswerData::Attach(AttachData { handle }),
+        )
     }
 
     /// Detaches `handle`, or the most recent attachment when None.
@@ -199,17 +201,16 @@ impl Attachments {
         };
         match map.lookup(&0u32.to_ne_bytes(), MapFlags::ANY) {
             Ok(Some(v)) => match decode_stats(&v) {
-                Some(s) => {
-                    let mut ans = ok(
+                Some(s) => with_data(
+                    ok(
                         id,
                         format!(
                             "hits={} arg0={:#x} ret={} seen={:?}",
                             s.hits, s.arg0, s.ret, s.seen
                         ),
-                    );
-                    ans.data = serde_json::to_value(&s).ok();
-                    ans
-                }
+                    ),
+                    AnswerData::Stats(s),
+                ),
                 None => fail(
                     Some(id),
                     Some(Errno::EINVAL as i32),

@@ -5,16 +5,17 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{self, Cache, KeyHasher};
-use crate::kconfig;
-use crate::series;
-use crate::source::{self, SourceId};
-use crate::variant::{Source, Variant};
+use crate::build::cache::{self, Cache, KeyHasher};
+use crate::build::kconfig;
+use crate::build::series;
+use crate::build::source::{self, SourceId};
+use crate::build::variant::{Source, Variant};
+use crate::events::{Event, EventSink};
 
 /// The kernel at hand cannot be configured or built (as opposed to a
 /// problem of the harness): bisect reports such a commit as untestable.
@@ -28,32 +29,6 @@ impl std::fmt::Display for KernelDoesNotBuild {
 }
 
 impl std::error::Error for KernelDoesNotBuild {}
-
-/// What the build stage tells its observers (the terminal UI, logs).
-#[derive(Clone, Debug)]
-pub enum BuildEvent {
-    /// A step of the build ("applying patch series", "configuring", ...).
-    Phase { variant: String, what: String },
-    /// Compilation progress: lines of build output so far, and how many the
-    /// previous build of this configuration printed (an estimate of the end).
-    Progress {
-        variant: String,
-        lines: u64,
-        expected: Option<u64>,
-        last: String,
-    },
-    Finished {
-        variant: String,
-        key: String,
-        cached: bool,
-        elapsed: Duration,
-        entry: PathBuf,
-    },
-}
-
-pub trait BuildObserver: Sync {
-    fn event(&self, e: BuildEvent);
-}
 
 /// Where a variant's build lives and what its cache key is; computed
 /// without building anything.
@@ -118,7 +93,8 @@ pub struct Builder<'a> {
     pub cache: &'a Cache,
     pub jobs: usize,
     pub toolchain: String,
-    pub observer: &'a dyn BuildObserver,
+    /// Where phases, progress and the result go.
+    pub events: &'a dyn EventSink,
 }
 
 fn tree_key(src: &SourceId, v: &Variant) -> String {
@@ -147,7 +123,7 @@ fn config_key(v: &Variant, toolchain: &str) -> String {
 
 impl Builder<'_> {
     fn phase(&self, v: &str, what: impl Into<String>) {
-        self.observer.event(BuildEvent::Phase {
+        self.events.event(&Event::BuildPhase {
             variant: v.to_string(),
             what: what.into(),
         });
@@ -163,7 +139,7 @@ impl Builder<'_> {
                 s.name
             );
         }
-        let src = source::identify(self.cache, &v.source)?;
+        let src = source::identify(self.cache, &v.source, self.events)?;
         let tree_key = tree_key(&src, v);
         let config_key = config_key(v, &self.toolchain);
         let mut h = KeyHasher::new("kernel-v1");
@@ -204,7 +180,7 @@ impl Builder<'_> {
         let t0 = Instant::now();
         let plan = self.plan(v)?;
         let finished = |cached| {
-            self.observer.event(BuildEvent::Finished {
+            self.events.event(&Event::BuildFinished {
                 variant: v.name.clone(),
                 key: plan.key.clone(),
                 cached,
@@ -216,7 +192,7 @@ impl Builder<'_> {
             finished(true);
             return Ok((Manifest::load(&plan.entry_dir)?, true));
         }
-        source::preflight_build_tools()?;
+        source::preflight_build_tools(self.events)?;
         // One build per build dir at a time; a second run waits, then
         // finds the entry published.
         let lock_name = build_dir_lock(&plan.build_dir);
@@ -384,7 +360,7 @@ impl Builder<'_> {
         for l in rx {
             lines += 1;
             writeln!(logf, "{l}")?;
-            self.observer.event(BuildEvent::Progress {
+            self.events.event(&Event::BuildProgress {
                 variant: v.name.clone(),
                 lines,
                 expected,

@@ -10,8 +10,9 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{self, Cache, KeyHasher};
-use crate::variant::{Source, SourceDecl};
+use crate::build::cache::{self, Cache, KeyHasher};
+use crate::build::variant::{Source, SourceDecl};
+use crate::events::{self, EventSink};
 
 /// A source pinned to its content.
 #[derive(Clone, Debug)]
@@ -41,12 +42,12 @@ pub fn is_root() -> bool {
 
 /// Installs Debian packages when running as root; otherwise fails with the
 /// exact command to run.
-pub fn apt_install(packages: &[&str], why: &str) -> Result<()> {
+pub fn apt_install(packages: &[&str], why: &str, ev: &dyn EventSink) -> Result<()> {
     let cmd = format!("apt-get install -y {}", packages.join(" "));
     if !is_root() {
         bail!("{why}; run as root:\n  {cmd}");
     }
-    eprintln!("{why}; installing: {cmd}");
+    events::note(ev, format!("{why}; installing: {cmd}"));
     let install = || {
         Command::new("apt-get")
             .args(["install", "-y", "-q"])
@@ -64,7 +65,7 @@ pub fn apt_install(packages: &[&str], why: &str) -> Result<()> {
     }
 }
 
-fn ensure_tarball(decl: &SourceDecl) -> Result<()> {
+fn ensure_tarball(decl: &SourceDecl, ev: &dyn EventSink) -> Result<()> {
     if decl.tarball.is_file() {
         return Ok(());
     }
@@ -73,6 +74,7 @@ fn ensure_tarball(decl: &SourceDecl) -> Result<()> {
             apt_install(
                 &[pkg.as_str()],
                 &format!("kernel source {} is missing", decl.tarball.display()),
+                ev,
             )?;
             if !decl.tarball.is_file() {
                 bail!(
@@ -134,6 +136,13 @@ pub fn git(tree: &Path, args: &[&str]) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// [`git`]'s output as trimmed text.
+pub fn git_text(tree: &Path, args: &[&str]) -> Result<String> {
+    Ok(String::from_utf8_lossy(&git(tree, args)?)
+        .trim()
+        .to_string())
+}
+
 fn check_kernel_tree(tree: &Path) -> Result<()> {
     if !tree.join("Makefile").is_file() || !tree.join("Kconfig").is_file() {
         bail!(
@@ -152,10 +161,10 @@ fn check_kernel_tree(tree: &Path) -> Result<()> {
 }
 
 /// Identifies a source by content without unpacking or building anything.
-pub fn identify(cache: &Cache, source: &Source) -> Result<SourceId> {
+pub fn identify(cache: &Cache, source: &Source, ev: &dyn EventSink) -> Result<SourceId> {
     match source {
         Source::Tarball(decl) => {
-            ensure_tarball(decl)?;
+            ensure_tarball(decl, ev)?;
             let sha = tarball_sha256(cache, &decl.tarball)?;
             let mut h = KeyHasher::new("source-tarball-v1");
             h.part("sha256", sha.as_bytes());
@@ -173,9 +182,7 @@ pub fn identify(cache: &Cache, source: &Source) -> Result<SourceId> {
         }
         Source::Tree(tree) => {
             check_kernel_tree(tree)?;
-            let head = String::from_utf8(git(tree, &["rev-parse", "HEAD"])?)?
-                .trim()
-                .to_string();
+            let head = git_text(tree, &["rev-parse", "HEAD"])?;
             let status = git(tree, &["status", "--porcelain", "--untracked-files=no"])?;
             let mut h = KeyHasher::new("source-git-v1");
             h.part("head", head.as_bytes());
@@ -266,7 +273,7 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 }
 
 /// Checks (and as root installs) what a kernel build needs on the host.
-pub fn preflight_build_tools() -> Result<()> {
+pub fn preflight_build_tools(ev: &dyn EventSink) -> Result<()> {
     let mut missing: Vec<&str> = BUILD_TOOLS
         .iter()
         .filter(|(t, _)| which(t).is_none())
@@ -280,7 +287,7 @@ pub fn preflight_build_tools() -> Result<()> {
     );
     missing.dedup();
     if !missing.is_empty() {
-        apt_install(&missing, "host tools for kernel builds are missing")?;
+        apt_install(&missing, "host tools for kernel builds are missing", ev)?;
     }
     Ok(())
 }

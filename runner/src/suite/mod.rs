@@ -1,7 +1,14 @@
-//! Suite files (`suites/*.yaml`): which variants a suite runs on, its cases,
-//! each case's agent steps with what each must show, and per-variant
-//! expected outcomes. Errors point at file, line and column, before
-//! anything boots.
+//! Suites: `suites/*.yaml` -> checked [`Suite`]s.
+//!
+//! In: a suite file, the names of the declared variants, and the fixture
+//! names the project has ([`FixtureNames`]). Out: a [`Suite`]: which
+//! variants it runs on, its cases, each case's agent steps with what each
+//! must show ([`crate::steps::StepExpect`], parsed by the step's family),
+//! and per-variant expected outcomes ([`Expected`]). Every error points at
+//! file, line and column, before anything builds or boots.
+//!
+//! - this module: the file format and its checks.
+//! - `names`: the fixture names suites may use, read from the project.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,7 +19,11 @@ use coexist_proto::Step;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::variant::yaml_error;
+use crate::build::variant::yaml_error;
+use crate::steps::{self, StepExpect};
+
+mod names;
+pub use names::{project_fixtures, FixtureNames};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,34 +167,6 @@ impl fmt::Display for StepRef {
     }
 }
 
-/// What a step must show. Without `errno`, the step must succeed.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StepExpect {
-    /// The step must fail with this errno name (e.g. EBUSY).
-    pub errno: Option<String>,
-    /// Output (what userspace saw, or the file read) must equal this.
-    pub output: Option<String>,
-    pub output_contains: Option<String>,
-    pub output_not_contains: Option<String>,
-    /// bpf_stats
-    pub hits: Option<u64>,
-    pub hits_min: Option<u64>,
-    pub ret: Option<i64>,
-    pub arg0: Option<u64>,
-    pub seen: Option<String>,
-    /// ftrace_state
-    pub present: Option<bool>,
-    pub flags: Option<String>,
-    pub refs: Option<u64>,
-    /// repeat / concurrently: how many inner steps may fail.
-    pub failed: Option<u64>,
-    /// concurrently: every thread ran at least this many iterations.
-    pub min_iterations: Option<u64>,
-    /// repeat / concurrently: inner steps may fail only with these errnos.
-    pub errnos_allowed: Option<Vec<String>>,
-}
-
 /// One step of a case: the agent step, its label, what it must show.
 #[derive(Clone, Debug, Serialize)]
 pub struct SuiteStep {
@@ -195,26 +178,6 @@ pub struct SuiteStep {
     pub expect: StepExpect,
     pub timeout: Option<f64>,
 }
-
-/// Step kinds a suite may use, with the agent's field names.
-pub const STEP_KINDS: &[&str] = &[
-    "exec",
-    "read",
-    "write",
-    "insmod",
-    "rmmod",
-    "sleep",
-    "livepatch_load",
-    "livepatch_disable",
-    "livepatch_unload",
-    "bpf_attach",
-    "bpf_detach",
-    "bpf_stats",
-    "trigger",
-    "ftrace_state",
-    "repeat",
-    "concurrently",
-];
 
 const META_KEYS: &[&str] = &["as", "expect", "timeout"];
 
@@ -238,7 +201,7 @@ impl<'de> DeserializeSeed<'de> for StepArgs<'_> {
         };
         // A handle given as a label is resolved when the case runs.
         let mut handle_ref = None;
-        if matches!(self.0, "bpf_stats" | "bpf_detach") {
+        if steps::bpf::takes_handle(self.0) {
             if let Some(serde_yaml::Value::String(l)) = obj.get("handle") {
                 handle_ref = Some(l.clone());
                 obj.insert("handle".into(), serde_yaml::Value::Number(0.into()));
@@ -248,6 +211,42 @@ impl<'de> DeserializeSeed<'de> for StepArgs<'_> {
         let step: Step = serde_yaml::from_value(serde_yaml::Value::Mapping(obj))
             .map_err(|e| de::Error::custom(format!("'{}': {e}", self.0)))?;
         Ok((step, handle_ref))
+    }
+}
+
+/// Parses `expect:` for a known step, inside its mapping (so errors point
+/// into it).
+struct ExpectSeed<'a>(&'a Step);
+
+impl<'de> DeserializeSeed<'de> for ExpectSeed<'_> {
+    type Value = StepExpect;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V<'a>(&'a Step);
+        impl<'de> Visitor<'de> for V<'_> {
+            type Value = StepExpect;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of expectations (e.g. `{output: ..., errno: EBUSY}`)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StepExpect, A::Error> {
+                let mut m = serde_yaml::Mapping::new();
+                while let Some(k) = map.next_key::<serde_yaml::Value>()? {
+                    let v = map.next_value::<serde_yaml::Value>()?;
+                    let mut one = serde_yaml::Mapping::new();
+                    one.insert(k.clone(), v.clone());
+                    // Checked a field at a time, so the error is placed at it.
+                    steps::parse_expect(self.0, serde_yaml::Value::Mapping(one))
+                        .map_err(de::Error::custom)?;
+                    m.insert(k, v);
+                }
+                steps::parse_expect(self.0, serde_yaml::Value::Mapping(m))
+                    .map_err(de::Error::custom)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<StepExpect, E> {
+                Ok(StepExpect::default())
+            }
+        }
+        d.deserialize_any(V(self.0))
     }
 }
 
@@ -272,16 +271,22 @@ impl<'de> Deserialize<'de> for SuiteStep {
                 f.write_str("a step: a mapping with one step kind (e.g. `trigger: {target: cmdline_proc_show}`) and optional `as`, `expect`, `timeout`")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SuiteStep, A::Error> {
-                let mut step = None;
+                let kinds = steps::suite_kinds();
+                let mut step: Option<(Step, Option<String>)> = None;
                 let mut label = None;
-                let mut expect = None;
+                let mut expect: Option<StepExpect> = None;
+                // `expect` before the kind: parsed once the kind is known.
+                let mut expect_early: Option<serde_yaml::Value> = None;
                 let mut timeout = None;
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "as" => label = Some(map.next_value::<String>()?),
-                        "expect" => expect = Some(map.next_value::<StepExpect>()?),
+                        "expect" => match &step {
+                            Some((s, _)) => expect = Some(map.next_value_seed(ExpectSeed(s))?),
+                            None => expect_early = Some(map.next_value()?),
+                        },
                         "timeout" => timeout = Some(map.next_value::<f64>()?),
-                        k if STEP_KINDS.contains(&k) => {
+                        k if kinds.contains(&k) => {
                             if step.is_some() {
                                 return Err(de::Error::custom(format!(
                                     "a step has one kind; '{k}' is a second one (start a new list item with '-')"
@@ -292,7 +297,7 @@ impl<'de> Deserialize<'de> for SuiteStep {
                         k => {
                             return Err(de::Error::custom(format!(
                                 "unknown step '{k}' (steps: {}; step keys: {})",
-                                STEP_KINDS.join(", "),
+                                kinds.join(", "),
                                 META_KEYS.join(", ")
                             )))
                         }
@@ -301,9 +306,12 @@ impl<'de> Deserialize<'de> for SuiteStep {
                 let Some((step, handle_ref)) = step else {
                     return Err(de::Error::custom(format!(
                         "the step names no kind (one of: {})",
-                        STEP_KINDS.join(", ")
+                        kinds.join(", ")
                     )));
                 };
+                if let Some(v) = expect_early {
+                    expect = Some(steps::parse_expect(&step, v).map_err(de::Error::custom)?);
+                }
                 Ok(SuiteStep {
                     step,
                     label,
@@ -348,21 +356,13 @@ impl Suite {
 
 /// Parses and checks a suite file. `variants` and `fixtures` are the names
 /// that exist (modules and BPF programs), for the checks.
-pub fn load(path: &Path, variants: &[String], fixtures: &Fixtures) -> Result<Suite> {
+pub fn load(path: &Path, variants: &[String], fixtures: &FixtureNames) -> Result<Suite> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
     parse(&text, path, variants, fixtures)
 }
 
-/// Names the suite checks against.
-#[derive(Clone, Debug, Default)]
-pub struct Fixtures {
-    pub modules: Vec<String>,
-    pub bpf_programs: Vec<String>,
-    pub triggers: Vec<String>,
-}
-
-pub fn parse(text: &str, path: &Path, variants: &[String], fx: &Fixtures) -> Result<Suite> {
+pub fn parse(text: &str, path: &Path, variants: &[String], fx: &FixtureNames) -> Result<Suite> {
     let file: SuiteFile = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
     let at = |from: usize, needle: &str| -> String {
         match find_from(text, from, needle) {
@@ -501,16 +501,13 @@ fn check_errno(e: &str) -> Result<(), String> {
 fn check_steps<'a>(
     steps: &'a [SuiteStep],
     labels: &mut Vec<&'a str>,
-    fx: &Fixtures,
+    fx: &FixtureNames,
     at: &dyn Fn(&str) -> String,
     case: &str,
     top: bool,
 ) -> Result<()> {
     for s in steps {
-        if let Some(e) = &s.expect.errno {
-            check_errno(e).map_err(|m| anyhow::anyhow!("{}: case '{case}': {m}", at(e)))?;
-        }
-        for e in s.expect.errnos_allowed.iter().flatten() {
+        for e in steps::errnos_named(&s.expect) {
             check_errno(e).map_err(|m| anyhow::anyhow!("{}: case '{case}': {m}", at(e)))?;
         }
         if let Some(r) = &s.handle_ref {
@@ -521,7 +518,8 @@ fn check_steps<'a>(
                 );
             }
         }
-        check_step(&s.step, fx, at, case)?;
+        steps::check_fixtures(&s.step, fx)
+            .map_err(|(needle, m)| anyhow::anyhow!("{}: case '{case}': {m}", at(&needle)))?;
         if let Some(l) = &s.label {
             if !top {
                 bail!(
@@ -541,102 +539,6 @@ fn check_steps<'a>(
     Ok(())
 }
 
-fn check_step(step: &Step, fx: &Fixtures, at: &dyn Fn(&str) -> String, case: &str) -> Result<()> {
-    let module = |m: &str| -> Result<()> {
-        let norm = m.replace('-', "_");
-        if m.contains('/') || fx.modules.iter().any(|k| k.replace('-', "_") == norm) {
-            Ok(())
-        } else {
-            bail!(
-                "{}: case '{case}': unknown fixture module '{m}' (known: {})",
-                at(m),
-                fx.modules.join(", ")
-            )
-        }
-    };
-    match step {
-        Step::Insmod { module: m, .. } | Step::LivepatchLoad { module: m, .. } => module(m)?,
-        Step::BpfAttach { program, .. } if !fx.bpf_programs.contains(program) => {
-            bail!(
-                "{}: case '{case}': unknown BPF program '{program}' (known: {})",
-                at(program),
-                fx.bpf_programs.join(", ")
-            );
-        }
-        Step::Trigger { target } if !fx.triggers.contains(target) => {
-            bail!(
-                "{}: case '{case}': unknown trigger target '{target}' (known: {})",
-                at(target),
-                fx.triggers.join(", ")
-            );
-        }
-        Step::Repeat { steps, .. } => {
-            for s in steps {
-                check_step(s, fx, at, case)?;
-            }
-        }
-        Step::Concurrently { lists, .. } => {
-            for s in lists.iter().flatten() {
-                check_step(s, fx, at, case)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// The project's fixture names: modules (samples and own), BPF programs
-/// (from the sources), trigger targets.
-pub fn project_fixtures(root: &Path) -> Fixtures {
-    let mut modules: Vec<String> = [
-        "livepatch-sample",
-        "livepatch-shadow-mod",
-        "livepatch-callbacks-demo",
-        "ftrace-direct",
-        "ftrace-direct-too",
-        "ftrace-direct-modify",
-        "ftrace-direct-multi",
-        "ftrace-direct-multi-modify",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if let Ok(rd) = std::fs::read_dir(root.join("images/fixtures/modules")) {
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if let Some(stem) = n.strip_suffix(".c") {
-                modules.push(stem.to_string());
-            }
-        }
-    }
-    let mut bpf_programs = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(root.join("images/fixtures/bpf")) {
-        for e in rd.flatten() {
-            if let Ok(src) = std::fs::read_to_string(e.path()) {
-                // `SEC("...")\nint name(`: the program names.
-                let mut prev_sec = false;
-                for l in src.lines() {
-                    if prev_sec {
-                        if let Some(rest) = l.trim().strip_prefix("int ") {
-                            if let Some(name) = rest.split('(').next() {
-                                bpf_programs.push(name.trim().to_string());
-                            }
-                        }
-                    }
-                    prev_sec = l.trim_start().starts_with("SEC(\"f");
-                }
-            }
-        }
-    }
-    modules.sort();
-    bpf_programs.sort();
-    Fixtures {
-        modules,
-        bpf_programs,
-        triggers: vec!["cmdline_proc_show".into(), "coexist_target_value".into()],
-    }
-}
-
 /// Every suite in `suites/`, sorted by name.
 pub fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
     let dir = root.join("suites");
@@ -653,8 +555,8 @@ pub fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
-    fn fx() -> Fixtures {
-        Fixtures {
+    fn fx() -> FixtureNames {
+        FixtureNames {
             modules: vec!["livepatch-sample".into(), "coexist_target".into()],
             bpf_programs: vec!["cx_fentry".into(), "cx_fexit".into()],
             triggers: vec!["cmdline_proc_show".into()],
@@ -732,6 +634,20 @@ cases:
     }
 
     #[test]
+    fn expectation_that_does_not_apply_to_the_kind_is_placed() {
+        let t = GOOD.replace(
+            "expect: {output: \"this has been live patched\\n\"}",
+            "expect: {output_contains: x, hits: 1}",
+        );
+        let e = err(&t);
+        assert!(e.starts_with("s.yaml:10:"), "{e}");
+        assert!(
+            e.contains("expectation 'hits' does not apply to a 'trigger' step"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_variant_fixture_and_label_are_placed() {
         let e = err(&GOOD.replace(
             "variants: [baseline, share-ipmodify]",
@@ -775,7 +691,7 @@ cases:
             "{:?}",
             fx.bpf_programs
         );
-        let vs: Vec<String> = crate::variant::Project { root: root.clone() }
+        let vs: Vec<String> = crate::build::variant::Project { root: root.clone() }
             .load_variants(None)
             .unwrap()
             .into_iter()

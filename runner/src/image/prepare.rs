@@ -1,15 +1,14 @@
-//! Glue from a variant to a bootable guest: kernel build (cached), image
-//! build (cached), and the VM configuration for it.
+//! A variant -> a bootable guest: kernel build (cached), fixtures and
+//! image (cached), and the VM configuration for it.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::cache::Cache;
-use crate::fixtures::{self, Fixtures};
-use crate::image::{self, Image};
-use crate::kbuild::{Builder, Manifest};
-use crate::variant::{Project, Variant};
+use super::fixtures::{self, Fixtures};
+use super::initramfs::{self, Image};
+use crate::build::{source, Builder, Cache, Manifest, Project, Variant};
+use crate::events::{Event, EventSink};
 use crate::vm::VmConfig;
 
 /// The default image recipe (`images/base.yaml`).
@@ -33,24 +32,33 @@ pub fn prepare(
     project: &Project,
     builder: &Builder,
     v: &Variant,
-    note: &dyn Fn(&str),
+    events: &dyn EventSink,
 ) -> Result<Prepared> {
-    if crate::source::which("qemu-system-x86_64").is_none() {
-        crate::source::apt_install(&["qemu-system-x86"], "qemu-system-x86_64 is missing")?;
+    if source::which("qemu-system-x86_64").is_none() {
+        source::apt_install(
+            &["qemu-system-x86"],
+            "qemu-system-x86_64 is missing",
+            events,
+        )?;
     }
     let t0 = std::time::Instant::now();
     let (manifest, kernel_cached) = builder.build(v)?;
     let build_s = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
-    let fixtures = fixtures::build(cache, project, &manifest, note)?;
-    let image = image::build(
+    let fixtures = fixtures::build(cache, project, &manifest, events)?;
+    let image = initramfs::build(
         cache,
         project,
         DEFAULT_RECIPE,
         &manifest,
         Some(&fixtures),
-        note,
+        events,
     )?;
+    events.event(&Event::Prepared {
+        variant: v.name.clone(),
+        kernel_release: manifest.kernel_release.clone(),
+        image_key: image.key.clone(),
+    });
     Ok(Prepared {
         variant: v.name.clone(),
         manifest,

@@ -1,0 +1,179 @@
+//! Programs, files, modules, time and power: exec, read, write, insmod,
+//! rmmod, sleep, poweroff, and trigger (a read that makes a known kernel
+//! function run).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use coexist_proto::Answer;
+use nix::errno::Errno;
+
+use super::{errno_of, fail, ok};
+use crate::kernel_release;
+
+/// Runs a program; stdout and stderr are captured together.
+pub fn exec(id: u64, argv: &[String]) -> Answer {
+    let Some((prog, args)) = argv.split_first() else {
+        return fail(Some(id), None, "exec: empty argv".into());
+    };
+    let (r, w) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => return fail(Some(id), Some(e as i32), format!("pipe: {e}")),
+    };
+    let w2: OwnedFd = match w.try_clone() {
+        Ok(f) => f,
+        Err(e) => return fail(Some(id), errno_of(&e), format!("dup: {e}")),
+    };
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(w))
+        .stderr(Stdio::from(w2));
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(Some(id), errno_of(&e), format!("exec {prog}: {e}")),
+    };
+    drop(cmd); // closes our copies of the write ends
+    let mut out = Vec::new();
+    let _ = File::from(r).read_to_end(&mut out);
+    let status = child.wait();
+    let mut a = ok(id, String::from_utf8_lossy(&out).into_owned());
+    match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            a.exit_code = s.code().or(s.signal().map(|sig| 128 + sig));
+            if !s.success() {
+                a.ok = false;
+                a.error = Some(format!("{prog} exited with {s}"));
+            }
+        }
+        Err(e) => return fail(Some(id), errno_of(&e), format!("wait: {e}")),
+    }
+    a
+}
+
+/// Reads a file as text.
+pub fn read(id: u64, path: &str) -> Answer {
+    match std::fs::read(path) {
+        Ok(b) => ok(id, String::from_utf8_lossy(&b).into_owned()),
+        Err(e) => fail(Some(id), errno_of(&e), format!("read {path}: {e}")),
+    }
+}
+
+/// Writes `data` in one write() (sysfs/debugfs friendly).
+pub fn write(id: u64, path: &str, data: &str, create: bool) -> Answer {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(create)
+        .truncate(create)
+        .open(path);
+    match f.and_then(|mut f| f.write(data.as_bytes())) {
+        Ok(_) => ok(id, String::new()),
+        Err(e) => fail(Some(id), errno_of(&e), format!("write {path}: {e}")),
+    }
+}
+
+/// A module's .ko: a path as given, else by name in modules.dep, else in
+/// extra/.
+fn find_module(name: &str) -> Result<PathBuf, String> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let dir = Path::new("/lib/modules").join(kernel_release());
+    let dep = std::fs::read_to_string(dir.join("modules.dep"))
+        .map_err(|e| format!("{}: {e}", dir.join("modules.dep").display()))?;
+    let want = name.replace('_', "-");
+    for l in dep.lines() {
+        let path = l.split(':').next().unwrap_or("");
+        let base = Path::new(path)
+            .file_name()
+            .map(|f| f.to_string_lossy().replace('_', "-"))
+            .unwrap_or_default();
+        if base == format!("{want}.ko") {
+            return Ok(dir.join(path));
+        }
+    }
+    // Fixture modules live in extra/ (not indexed by depmod).
+    let extra = dir
+        .join("extra")
+        .join(format!("{}.ko", name.replace('-', "_")));
+    if extra.is_file() {
+        return Ok(extra);
+    }
+    Err(format!(
+        "module '{name}' is not in {} nor in extra/",
+        dir.join("modules.dep").display()
+    ))
+}
+
+/// Loads a module by name or path; the output is the .ko's path.
+pub fn insmod(id: u64, module: &str, params: &str) -> Answer {
+    let path = match find_module(module) {
+        Ok(p) => p,
+        Err(e) => return fail(Some(id), Some(Errno::ENOENT as i32), e),
+    };
+    let f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) => return fail(Some(id), errno_of(&e), format!("{}: {e}", path.display())),
+    };
+    let params = std::ffi::CString::new(params).unwrap_or_default();
+    match nix::kmod::finit_module(&f, &params, nix::kmod::ModuleInitFlags::empty()) {
+        Ok(()) => ok(id, path.display().to_string()),
+        Err(e) => fail(
+            Some(id),
+            Some(e as i32),
+            format!("insmod {}: {}", path.display(), e.desc()),
+        ),
+    }
+}
+
+/// Unloads a module without waiting for its users (like rmmod).
+pub fn rmmod(id: u64, name: &str) -> Answer {
+    let c = std::ffi::CString::new(name.replace('-', "_")).unwrap_or_default();
+    match nix::kmod::delete_module(&c, nix::kmod::DeleteModuleFlags::O_NONBLOCK) {
+        Ok(()) => ok(id, String::new()),
+        Err(e) => fail(
+            Some(id),
+            Some(e as i32),
+            format!("rmmod {name}: {}", e.desc()),
+        ),
+    }
+}
+
+pub fn sleep(id: u64, ms: u64) -> Answer {
+    std::thread::sleep(Duration::from_millis(ms));
+    ok(id, String::new())
+}
+
+/// Only answers: the restart happens after the answer has been sent (main).
+pub fn poweroff(id: u64) -> Answer {
+    ok(id, String::new())
+}
+
+/// What userspace reads to make each known function run.
+pub fn trigger_path(target: &str) -> Option<&'static str> {
+    match target {
+        "cmdline_proc_show" => Some("/proc/cmdline"),
+        "coexist_target_value" => Some("/sys/kernel/debug/coexist_target/value"),
+        _ => None,
+    }
+}
+
+/// Makes `target` run; the output is what userspace read.
+pub fn trigger(id: u64, target: &str) -> Answer {
+    let Some(path) = trigger_path(target) else {
+        return fail(
+            Some(id),
+            Some(Errno::EINVAL as i32),
+            format!("trigger: unknown target '{target}' (known: cmdline_proc_show, coexist_target_value)"),
+        );
+    };
+    match std::fs::read(path) {
+        Ok(b) => ok(id, String::from_utf8_lossy(&b).into_owned()),
+        Err(e) => fail(Some(id), errno_of(&e), format!("read {path}: {e}")),
+    }
+}

@@ -1,0 +1,29 @@
+//! Stage 1: variant -> built kernel.
+//!
+//! In: `kernel-config/variants.yaml` (each variant: a source, a patch
+//! series from `patches/`, config fragments from `kernel-config/`), or a
+//! developer's kernel git tree. Out: a [`Manifest`] per variant, naming the
+//! published artifacts (`vmlinux` with BTF, `bzImage`, `System.map`,
+//! `.config`, `lib/modules/<release>`) in the content-addressed cache.
+//!
+//! - `variant`: the variants file and the project layout ([`Project`]).
+//! - `kconfig`: fragments, conflicts, validation of the final `.config`.
+//! - `series`: quilt-style patch series, applied with `patch --fuzz=0`.
+//! - `source`: Debian's source tarball or a kernel git tree; host tools.
+//! - `cache`: keys, locks, atomic publication.
+//! - `kbuild`: the [`Builder`]: plan (keys, paths), tree, configure, make,
+//!   publish; progress as [`crate::events::Event`]s.
+//! - `list`: one typed row per variant for `kernel list`.
+
+pub mod cache;
+pub mod kbuild;
+pub mod kconfig;
+pub mod list;
+pub mod series;
+pub mod source;
+pub mod variant;
+
+pub use cache::Cache;
+pub use kbuild::{Builder, KernelDoesNotBuild, Manifest, Plan};
+pub use list::KernelRow;
+pub use variant::{Project, Variant};

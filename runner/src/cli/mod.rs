@@ -1,0 +1,150 @@
+//! The command line: parsing and dispatch only. Each subcommand group has
+//! a file that turns its arguments into a library request, calls the
+//! library, and prints the result; the work happens in the library.
+//!
+//! Exit codes: 0 all as expected, 1 an unexpected outcome, 2 usage,
+//! configuration or infrastructure error (bisect-run: 0/1/125/128).
+
+mod bisect;
+mod kernel;
+mod suite;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use coexist::run::Machine;
+use coexist::vm::AccelChoice;
+use coexist::Workspace;
+
+#[derive(Parser)]
+#[command(name = "coexist", version, about)]
+struct Cli {
+    /// Cache directory (default: $COEXIST_CACHE, $XDG_CACHE_HOME/coexist or ~/.cache/coexist).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Project root holding kernel-config/, patches/, suites/ (default: found from the current directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build and list kernel variants.
+    #[command(subcommand)]
+    Kernel(kernel::KernelCmd),
+    /// Boot a variant, print READY with the kernel release, accelerator and
+    /// time to READY, and shut it down.
+    Boot {
+        #[command(flatten)]
+        vm: vm::VmOpts,
+    },
+    /// An interactive shell in the guest through the agent channel: each
+    /// line runs with busybox sh; a line starting with '{' is an agent step
+    /// in JSON (e.g. {"step":"insmod","module":"livepatch-sample"}).
+    Shell {
+        #[command(flatten)]
+        vm: vm::VmOpts,
+    },
+    /// Run one command in a fresh guest and print its output.
+    Run(vm::RunOpts),
+    /// Run suites: every (variant, case) in a fresh VM; reports in results/<run-id>/.
+    Suite(suite::SuiteOpts),
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+    /// Work with reports.
+    #[command(subcommand)]
+    Report(suite::ReportCmd),
+    /// For `git bisect run`: build the checked-out commit of a kernel tree,
+    /// boot it, run the named case(s); exit 0 good, 1 bad, 125 untestable,
+    /// 128 harness error.
+    BisectRun(bisect::BisectOpts),
+    /// Drive a whole bisection: git bisect start/run/reset with bisect-run,
+    /// then print the first commit where the outcome changes.
+    Bisect(bisect::BisectCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Run the matrix and print boot-to-ready, per-case and whole-matrix
+    /// times and the runner's CPU overhead over its QEMU processes.
+    Suite(suite::SuiteOpts),
+    /// Boot a variant N times: QEMU start -> READY, guest uptime at READY.
+    Boot(vm::BenchBootOpts),
+}
+
+/// The guest machine.
+#[derive(Args, Clone)]
+pub struct MachineOpts {
+    /// Accelerator: auto probes KVM and falls back to TCG.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+}
+
+impl MachineOpts {
+    pub fn machine(&self) -> Machine {
+        Machine {
+            accel: self.accel,
+            memory_mb: self.memory,
+            cpus: self.cpus,
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct SourceOpts {
+    /// Build this kernel git tree as checked out instead of the variant's
+    /// source (nothing in the tree is modified but its build output dir,
+    /// <tree>/.coexist-build-<config-key>).
+    #[arg(long, value_name = "PATH")]
+    kernel_tree: Option<PathBuf>,
+}
+
+fn dispatch(cli: Cli) -> Result<u8> {
+    if let Cmd::Report(r) = &cli.cmd {
+        return suite::report(r);
+    }
+    if let Cmd::BisectRun(o) = &cli.cmd {
+        // Every failure is an exit code git bisect understands.
+        return Ok(bisect::bisect_run(
+            cli.root.clone(),
+            cli.cache_dir.clone(),
+            o,
+        ));
+    }
+    let ws = Workspace::open(cli.root, cli.cache_dir)?;
+    match cli.cmd {
+        Cmd::Kernel(k) => kernel::run(&ws, &k),
+        Cmd::Boot { vm } => vm::boot(&ws, &vm),
+        Cmd::Shell { vm } => vm::shell(&ws, &vm),
+        Cmd::Run(o) => vm::run(&ws, &o),
+        Cmd::Suite(o) => suite::suite(&ws, &o),
+        Cmd::Bench(BenchCmd::Suite(o)) => suite::bench(&ws, &o),
+        Cmd::Bench(BenchCmd::Boot(o)) => vm::bench_boot(&ws, &o),
+        Cmd::Bisect(b) => bisect::bisect(&ws, &b),
+        Cmd::Report(_) | Cmd::BisectRun(_) => unreachable!("dispatched above"),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

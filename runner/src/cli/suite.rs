@@ -1,0 +1,128 @@
+//! `suite`, `bench suite`, `report merge`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use coexist::report::{self, bench::SuiteFigures, RunReport};
+use coexist::run::{self, RunRequest};
+use coexist::ui::Terminal;
+use coexist::workspace::{default_jobs, Workspace};
+
+use super::{MachineOpts, SourceOpts};
+
+#[derive(Args, Clone)]
+pub struct SuiteOpts {
+    /// `all`, or a suite name (suites/<name>.yaml).
+    #[arg(default_value = "all")]
+    name: String,
+    /// Only these variants (repeatable).
+    #[arg(long = "variant", value_name = "NAME")]
+    variants: Vec<String>,
+    /// Only cases whose name matches this glob (e.g. 'cmdline/*').
+    #[arg(long, value_name = "GLOB")]
+    case: Option<String>,
+    /// List the (case, variant) jobs and exit.
+    #[arg(long)]
+    list: bool,
+    /// VMs at once (default: the number of cores).
+    #[arg(short, long)]
+    jobs: Option<usize>,
+    /// Run a stable 1/N slice of the job list (I/N, 1-based).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    #[command(flatten)]
+    machine: MachineOpts,
+    /// Results directory (default: results/<run-id> in the project).
+    #[arg(long, value_name = "DIR")]
+    results: Option<PathBuf>,
+    #[command(flatten)]
+    src: SourceOpts,
+}
+
+#[derive(Subcommand)]
+pub enum ReportCmd {
+    /// Merge shard reports (report.json of each shard) into one report.
+    Merge {
+        /// report.json files (or their results directories).
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// Where to write the merged report.json, junit.xml, results.ktap.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+impl SuiteOpts {
+    fn request(&self) -> RunRequest {
+        RunRequest {
+            suite: self.name.clone(),
+            variants: self.variants.clone(),
+            case_glob: self.case.clone(),
+            shard: self.shard.clone(),
+            workers: self.jobs.unwrap_or_else(default_jobs).max(1),
+            machine: self.machine.machine(),
+            results_dir: self.results.clone(),
+            kernel_tree: self.src.kernel_tree.clone(),
+        }
+    }
+}
+
+/// `--list`, or the run; None after listing.
+fn run_or_list(ws: &Workspace, o: &SuiteOpts) -> Result<Option<(RunReport, PathBuf)>> {
+    let req = o.request();
+    if o.list {
+        let plan = run::plan(ws, &req)?;
+        for j in &plan.jobs {
+            println!("{}", j.id);
+        }
+        eprintln!("{} job(s)", plan.jobs.len());
+        return Ok(None);
+    }
+    Ok(Some(run::run_suites(ws, &req, &Terminal::new())?))
+}
+
+pub fn suite(ws: &Workspace, o: &SuiteOpts) -> Result<u8> {
+    let Some((report, dir)) = run_or_list(ws, o)? else {
+        return Ok(0);
+    };
+    println!("{}", report::table(&report));
+    println!("reports: {}", dir.display());
+    Ok(report.exit_code())
+}
+
+pub fn bench(ws: &Workspace, o: &SuiteOpts) -> Result<u8> {
+    let Some((report, dir)) = run_or_list(ws, o)? else {
+        return Ok(0);
+    };
+    println!("{}", SuiteFigures::of(&report).text());
+    println!("reports: {}", dir.display());
+    Ok(report.exit_code())
+}
+
+fn read_report(p: &Path) -> Result<RunReport> {
+    let f = if p.is_dir() {
+        p.join("report.json")
+    } else {
+        p.to_path_buf()
+    };
+    let b = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
+    serde_json::from_slice(&b).with_context(|| format!("{}: not a coexist report", f.display()))
+}
+
+pub fn report(cmd: &ReportCmd) -> Result<u8> {
+    match cmd {
+        ReportCmd::Merge { reports, out } => {
+            let parts = reports
+                .iter()
+                .map(|p| read_report(p))
+                .collect::<Result<Vec<_>>>()?;
+            let merged = report::merge(parts)?;
+            report::write_all(out, &merged)?;
+            println!("{}", report::table(&merged));
+            println!("reports: {}", out.display());
+            Ok(merged.exit_code())
+        }
+    }
+}

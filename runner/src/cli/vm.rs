@@ -1,0 +1,215 @@
+//! `boot`, `shell`, `run`, `bench boot`: one variant, one guest at a time.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use coexist::build::variant;
+use coexist::image::Prepared;
+use coexist::ui::Terminal;
+use coexist::vm::{self, StepOutcome, Vm, VmFailure};
+use coexist::Workspace;
+use coexist_proto::Step;
+
+use super::{MachineOpts, SourceOpts};
+
+#[derive(Args, Clone)]
+pub struct VmOpts {
+    /// The variant to boot.
+    #[arg(long)]
+    variant: String,
+    #[command(flatten)]
+    machine: MachineOpts,
+    /// Extra kernel command line.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Replace the whole kernel command line.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// Seconds from QEMU start to READY before the boot counts as failed.
+    #[arg(long, default_value_t = 60.0)]
+    boot_timeout: f64,
+    #[command(flatten)]
+    src: SourceOpts,
+}
+
+#[derive(Args, Clone)]
+pub struct RunOpts {
+    #[command(flatten)]
+    vm: VmOpts,
+    /// Step timeout in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// The command (after --).
+    #[arg(last = true, required = true)]
+    argv: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+pub struct BenchBootOpts {
+    #[command(flatten)]
+    vm: VmOpts,
+    #[arg(short = 'n', long, default_value_t = 5)]
+    count: usize,
+}
+
+/// Builds (or finds) the variant's kernel and image.
+fn prepare(ws: &Workspace, o: &VmOpts, term: &Terminal) -> Result<Prepared> {
+    let variants = ws.variants(o.src.kernel_tree.as_deref())?;
+    let v = variant::select(&variants, std::slice::from_ref(&o.variant))?[0];
+    ws.prepare(v, term)
+}
+
+fn boot_vm(ws: &Workspace, o: &VmOpts, p: &Prepared, term: &Terminal) -> Result<Vm, VmFailure> {
+    let mut cfg = p.vm_config(ws.console_log(&o.variant));
+    cfg.memory_mb = o.machine.memory;
+    cfg.cpus = o.machine.cpus;
+    cfg.append = o.append.clone();
+    cfg.cmdline = o.cmdline.clone();
+    cfg.boot_timeout = Duration::from_secs_f64(o.boot_timeout);
+    vm::accel::boot(o.machine.machine().accel, cfg, term)
+}
+
+fn print_ready(variant: &str, vm: &Vm) {
+    let r = &vm.ready;
+    println!(
+        "READY {variant}: kernel {} accel {} in {:.2} s from QEMU start (guest uptime {:.2} s)",
+        r.kernel_release, r.accel, r.boot_s, r.guest_uptime_s
+    );
+    for w in &r.warnings {
+        eprintln!("  agent warning: {w}");
+    }
+    for s in vm.unattributed() {
+        eprintln!("  splat during boot ({}): {}", s.kind, s.title);
+    }
+}
+
+fn show_outcome(out: &StepOutcome) {
+    let a = &out.answer;
+    print!("{}", a.output);
+    if !a.output.is_empty() && !a.output.ends_with('\n') {
+        println!();
+    }
+    if !a.ok {
+        let errno = match (&a.errno_name, a.errno) {
+            (Some(n), Some(e)) => format!(" [{n} ({e})]"),
+            _ => String::new(),
+        };
+        eprintln!("error{errno}: {}", a.error.as_deref().unwrap_or("failed"));
+    }
+    for s in &out.splats {
+        eprintln!("SPLAT ({}) during this step: {}", s.kind, s.title);
+        for l in &s.text {
+            eprintln!("  {l}");
+        }
+    }
+}
+
+pub fn boot(ws: &Workspace, o: &VmOpts) -> Result<u8> {
+    let term = Terminal::new();
+    let p = prepare(ws, o, &term)?;
+    let vm = boot_vm(ws, o, &p, &term)?;
+    print_ready(&o.variant, &vm);
+    eprintln!("console log: {}", vm.console_log().display());
+    vm.shutdown()?;
+    Ok(0)
+}
+
+pub fn shell(ws: &Workspace, o: &VmOpts) -> Result<u8> {
+    let term = Terminal::new();
+    let p = prepare(ws, o, &term)?;
+    let mut vm = boot_vm(ws, o, &p, &term)?;
+    print_ready(&o.variant, &vm);
+    eprintln!("console log: {}\nlines run with busybox sh; '{{...}}' is a JSON agent step; 'exit' or Ctrl-D powers off", vm.console_log().display());
+    let stdin = std::io::stdin();
+    loop {
+        print!("guest# ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "exit" || line == "quit" {
+            break;
+        }
+        let step = if line.starts_with('{') {
+            match serde_json::from_str::<Step>(line) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("not an agent step: {e}");
+                    continue;
+                }
+            }
+        } else {
+            Step::Exec {
+                argv: vec!["/bin/sh".into(), "-c".into(), line.into()],
+            }
+        };
+        show_outcome(&vm.run(step, Duration::from_secs(300))?);
+    }
+    vm.shutdown()?;
+    Ok(0)
+}
+
+pub fn run(ws: &Workspace, o: &RunOpts) -> Result<u8> {
+    let term = Terminal::new();
+    let p = prepare(ws, &o.vm, &term)?;
+    let mut vm = boot_vm(ws, &o.vm, &p, &term)?;
+    let out = vm.run(
+        Step::Exec {
+            argv: o.argv.clone(),
+        },
+        Duration::from_secs_f64(o.timeout),
+    )?;
+    show_outcome(&out);
+    vm.shutdown()?;
+    Ok(out
+        .answer
+        .exit_code
+        .unwrap_or(if out.answer.ok { 0 } else { 1 })
+        .clamp(0, 255) as u8)
+}
+
+pub fn bench_boot(ws: &Workspace, o: &BenchBootOpts) -> Result<u8> {
+    let term = Terminal::new();
+    let p = prepare(ws, &o.vm, &term)?;
+    let n = o.count.max(1);
+    let mut host = Vec::new();
+    let mut guest = Vec::new();
+    for i in 0..n {
+        let vm = boot_vm(ws, &o.vm, &p, &term)?;
+        let r = vm.ready.clone();
+        println!(
+            "boot {}/{}: READY {:.3} s after QEMU start, guest uptime {:.3} s, accel {}",
+            i + 1,
+            n,
+            r.boot_s,
+            r.guest_uptime_s,
+            r.accel
+        );
+        host.push(r.boot_s);
+        guest.push(r.guest_uptime_s);
+        vm.shutdown()?;
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        (v[0], v[v.len() / 2], v[v.len() - 1])
+    };
+    let (hmin, hmed, hmax) = stats(&mut host);
+    let (gmin, gmed, gmax) = stats(&mut guest);
+    println!(
+        "boot-to-ready ({} boots, {}): QEMU start -> READY min {hmin:.3} s, median {hmed:.3} s, max {hmax:.3} s; \
+         guest uptime at READY min {gmin:.3} s, median {gmed:.3} s, max {gmax:.3} s",
+        host.len(),
+        vm::accel::decided()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| format!("{:?}", o.vm.machine.accel).to_lowercase())
+    );
+    Ok(0)
+}

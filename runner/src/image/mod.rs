@@ -1,0 +1,21 @@
+//! Stage 2: built kernel -> bootable guest.
+//!
+//! In: a variant's [`crate::build::Manifest`] and the project's
+//! `images/` (the agent crate, fixture sources, image recipes). Out: a
+//! [`Prepared`] guest: the kernel, its [`Fixtures`] (out-of-tree modules
+//! and BPF objects built against that kernel) and an initramfs [`Image`],
+//! each cached by content; `Prepared::vm_config` turns it into a
+//! [`crate::vm::VmConfig`].
+//!
+//! - `fixtures`: modules (kbuild against the variant's build dir) and BPF
+//!   objects (clang, vmlinux.h from the variant's BTF).
+//! - `initramfs`: recipes, the static agent, the cpio archive.
+//! - `prepare`: the three together for one variant.
+
+pub mod fixtures;
+pub mod initramfs;
+pub mod prepare;
+
+pub use fixtures::Fixtures;
+pub use initramfs::Image;
+pub use prepare::{prepare, Prepared};

@@ -1,0 +1,343 @@
+//! Stage 5: case results -> reports.
+//!
+//! In: a [`RunReport`] (built by `crate::run`, or read back from
+//! `report.json` files). Out, in `results/<run-id>/`: `report.json` (the
+//! [`RunReport`] itself, schema [`SCHEMA`]), `junit.xml`, `results.ktap`,
+//! and, written while the run goes, `results.jsonl` (one finished case a
+//! line); console logs are written by the VMs next to them. Also the
+//! terminal summary table and the merge of shard reports.
+//!
+//! One module per output format: `junit`, `ktap`, `table`, `stream`
+//! (an event sink), `merge`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::image::Prepared;
+use crate::run::{CaseResult, Totals};
+use crate::suite::Expected;
+
+pub mod bench;
+pub mod junit;
+pub mod ktap;
+pub mod merge;
+pub mod stream;
+pub mod table;
+
+pub use junit::junit;
+pub use ktap::ktap;
+pub use merge::merge;
+pub use table::table;
+
+/// The report format. /2: answers carry typed data (`{"type": ...}`), and a
+/// step's expectation holds its family's fields in `bpf`, `ftrace`, `stress`.
+pub const SCHEMA: &str = "coexist-report/2";
+
+/// A variant as it was used in the run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct VariantInfo {
+    pub name: String,
+    pub kernel_key: String,
+    pub kernel_release: String,
+    pub source: String,
+    pub series: Vec<String>,
+    pub fragments: Vec<String>,
+    pub fixtures_key: String,
+    pub image_key: String,
+    /// Time to get the kernel (a build, or the cache hit).
+    pub build_s: f64,
+    pub kernel_cached: bool,
+    /// Fixtures and image (build or cache hit).
+    pub image_s: f64,
+}
+
+impl VariantInfo {
+    pub fn of(p: &Prepared) -> VariantInfo {
+        VariantInfo {
+            name: p.variant.clone(),
+            kernel_key: p.manifest.key.clone(),
+            kernel_release: p.manifest.kernel_release.clone(),
+            source: p.manifest.source.clone(),
+            series: p.manifest.series.clone(),
+            fragments: p.manifest.fragments.clone(),
+            fixtures_key: p.fixtures.key.clone(),
+            image_key: p.image.key.clone(),
+            build_s: p.build_s,
+            kernel_cached: p.kernel_cached,
+            image_s: p.image_s,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Host {
+    pub hostname: String,
+    pub kernel: String,
+    pub cpus: usize,
+    pub qemu: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Timings {
+    /// Kernels, fixtures and images.
+    pub prepare_s: f64,
+    /// The matrix, wall clock.
+    pub matrix_s: f64,
+    pub jobs: usize,
+    /// CPU seconds of the runner itself during the matrix.
+    #[serde(default)]
+    pub runner_cpu_s: f64,
+    /// CPU seconds of its QEMU processes during the matrix.
+    #[serde(default)]
+    pub qemu_cpu_s: f64,
+}
+
+/// `report.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunReport {
+    pub schema: String,
+    pub run_id: String,
+    pub started: String,
+    pub coexist_version: String,
+    pub host: Host,
+    /// The accelerator the VMs used ("kvm", "tcg"), or null if none booted.
+    pub accel: Option<String>,
+    pub shard: Option<(usize, usize)>,
+    pub suites: Vec<String>,
+    pub variants: Vec<VariantInfo>,
+    pub results: Vec<CaseResult>,
+    pub totals: Totals,
+    pub timings: Timings,
+}
+
+impl RunReport {
+    pub fn exit_code(&self) -> u8 {
+        if self.totals.unexpected > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+pub fn host() -> Host {
+    Host {
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .into(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .into(),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        qemu: crate::build::source::first_line("qemu-system-x86_64", &["--version"]),
+    }
+}
+
+/// Variants in the order they first appear in the results.
+pub fn variant_order(results: &[CaseResult]) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for r in results {
+        if !v.contains(&r.variant) {
+            v.push(r.variant.clone());
+        }
+    }
+    v
+}
+
+/// Everything known about an unexpected outcome, for people.
+pub fn failure_text(r: &CaseResult) -> String {
+    let mut s = format!("{}\n", r.decision.summary);
+    for e in &r.decision.evidence {
+        let _ = writeln!(s, "{e}");
+    }
+    for st in &r.steps {
+        for sp in &st.splats {
+            let _ = writeln!(s, "--- {} splat during step {}:", sp.kind, st.index);
+            for l in &sp.text {
+                let _ = writeln!(s, "{l}");
+            }
+        }
+    }
+    if let Some(f) = &r.failure {
+        if let Some(p) = &f.panic {
+            let _ = writeln!(s, "--- panic:");
+            for l in &p.text {
+                let _ = writeln!(s, "{l}");
+            }
+        } else {
+            let _ = writeln!(s, "--- last console lines:");
+            for l in &f.last_console {
+                let _ = writeln!(s, "{l}");
+            }
+        }
+    }
+    let _ = writeln!(s, "console log: {}", r.console_log.display());
+    s
+}
+
+pub fn expected_text(e: &Expected) -> String {
+    match e {
+        Expected::Pass => "pass".into(),
+        Expected::Fail { step, errno } => format!("refused at {step} with {errno}"),
+        Expected::Xfail { reason, reference } => format!("xfail: {reason} ({reference})"),
+    }
+}
+
+/// Writes report.json, junit.xml and results.ktap into `dir`.
+pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for (name, data) in [
+        ("report.json", serde_json::to_string_pretty(report)?),
+        ("junit.xml", junit(report)?),
+        ("results.ktap", ktap(report)),
+    ] {
+        let p = dir.join(name);
+        crate::build::cache::write_atomic(&p, data.as_bytes())?;
+        written.push(p);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+pub(crate) mod testdata {
+    //! A small report with one case of each kind, for the format tests.
+    use super::*;
+    use crate::run::{Decision, StepRecord, Verdict};
+    use crate::suite::Expected;
+    use crate::vm::Splat;
+    use coexist_proto::{Answer, Step};
+
+    pub fn result(
+        case: &str,
+        variant: &str,
+        verdict: Verdict,
+        as_expected: bool,
+        expected: Expected,
+    ) -> CaseResult {
+        let splat = Splat {
+            kind: "warning".into(),
+            title: "WARNING: CPU: 0 PID: 1 at kernel/trace/ftrace.c:2000 x".into(),
+            step: Some(2),
+            line: 10,
+            text: vec![
+                "------------[ cut here ]------------".into(),
+                "WARNING: <&> \"q\"".into(),
+            ],
+        };
+        CaseResult {
+            id: format!("s/{case}@{variant}"),
+            suite: "s".into(),
+            case: case.into(),
+            description: String::new(),
+            variant: variant.into(),
+            expected,
+            decision: Decision {
+                verdict,
+                as_expected,
+                summary: format!("{} <summary> & \"quotes\" # hash", verdict.as_str()),
+                evidence: if as_expected {
+                    vec![]
+                } else {
+                    vec!["step 2 (trigger): output \"x\"".into()]
+                },
+            },
+            steps: vec![StepRecord {
+                index: 2,
+                label: None,
+                request: Step::Trigger {
+                    target: "cmdline_proc_show".into(),
+                },
+                expect: Default::default(),
+                answer: Answer {
+                    id: Some(2),
+                    ok: true,
+                    ..Default::default()
+                },
+                splats: if verdict == Verdict::Fail {
+                    vec![splat]
+                } else {
+                    vec![]
+                },
+                host_s: 0.1,
+                mismatches: vec![],
+            }],
+            steps_total: 3,
+            failure: None,
+            unattributed_splats: vec![],
+            console_log: PathBuf::from(format!("/r/console/{variant}/{case}.log")),
+            accel: None,
+            boot_s: Some(1.0),
+            total_s: 2.0,
+            fixed_s: 0.0,
+        }
+    }
+
+    pub fn sample() -> RunReport {
+        let x = Expected::Xfail {
+            reason: "known bug".into(),
+            reference: "https://lore.kernel.org/r/x".into(),
+        };
+        let results = vec![
+            result("a/pass", "v1", Verdict::Pass, true, Expected::Pass),
+            result("a/fail", "v1", Verdict::Fail, false, Expected::Pass),
+            result("a/pass", "v2", Verdict::Error, false, Expected::Pass),
+            result("a/fail", "v2", Verdict::Xfail, true, x),
+        ];
+        RunReport {
+            schema: SCHEMA.into(),
+            run_id: "r1".into(),
+            started: "2026-11-26T00:00:00Z".into(),
+            coexist_version: "0".into(),
+            host: Host::default(),
+            accel: Some("tcg".into()),
+            shard: None,
+            suites: vec!["s".into()],
+            variants: vec![],
+            totals: crate::run::matrix::totals(&results),
+            results,
+            timings: Timings::default(),
+        }
+    }
+
+    pub fn python(script: &str, input: &str) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("in");
+        std::fs::write(&f, input).unwrap();
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testdata::*;
+
+    #[test]
+    fn totals_and_exit_code() {
+        let r = sample();
+        assert_eq!(r.totals.unexpected, 2);
+        assert_eq!(
+            (r.totals.pass, r.totals.fail, r.totals.error, r.totals.xfail),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(r.exit_code(), 1);
+    }
+}

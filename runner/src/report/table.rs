@@ -1,0 +1,136 @@
+//! The terminal summary: case rows x variant columns, then the
+//! unexpected outcomes with their evidence and the known failures.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::{expected_text, variant_order, RunReport};
+use crate::run::{CaseResult, Verdict};
+use crate::suite::Expected;
+
+fn cell(r: &CaseResult) -> String {
+    let mark = if r.decision.as_expected { "" } else { "!" };
+    let extra = match (&r.expected, r.decision.verdict) {
+        (Expected::Fail { errno, .. }, Verdict::Pass) => format!("({errno})"),
+        _ => String::new(),
+    };
+    format!(
+        "{}{extra}{mark} {:.1}s",
+        r.decision.verdict.as_str(),
+        r.total_s
+    )
+}
+
+/// The terminal summary: case rows x variant columns, then the unexpected
+/// outcomes with their evidence.
+pub fn table(report: &RunReport) -> String {
+    let variants = variant_order(&report.results);
+    let mut rows: Vec<String> = Vec::new();
+    let mut by: BTreeMap<(String, String), &CaseResult> = BTreeMap::new();
+    for r in &report.results {
+        let row = format!("{}/{}", r.suite, r.case);
+        if !rows.contains(&row) {
+            rows.push(row.clone());
+        }
+        by.insert((row, r.variant.clone()), r);
+    }
+    let w0 = rows.iter().map(|r| r.len()).max().unwrap_or(4).max(4);
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            variants
+                .iter()
+                .map(|v| {
+                    by.get(&(row.clone(), v.clone()))
+                        .map(|r| cell(r))
+                        .unwrap_or_else(|| "-".into())
+                })
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            cells
+                .iter()
+                .map(|c| c[i].len())
+                .max()
+                .unwrap_or(0)
+                .max(v.len())
+        })
+        .collect();
+    let mut s = String::new();
+    let _ = write!(s, "{:<w0$}", "CASE");
+    for (v, w) in variants.iter().zip(&widths) {
+        let _ = write!(s, "  {v:<w$}");
+    }
+    s.push('\n');
+    for (row, cs) in rows.iter().zip(&cells) {
+        let _ = write!(s, "{row:<w0$}");
+        for (c, w) in cs.iter().zip(&widths) {
+            let _ = write!(s, "  {c:<w$}");
+        }
+        s.push('\n');
+    }
+    let t = &report.totals;
+    let _ = writeln!(
+        s,
+        "\n{} results: {} pass, {} fail, {} error, {} xfail, {} xpass; {} unexpected ('!')",
+        t.cases, t.pass, t.fail, t.error, t.xfail, t.xpass, t.unexpected
+    );
+    let unexpected: Vec<&CaseResult> = report
+        .results
+        .iter()
+        .filter(|r| !r.decision.as_expected)
+        .collect();
+    if !unexpected.is_empty() {
+        s.push_str("\nUnexpected outcomes:\n");
+        for r in unexpected {
+            let _ = writeln!(
+                s,
+                "  {} on {}: {} (expected {})",
+                r.case,
+                r.variant,
+                r.decision.verdict.as_str(),
+                expected_text(&r.expected)
+            );
+            let _ = writeln!(s, "    {}", r.decision.summary);
+            for e in r.decision.evidence.iter().take(8) {
+                let _ = writeln!(s, "    - {e}");
+            }
+            let _ = writeln!(s, "    console: {}", r.console_log.display());
+        }
+    }
+    let xf: Vec<&CaseResult> = report
+        .results
+        .iter()
+        .filter(|r| r.decision.verdict == Verdict::Xfail)
+        .collect();
+    if !xf.is_empty() {
+        s.push_str("\nKnown failures (xfail):\n");
+        for r in xf {
+            let _ = writeln!(s, "  {} on {}: {}", r.case, r.variant, r.decision.summary);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::testdata::*;
+
+    #[test]
+    fn table_marks_unexpected_and_lists_evidence() {
+        let t = table(&sample());
+        assert!(t.lines().next().unwrap().starts_with("CASE"));
+        assert!(
+            t.contains("s/a/fail") && t.contains("FAIL! 2.0s") && t.contains("XFAIL 2.0s"),
+            "{t}"
+        );
+        assert!(t.contains("Unexpected outcomes:"));
+        assert!(t.contains("step 2 (trigger): output"));
+        assert!(t.contains("Known failures (xfail):"));
+    }
+}

@@ -1,0 +1,166 @@
+//! One (case, variant) job: a fresh VM, the case's steps in order, each
+//! checked by its family as it answers, then the verdict.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::verdict::{self, Decision, StepRecord};
+use crate::events::EventSink;
+use crate::image::Prepared;
+use crate::steps;
+use crate::suite::{Case, Expected, Suite};
+use crate::vm::{accel, Accel, AccelChoice, Splat, VmFailure};
+
+/// A case's result on one variant: everything the reports need.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CaseResult {
+    pub id: String,
+    pub suite: String,
+    pub case: String,
+    pub description: String,
+    pub variant: String,
+    pub expected: Expected,
+    #[serde(flatten)]
+    pub decision: Decision,
+    pub steps: Vec<StepRecord>,
+    /// Steps the case has (fewer ran when it stopped early).
+    pub steps_total: usize,
+    pub failure: Option<VmFailure>,
+    /// Splats outside any step (boot, between steps).
+    pub unattributed_splats: Vec<Splat>,
+    pub console_log: PathBuf,
+    pub accel: Option<Accel>,
+    /// QEMU start to READY.
+    pub boot_s: Option<f64>,
+    /// Boot, steps and shutdown.
+    pub total_s: f64,
+    /// Time the case spends on purpose (stress durations).
+    pub fixed_s: f64,
+}
+
+/// How each job's VM is made and where its console log goes.
+#[derive(Clone, Debug)]
+pub struct CaseOptions {
+    pub accel: AccelChoice,
+    /// Console logs go to `<dir>/console/<variant>/<suite>__<case>.log`.
+    pub results_dir: PathBuf,
+    pub memory_mb: u32,
+    pub cpus: u32,
+}
+
+pub fn console_path(results_dir: &Path, suite: &str, case: &str, variant: &str) -> PathBuf {
+    results_dir
+        .join("console")
+        .join(variant)
+        .join(format!("{suite}__{}.log", case.replace('/', "__")))
+}
+
+/// Runs one case in a fresh VM.
+pub fn run_case(
+    p: &Prepared,
+    suite: &Suite,
+    case: &Case,
+    opts: &CaseOptions,
+    events: &dyn EventSink,
+) -> CaseResult {
+    let variant = p.variant.clone();
+    let expected = suite.expected(case, &variant);
+    let log = console_path(&opts.results_dir, &suite.file.suite, &case.name, &variant);
+    let t0 = Instant::now();
+    let mut cfg = p.vm_config(log.clone());
+    cfg.allow = suite.file.allow_splats.clone();
+    cfg.memory_mb = opts.memory_mb;
+    cfg.cpus = opts.cpus;
+    let mut records: Vec<StepRecord> = Vec::new();
+    let mut failure = None;
+    let mut unattributed = Vec::new();
+    let mut boot_s = None;
+    let mut used_accel = None;
+    match accel::boot(opts.accel, cfg, events) {
+        Err(f) => failure = Some(f),
+        Ok(mut vm) => {
+            boot_s = Some(vm.ready.boot_s);
+            used_accel = Some(vm.ready.accel);
+            let labels: Vec<Option<String>> = case.steps.iter().map(|s| s.label.clone()).collect();
+            let mut handles: BTreeMap<String, u32> = BTreeMap::new();
+            for (i, s) in case.steps.iter().enumerate() {
+                let index = i + 1;
+                let mut step = s.step.clone();
+                if let Some(r) = &s.handle_ref {
+                    match handles.get(r) {
+                        Some(h) => steps::bpf::set_handle(&mut step, *h),
+                        // The attach it names did not give a handle: it
+                        // failed, and the case stopped there.
+                        None => break,
+                    }
+                }
+                let eff = verdict::effective_expect(index, &s.expect, &expected, &labels);
+                let timeout = Duration::from_secs_f64(s.timeout.unwrap_or(suite.file.timeout));
+                match vm.run(step.clone(), timeout) {
+                    Ok(out) => {
+                        if let (Some(l), Some(h)) = (&s.label, steps::bpf::handle_of(&out.answer)) {
+                            handles.insert(l.clone(), h);
+                        }
+                        let mismatches = steps::check(&eff, &out.answer);
+                        let refused_as_expected = eff.errno.is_some()
+                            && s.expect.errno.is_none()
+                            && mismatches.is_empty();
+                        let stop =
+                            !mismatches.is_empty() || !out.splats.is_empty() || refused_as_expected;
+                        records.push(StepRecord {
+                            index,
+                            label: s.label.clone(),
+                            request: step,
+                            expect: eff,
+                            answer: out.answer,
+                            splats: out.splats,
+                            host_s: out.host_s,
+                            mismatches,
+                        });
+                        if stop {
+                            break;
+                        }
+                    }
+                    Err(f) => {
+                        failure = Some(f);
+                        break;
+                    }
+                }
+            }
+            unattributed = vm.unattributed().to_vec();
+            if failure.is_none() {
+                if let Err(f) = vm.shutdown() {
+                    failure = Some(f);
+                }
+            }
+        }
+    }
+    let decision = verdict::decide(
+        &expected,
+        &records,
+        case.steps.len(),
+        failure.as_ref(),
+        &unattributed,
+    );
+    CaseResult {
+        id: format!("{}/{}@{}", suite.file.suite, case.name, variant),
+        suite: suite.file.suite.clone(),
+        case: case.name.clone(),
+        description: case.description.clone(),
+        variant,
+        expected,
+        decision,
+        steps: records,
+        steps_total: case.steps.len(),
+        failure,
+        unattributed_splats: unattributed,
+        console_log: log,
+        accel: used_accel,
+        boot_s,
+        total_s: t0.elapsed().as_secs_f64(),
+        fixed_s: case.fixed_seconds,
+    }
+}

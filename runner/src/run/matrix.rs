@@ -1,0 +1,199 @@
+//! The (case, variant) matrix: job lists, shards, and running the jobs on
+//! N workers, each in a fresh VM. Emits events; sinks consume them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use super::case::{run_case, CaseOptions, CaseResult};
+use super::verdict::Verdict;
+use crate::events::{Event, EventSink};
+use crate::image::Prepared;
+use crate::suite::Suite;
+
+/// One cell of the matrix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub suite: usize,
+    pub case: usize,
+    pub variant: String,
+    /// `suite/case@variant`: stable, unique.
+    pub id: String,
+}
+
+/// Every (case, variant) of the suites, in file order, filtered.
+pub fn jobs(
+    suites: &[Suite],
+    only_variants: &[String],
+    case_glob: Option<&glob::Pattern>,
+) -> Vec<Job> {
+    let mut out = Vec::new();
+    for (si, s) in suites.iter().enumerate() {
+        for (ci, c) in s.file.cases.iter().enumerate() {
+            if let Some(g) = case_glob {
+                if !g.matches(&c.name) {
+                    continue;
+                }
+            }
+            for v in s.case_variants(c) {
+                if !only_variants.is_empty() && !only_variants.contains(v) {
+                    continue;
+                }
+                out.push(Job {
+                    suite: si,
+                    case: ci,
+                    variant: v.clone(),
+                    id: format!("{}/{}@{}", s.file.suite, c.name, v),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Parses `I/N` (1 <= I <= N).
+pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let bad = || anyhow::anyhow!("--shard {s}: expected I/N with 1 <= I <= N (e.g. 2/4)");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || i == 0 || i > n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// A stable 1/N slice: every N-th job of the full list, starting at I.
+/// The same list gives the same slices on every runner.
+pub fn shard(jobs: Vec<Job>, i: usize, n: usize) -> Vec<Job> {
+    jobs.into_iter()
+        .enumerate()
+        .filter(|(k, _)| k % n == i - 1)
+        .map(|(_, j)| j)
+        .collect()
+}
+
+/// Runs the jobs on `opts.jobs` workers; results come back in job order.
+pub fn run(
+    jobs: &[Job],
+    suites: &[Suite],
+    prepared: &BTreeMap<String, Prepared>,
+    opts: &CaseOptions,
+    workers: usize,
+    events: &dyn EventSink,
+) -> Result<Vec<CaseResult>> {
+    for j in jobs {
+        if !prepared.contains_key(&j.variant) {
+            bail!("variant '{}' was not prepared", j.variant);
+        }
+    }
+    let queue: Mutex<VecDeque<(usize, &Job)>> = Mutex::new(jobs.iter().enumerate().collect());
+    let results: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; jobs.len()]);
+    let workers = workers.clamp(1, jobs.len().max(1));
+    std::thread::scope(|sc| {
+        for _ in 0..workers {
+            sc.spawn(|| loop {
+                let Some((k, job)) = queue.lock().unwrap().pop_front() else {
+                    return;
+                };
+                events.event(&Event::CaseStarted { id: job.id.clone() });
+                let suite = &suites[job.suite];
+                let case = &suite.file.cases[job.case];
+                let r = run_case(&prepared[&job.variant], suite, case, opts, events);
+                events.event(&Event::CaseFinished(Box::new(r.clone())));
+                results.lock().unwrap()[k] = Some(r);
+            });
+        }
+    });
+    Ok(results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// Counts of verdicts, and of outcomes that are not the expected ones.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    pub cases: usize,
+    pub pass: usize,
+    pub fail: usize,
+    pub error: usize,
+    pub xfail: usize,
+    pub xpass: usize,
+    pub unexpected: usize,
+}
+
+pub fn totals(results: &[CaseResult]) -> Totals {
+    let mut t = Totals {
+        cases: results.len(),
+        ..Default::default()
+    };
+    for r in results {
+        match r.decision.verdict {
+            Verdict::Pass => t.pass += 1,
+            Verdict::Fail => t.fail += 1,
+            Verdict::Error => t.error += 1,
+            Verdict::Xfail => t.xfail += 1,
+            Verdict::Xpass => t.xpass += 1,
+        }
+        if !r.decision.as_expected {
+            t.unexpected += 1;
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_jobs(n: usize) -> Vec<Job> {
+        (0..n)
+            .map(|i| Job {
+                suite: 0,
+                case: i / 3,
+                variant: ["a", "b", "c"][i % 3].into(),
+                id: format!("s/c{}@{}", i / 3, ["a", "b", "c"][i % 3]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shards_cover_the_list_once() {
+        for total in [0, 1, 5, 37, 108] {
+            let all = fake_jobs(total);
+            for n in 1..=7 {
+                let mut seen: Vec<String> = Vec::new();
+                for i in 1..=n {
+                    let s = shard(all.clone(), i, n);
+                    // Balanced: sizes differ by at most one.
+                    assert!(s.len() >= total / n && s.len() <= total / n + 1);
+                    for j in s {
+                        assert!(!seen.contains(&j.id), "{} in two shards", j.id);
+                        seen.push(j.id);
+                    }
+                }
+                let mut want: Vec<String> = all.iter().map(|j| j.id.clone()).collect();
+                want.sort();
+                seen.sort();
+                assert_eq!(seen, want, "n={n}");
+            }
+        }
+        // Stable: the same slice twice.
+        assert_eq!(shard(fake_jobs(20), 2, 3), shard(fake_jobs(20), 2, 3));
+    }
+
+    #[test]
+    fn shard_syntax() {
+        assert_eq!(parse_shard("2/4").unwrap(), (2, 4));
+        for bad in ["0/4", "5/4", "1/0", "x", "1/", "/2", "a/b"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! bpf_attach, bpf_detach, bpf_stats. Expectation fields (bpf_stats):
+//! `hits`, `hits_min`, `ret` (fexit's view of the return value), `arg0`,
+//! `seen` (what a seq_file show function wrote, cx_fexit_seq). Fixtures:
+//! bpf_attach's program. Handles: a suite names an attachment by the label
+//! of its bpf_attach; the runner puts the handle the agent gave in its place.
+
+use coexist_proto::{Answer, Step};
+use serde::{Deserialize, Serialize};
+
+use super::data_of;
+use crate::suite::FixtureNames;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BpfExpect {
+    pub hits: Option<u64>,
+    pub hits_min: Option<u64>,
+    pub ret: Option<i64>,
+    pub arg0: Option<u64>,
+    pub seen: Option<String>,
+}
+
+pub fn expect_fields(step: &Step) -> &'static [&'static str] {
+    match step {
+        Step::BpfStats { .. } => &["hits", "hits_min", "ret", "arg0", "seen"],
+        _ => &[],
+    }
+}
+
+pub fn check(e: &BpfExpect, a: &Answer, m: &mut Vec<String>) {
+    let Some(s) = data_of!(a, Stats) else {
+        m.push("no BPF counters in the answer".into());
+        return;
+    };
+    if let Some(h) = e.hits {
+        if s.hits != h {
+            m.push(format!("BPF program ran {} time(s), expected {h}", s.hits));
+        }
+    }
+    if let Some(h) = e.hits_min {
+        if s.hits < h {
+            m.push(format!(
+                "BPF program ran {} time(s), expected at least {h}",
+                s.hits
+            ));
+        }
+    }
+    if let Some(r) = e.ret {
+        if s.ret != r {
+            m.push(format!("fexit saw return value {}, expected {r}", s.ret));
+        }
+    }
+    if let Some(x) = e.arg0 {
+        if s.arg0 != x {
+            m.push(format!("first argument {}, expected {x}", s.arg0));
+        }
+    }
+    if let Some(x) = &e.seen {
+        if &s.seen != x {
+            m.push(format!(
+                "fexit saw the function produce {:?}, expected {:?}",
+                s.seen, x
+            ));
+        }
+    }
+}
+
+pub fn check_fixtures(step: &Step, fx: &FixtureNames) -> Result<(), (String, String)> {
+    match step {
+        Step::BpfAttach { program, .. } if !fx.bpf_programs.contains(program) => Err((
+            program.clone(),
+            format!(
+                "unknown BPF program '{program}' (known: {})",
+                fx.bpf_programs.join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Step kinds whose `handle` a suite may give as a label.
+pub fn takes_handle(kind: &str) -> bool {
+    matches!(kind, "bpf_stats" | "bpf_detach")
+}
+
+/// The handle an attach answered with.
+pub fn handle_of(a: &Answer) -> Option<u32> {
+    data_of!(a, Attach).map(|d| d.handle)
+}
+
+/// Puts a resolved handle into a step that names one.
+pub fn set_handle(step: &mut Step, h: u32) {
+    match step {
+        Step::BpfStats { handle } => *handle = h,
+        Step::BpfDetach { handle } => *handle = Some(h),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coexist_proto::{AnswerData, AttachData, BpfStats};
+
+    fn stats(s: BpfStats) -> Answer {
+        Answer {
+            ok: true,
+            data: Some(AnswerData::Stats(s)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn counters_against_expectations() {
+        let a = stats(BpfStats {
+            hits: 2,
+            arg0: 7,
+            ret: -16,
+            seen: "x".into(),
+        });
+        let mut m = Vec::new();
+        check(
+            &BpfExpect {
+                hits_min: Some(1),
+                ret: Some(-16),
+                arg0: Some(7),
+                seen: Some("x".into()),
+                ..Default::default()
+            },
+            &a,
+            &mut m,
+        );
+        assert!(m.is_empty(), "{m:?}");
+        check(
+            &BpfExpect {
+                hits: Some(1),
+                hits_min: Some(3),
+                ret: Some(0),
+                seen: Some("y".into()),
+                ..Default::default()
+            },
+            &a,
+            &mut m,
+        );
+        assert_eq!(m.len(), 4, "{m:?}");
+        let mut m = Vec::new();
+        check(&BpfExpect::default(), &Answer::default(), &mut m);
+        assert_eq!(m, ["no BPF counters in the answer"]);
+    }
+
+    #[test]
+    fn handles_flow_from_attach_to_stats_and_detach() {
+        let a = Answer {
+            ok: true,
+            data: Some(AnswerData::Attach(AttachData { handle: 4 })),
+            ..Default::default()
+        };
+        assert_eq!(handle_of(&a), Some(4));
+        assert_eq!(handle_of(&stats(BpfStats::default())), None);
+        let mut s = Step::BpfStats { handle: 0 };
+        set_handle(&mut s, 4);
+        assert_eq!(s, Step::BpfStats { handle: 4 });
+        let mut d = Step::BpfDetach { handle: None };
+        set_handle(&mut d, 4);
+        assert_eq!(d, Step::BpfDetach { handle: Some(4) });
+        assert!(takes_handle("bpf_stats") && takes_handle("bpf_detach"));
+        assert!(!takes_handle("bpf_attach"));
+    }
+}

@@ -1,0 +1,73 @@
+//! How a VM ended badly: always ERROR in reports (a panic is the kernel's
+//! FAIL, decided by the verdicts), never silently.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::splat::Splat;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// QEMU could not start, or exited before the guest booted.
+    QemuFailed,
+    /// No kernel output under KVM within the banner deadline.
+    KvmNoProgress,
+    /// The guest did not become READY (boot deadline, or it died booting).
+    BootFailed,
+    /// The kernel panicked (the VM ends at once: panic=-1, -no-reboot).
+    Panic,
+    /// No console output and no agent message for the stall deadline.
+    Stall,
+    /// A step did not answer within its timeout.
+    StepTimeout,
+    /// QEMU exited while a step was running, without a panic.
+    Died,
+    /// The agent answered something that is not the protocol.
+    Protocol,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VmFailure {
+    pub kind: FailureKind,
+    pub message: String,
+    /// The step running when it happened.
+    pub step: Option<u64>,
+    pub elapsed_s: f64,
+    /// The panic report, for panics.
+    pub panic: Option<Box<Splat>>,
+    pub last_console: Vec<String>,
+    pub console_log: PathBuf,
+    /// QEMU's pid (and process group), when it was started.
+    pub qemu_pid: Option<u32>,
+}
+
+impl fmt::Display for VmFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?}: {} (after {:.1}s",
+            self.kind, self.message, self.elapsed_s
+        )?;
+        if let Some(s) = self.step {
+            write!(f, ", step {s}")?;
+        }
+        writeln!(f, "; console log {})", self.console_log.display())?;
+        if let Some(p) = &self.panic {
+            writeln!(f, "panic report:")?;
+            for l in &p.text {
+                writeln!(f, "  {l}")?;
+            }
+        } else if !self.last_console.is_empty() {
+            writeln!(f, "last console lines:")?;
+            for l in &self.last_console {
+                writeln!(f, "  {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for VmFailure {}

@@ -1,0 +1,426 @@
+//! A running guest: the QEMU process, its console, the agent channel and
+//! the watchdogs (boot deadline, stall deadline, per-step timeout, panic).
+//! A [`Vm`] exists only once the agent said READY.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use coexist_proto::{AgentMsg, Answer, Request, Step};
+use serde::{Deserialize, Serialize};
+
+use super::console::Console;
+use super::qemu::{QemuProcess, Started, VmConfig};
+use super::{Accel, FailureKind, Splat, VmFailure};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    pub kernel_release: String,
+    /// Guest uptime when the agent announced itself.
+    pub guest_uptime_s: f64,
+    /// From QEMU start to READY on the host.
+    pub boot_s: f64,
+    pub accel: Accel,
+    pub warnings: Vec<String>,
+}
+
+/// One step's result, with the splats the console attributed to it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepOutcome {
+    pub id: u64,
+    pub step: Step,
+    pub answer: Answer,
+    pub splats: Vec<Splat>,
+    pub host_s: f64,
+}
+
+enum Msg {
+    Console(String),
+    ConsoleEof,
+    Agent(String),
+    AgentEof,
+}
+
+fn spawn_lines<R: Read + Send + 'static>(r: R, tx: Sender<Msg>, wrap: fn(String) -> Msg, eof: Msg) {
+    std::thread::spawn(move || {
+        let mut br = BufReader::new(r);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match br.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let l = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
+                    if tx.send(wrap(l)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(eof);
+    });
+}
+
+/// The guest's process, console and agent channel, with the clocks the
+/// watchdogs read.
+struct Link {
+    cfg: VmConfig,
+    qemu: QemuProcess,
+    console: Console,
+    rx: Receiver<Msg>,
+    agent: UnixStream,
+    started: Instant,
+    last_activity: Instant,
+}
+
+/// A guest whose agent is READY.
+pub struct Vm {
+    link: Link,
+    pub ready: ReadyInfo,
+    next_id: u64,
+}
+
+impl Link {
+    fn failure(
+        &mut self,
+        kind: FailureKind,
+        message: String,
+        step: Option<u64>,
+        panic: Option<Box<Splat>>,
+    ) -> VmFailure {
+        VmFailure {
+            kind,
+            message,
+            step,
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+            panic,
+            last_console: self.console.tail(),
+            console_log: self.cfg.console_log.clone(),
+            qemu_pid: Some(self.qemu.pid()),
+        }
+    }
+
+    /// Kills QEMU and builds the failure.
+    fn fail(&mut self, kind: FailureKind, message: String, step: Option<u64>) -> VmFailure {
+        self.qemu.kill();
+        self.failure(kind, message, step, None)
+    }
+
+    /// QEMU is going away: takes in what is still queued, up to the end of
+    /// the console (the agent socket may close before the last console
+    /// lines are read). Returns the agent lines that were still queued.
+    fn drain_to_console_eof(&mut self, max: Duration) -> Vec<String> {
+        let deadline = Instant::now() + max;
+        let mut agent = Vec::new();
+        while !self.console.eof && Instant::now() < deadline {
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Msg::Console(l)) => self.console.feed(&l),
+                Ok(Msg::ConsoleEof) => self.console.eof = true,
+                Ok(Msg::Agent(l)) => agent.push(l),
+                Ok(Msg::AgentEof) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        agent
+    }
+
+    /// After a panic line: gathers the rest of the report until QEMU exits
+    /// (it does at once: panic=-1 with -no-reboot), then builds the failure.
+    fn panic_failure(&mut self, step: Option<u64>) -> VmFailure {
+        self.drain_to_console_eof(Duration::from_secs(5));
+        let (panic, title) = self.console.panic_report();
+        self.qemu.kill();
+        self.failure(FailureKind::Panic, title, step, panic)
+    }
+
+    /// A panic before READY is a boot failure, with the panic report.
+    fn boot_panic_failure(&mut self) -> VmFailure {
+        let mut f = self.panic_failure(None);
+        f.kind = FailureKind::BootFailed;
+        f.message = format!("kernel panic while booting: {}", f.message);
+        f
+    }
+
+    fn wait_ready(&mut self) -> Result<ReadyInfo, VmFailure> {
+        let deadline = self.started + self.cfg.boot_timeout;
+        loop {
+            let now = Instant::now();
+            if let Some(b) = self.cfg.banner_timeout {
+                if !self.console.saw_banner() && now >= self.started + b {
+                    let msg = format!("no kernel output {:.1} s after QEMU start", b.as_secs_f64());
+                    return Err(self.fail(FailureKind::KvmNoProgress, msg, None));
+                }
+            }
+            if now >= deadline {
+                let msg = format!(
+                    "the agent was not READY within {:.0} s",
+                    self.cfg.boot_timeout.as_secs_f64()
+                );
+                return Err(self.fail(FailureKind::BootFailed, msg, None));
+            }
+            let wait = (deadline - now).min(Duration::from_millis(250));
+            match self.rx.recv_timeout(wait) {
+                Ok(Msg::Console(l)) => {
+                    self.console.feed(&l);
+                    if self.console.saw_panic() {
+                        return Err(self.boot_panic_failure());
+                    }
+                }
+                Ok(Msg::Agent(l)) => match serde_json::from_str::<AgentMsg>(&l) {
+                    Ok(AgentMsg::Ready {
+                        kernel_release,
+                        uptime_s,
+                        warnings,
+                        ..
+                    }) => {
+                        self.last_activity = Instant::now();
+                        return Ok(ReadyInfo {
+                            kernel_release,
+                            guest_uptime_s: uptime_s,
+                            boot_s: self.started.elapsed().as_secs_f64(),
+                            accel: self.cfg.accel,
+                            warnings,
+                        });
+                    }
+                    _ => {
+                        let msg = format!("expected READY from the agent, got: {l}");
+                        return Err(self.fail(FailureKind::Protocol, msg, None));
+                    }
+                },
+                Ok(m @ (Msg::ConsoleEof | Msg::AgentEof)) => {
+                    self.console.eof |= matches!(m, Msg::ConsoleEof);
+                    self.drain_to_console_eof(Duration::from_secs(3));
+                    if self.console.saw_panic() {
+                        return Err(self.boot_panic_failure());
+                    }
+                    self.qemu.kill();
+                    std::thread::sleep(Duration::from_millis(50));
+                    let (kind, msg) = if self.console.saw_banner() {
+                        (
+                            FailureKind::BootFailed,
+                            "the guest stopped before the agent was READY".to_string(),
+                        )
+                    } else {
+                        (
+                            FailureKind::QemuFailed,
+                            format!(
+                                "QEMU exited before the kernel printed anything: {}",
+                                self.qemu.stderr_text()
+                            ),
+                        )
+                    };
+                    return Err(self.fail(kind, msg, None));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(self.fail(FailureKind::Died, "console closed".into(), None));
+                }
+            }
+        }
+    }
+}
+
+impl Vm {
+    /// Starts QEMU and waits until the agent is READY.
+    pub fn boot(cfg: VmConfig) -> Result<Vm, VmFailure> {
+        let started = Instant::now();
+        let early = |message: String| VmFailure {
+            kind: FailureKind::QemuFailed,
+            message,
+            step: None,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            panic: None,
+            last_console: Vec::new(),
+            console_log: cfg.console_log.clone(),
+            qemu_pid: None,
+        };
+        let console = Console::create(&cfg.console_log, &cfg.allow).map_err(early)?;
+        let Started {
+            qemu,
+            console: serial,
+            agent,
+        } = QemuProcess::start(&cfg).map_err(early)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn_lines(serial, tx.clone(), Msg::Console, Msg::ConsoleEof);
+        // A blocking line reader: answers arrive as soon as they are written
+        // (rexpect's reader polls every 100 ms, which cost 0.1 s per step).
+        let reader = agent
+            .try_clone()
+            .map_err(|e| early(format!("agent channel: {e}")))?;
+        spawn_lines(reader, tx, Msg::Agent, Msg::AgentEof);
+        let mut link = Link {
+            cfg,
+            qemu,
+            console,
+            rx,
+            agent,
+            started,
+            last_activity: Instant::now(),
+        };
+        let ready = link.wait_ready()?;
+        Ok(Vm {
+            link,
+            ready,
+            next_id: 1,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.link.qemu.pid()
+    }
+
+    pub fn console_log(&self) -> &Path {
+        &self.link.cfg.console_log
+    }
+
+    /// Splats outside any step so far (boot, between steps).
+    pub fn unattributed(&self) -> &[Splat] {
+        self.link.console.unattributed()
+    }
+
+    /// Runs one step; `timeout` bounds it on the host (the agent cannot
+    /// time out a step stuck in the kernel).
+    pub fn run(&mut self, step: Step, timeout: Duration) -> Result<StepOutcome, VmFailure> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let l = &mut self.link;
+        let t0 = Instant::now();
+        let req = serde_json::to_string(&Request {
+            id,
+            step: step.clone(),
+        })
+        .expect("serialisable");
+        if let Err(e) = writeln!(l.agent, "{req}") {
+            let msg = format!("cannot send step: {e}");
+            return Err(l.failure(FailureKind::Died, msg, Some(id), None));
+        }
+        l.last_activity = Instant::now();
+        let deadline = t0 + timeout;
+        let mut answer: Option<Answer> = None;
+        let mut end_marker_deadline: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            if let Some(a) = &answer {
+                let end_seen = l.console.current_step() != Some(id);
+                if end_seen || end_marker_deadline.is_some_and(|d| now >= d) {
+                    return Ok(StepOutcome {
+                        id,
+                        step,
+                        answer: a.clone(),
+                        splats: l.console.take_step_splats(id),
+                        host_s: t0.elapsed().as_secs_f64(),
+                    });
+                }
+            }
+            if answer.is_none() && now >= deadline {
+                let msg = format!(
+                    "step {} ({}) did not answer within {:.1} s",
+                    id,
+                    step.kind(),
+                    timeout.as_secs_f64()
+                );
+                return Err(l.fail(FailureKind::StepTimeout, msg, Some(id)));
+            }
+            if now >= l.last_activity + l.cfg.stall_timeout {
+                let msg = format!(
+                    "no console output and no agent message for {:.0} s",
+                    l.cfg.stall_timeout.as_secs_f64()
+                );
+                return Err(l.fail(FailureKind::Stall, msg, Some(id)));
+            }
+            let mut wait = Duration::from_millis(200);
+            if answer.is_none() {
+                wait = wait.min(deadline.saturating_duration_since(now));
+            }
+            match l.rx.recv_timeout(wait) {
+                Ok(Msg::Console(line)) => {
+                    l.last_activity = Instant::now();
+                    l.console.feed(&line);
+                    if l.console.saw_panic() {
+                        return Err(l.panic_failure(Some(id)));
+                    }
+                }
+                Ok(Msg::Agent(line)) => {
+                    l.last_activity = Instant::now();
+                    match serde_json::from_str::<AgentMsg>(&line) {
+                        Ok(AgentMsg::Answer(a)) if a.id == Some(id) => {
+                            if matches!(step, Step::Poweroff) {
+                                // Tell the agent its answer arrived.
+                                let _ = l.agent.shutdown(std::net::Shutdown::Write);
+                            }
+                            answer = Some(a);
+                            end_marker_deadline = Some(Instant::now() + Duration::from_secs(2));
+                        }
+                        Ok(AgentMsg::Ready { .. }) => {
+                            let msg = "the agent restarted its channel (READY again) during a step"
+                                .to_string();
+                            return Err(l.failure(FailureKind::Protocol, msg, Some(id), None));
+                        }
+                        _ => {
+                            let msg = format!("unexpected agent message during step {id}: {line}");
+                            return Err(l.failure(FailureKind::Protocol, msg, Some(id), None));
+                        }
+                    }
+                }
+                Ok(m @ (Msg::ConsoleEof | Msg::AgentEof)) => {
+                    l.console.eof |= matches!(m, Msg::ConsoleEof);
+                    let queued = l.drain_to_console_eof(Duration::from_secs(3));
+                    if answer.is_none() {
+                        answer = queued
+                            .iter()
+                            .filter_map(|q| match serde_json::from_str::<AgentMsg>(q) {
+                                Ok(AgentMsg::Answer(a)) if a.id == Some(id) => Some(a),
+                                _ => None,
+                            })
+                            .next();
+                    }
+                    if matches!(step, Step::Poweroff) {
+                        if let Some(a) = answer {
+                            return Ok(StepOutcome {
+                                id,
+                                step,
+                                answer: a,
+                                splats: l.console.take_pending(),
+                                host_s: t0.elapsed().as_secs_f64(),
+                            });
+                        }
+                    }
+                    if l.console.saw_panic() {
+                        return Err(l.panic_failure(Some(id)));
+                    }
+                    let msg = "QEMU exited while the step was running".to_string();
+                    return Err(l.fail(FailureKind::Died, msg, Some(id)));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(l.fail(FailureKind::Died, "channels closed".into(), Some(id)));
+                }
+            }
+        }
+    }
+
+    /// Asks the guest to power off and waits for QEMU to exit (kills it
+    /// after 10 s).
+    pub fn shutdown(mut self) -> Result<(), VmFailure> {
+        let r = self.run(Step::Poweroff, Duration::from_secs(10));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.link.qemu.exited() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        r.map(|_| ())
+    }
+
+    /// Kills QEMU's process group and reaps it. Idempotent; dropping the
+    /// `Vm` does the same.
+    pub fn kill(&mut self) {
+        self.link.qemu.kill();
+    }
+}

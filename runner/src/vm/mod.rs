@@ -1,0 +1,32 @@
+//! Stage 3: image -> running guest -> step outcomes.
+//!
+//! In: a [`VmConfig`] (kernel, initramfs, machine size, accelerator, command
+//! line, deadlines, splat allowlist) and agent [`coexist_proto::Step`]s.
+//! Out: a [`Vm`] that is READY ([`ReadyInfo`]), one [`StepOutcome`] per
+//! step (the agent's answer plus the splats the console attributed to it),
+//! or a typed [`VmFailure`].
+//!
+//! - `qemu`: the QEMU command line, built by pure functions from the
+//!   config, and the QEMU process, killed with its process group on drop.
+//! - `accel`: each accelerator's QEMU arguments and the `auto` probe.
+//! - `console`: the console log file, its tail, the splat detector and the
+//!   banner / panic state.
+//! - `splat`: recognising kernel reports in console lines.
+//! - `machine`: [`Vm`], the agent channel and the watchdogs (boot
+//!   deadline, stall, step timeout, panic).
+//! - `teardown`: process groups, signal and panic handlers, so QEMU never
+//!   outlives the runner.
+
+pub mod accel;
+pub mod console;
+mod failure;
+mod machine;
+pub mod qemu;
+pub mod splat;
+pub mod teardown;
+
+pub use accel::{Accel, AccelChoice};
+pub use failure::{FailureKind, VmFailure};
+pub use machine::{ReadyInfo, StepOutcome, Vm};
+pub use qemu::VmConfig;
+pub use splat::Splat;

@@ -1,0 +1,350 @@
+//! The QEMU command line and the QEMU process.
+//!
+//! [`argv`] builds the whole command line from a [`VmConfig`] with small
+//! pure helpers (unit-tested below). [`QemuProcess`] starts it in its own
+//! process group, accepts the agent channel, and kills the group and
+//! removes its run directory on [`Drop`], on every path.
+
+use std::io::Read;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coexist_proto::PORT_NAME;
+
+use super::accel::Accel;
+use super::teardown;
+
+/// Everything that decides how a guest is started and watched.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// PVH-bootable vmlinux (or a bzImage).
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub accel: Accel,
+    /// Appended to the default command line.
+    pub append: String,
+    /// Replaces the whole kernel command line (fault tests).
+    pub cmdline: Option<String>,
+    pub console_log: PathBuf,
+    pub boot_timeout: Duration,
+    /// No console output and no agent message for this long ends the VM.
+    pub stall_timeout: Duration,
+    /// With KVM probing: no kernel banner within this long means KVM does
+    /// not work here.
+    pub banner_timeout: Option<Duration>,
+    /// Regexes of splat titles to set aside.
+    pub allow: Vec<String>,
+}
+
+/// The kernel command line every guest gets unless replaced.
+pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 printk.devkmsg=on rdinit=/init loglevel=7 \
+     printk.time=1 tsc=unstable no_hash_pointers";
+
+impl VmConfig {
+    pub fn new(kernel: PathBuf, initrd: PathBuf, console_log: PathBuf) -> VmConfig {
+        VmConfig {
+            kernel,
+            initrd,
+            memory_mb: 512,
+            cpus: 2,
+            accel: Accel::Tcg,
+            append: String::new(),
+            cmdline: None,
+            console_log,
+            boot_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(60),
+            banner_timeout: None,
+            allow: Vec::new(),
+        }
+    }
+
+    pub fn kernel_cmdline(&self) -> String {
+        match &self.cmdline {
+            Some(c) => c.clone(),
+            None if self.append.is_empty() => BASE_CMDLINE.to_string(),
+            None => format!("{BASE_CMDLINE} {}", self.append),
+        }
+    }
+}
+
+/// Machine size and the fixed device model: no network, no default
+/// devices, no reboot (a panic or poweroff ends QEMU).
+pub fn machine_args(cfg: &VmConfig) -> Vec<String> {
+    let mut a: Vec<String> = vec!["-name".into(), "coexist".into()];
+    a.extend(cfg.accel.qemu_args());
+    a.extend(["-m".into(), cfg.memory_mb.to_string()]);
+    a.extend(["-smp".into(), cfg.cpus.to_string()]);
+    for s in [
+        "-nographic",
+        "-nodefaults",
+        "-no-user-config",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-nic",
+        "none",
+    ] {
+        a.push(s.into());
+    }
+    a
+}
+
+/// The kernel, initramfs and command line.
+pub fn boot_args(cfg: &VmConfig) -> Vec<String> {
+    vec![
+        "-kernel".into(),
+        cfg.kernel.display().to_string(),
+        "-initrd".into(),
+        cfg.initrd.display().to_string(),
+        "-append".into(),
+        cfg.kernel_cmdline(),
+    ]
+}
+
+/// The agent's virtio-serial port, backed by a unix socket QEMU connects to.
+pub fn agent_args(sock: &Path) -> Vec<String> {
+    vec![
+        "-device".into(),
+        "virtio-serial-pci,id=vser".into(),
+        "-chardev".into(),
+        format!("socket,id=agent,path={}", sock.display()),
+        "-device".into(),
+        format!("virtserialport,bus=vser.0,chardev=agent,name={PORT_NAME}"),
+    ]
+}
+
+/// The whole argument list after `qemu-system-x86_64`.
+pub fn argv(cfg: &VmConfig, agent_sock: &Path) -> Vec<String> {
+    let mut a = machine_args(cfg);
+    a.extend(boot_args(cfg));
+    a.extend(agent_args(agent_sock));
+    a
+}
+
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// A started QEMU: its process group, its run dir (the agent socket), and
+/// what it wrote on stderr. Dropping it kills the group and removes the
+/// run dir.
+pub struct QemuProcess {
+    child: Child,
+    pgid: i32,
+    run_dir: PathBuf,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// What [`QemuProcess::start`] hands over besides the process.
+pub struct Started {
+    pub qemu: QemuProcess,
+    /// The serial console (QEMU's stdout).
+    pub console: ChildStdout,
+    /// The agent channel, connected.
+    pub agent: UnixStream,
+}
+
+impl QemuProcess {
+    /// Starts QEMU and waits (up to 20 s) for it to connect the agent
+    /// socket. Errors are for people; nothing is left running.
+    pub fn start(cfg: &VmConfig) -> Result<Started, String> {
+        teardown::install_handlers();
+        let started = Instant::now();
+        let run_dir = tempfile::Builder::new()
+            .prefix("coexist-vm-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a run dir: {e}"))?
+            .keep();
+        teardown::register_dir(run_dir.clone());
+        let sock = run_dir.join("agent.sock");
+        let listener = match UnixListener::bind(&sock) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                teardown::unregister_dir(&run_dir);
+                return Err(format!("cannot listen on {}: {e}", sock.display()));
+            }
+        };
+        let mut cmd = Command::new(QEMU);
+        cmd.args(argv(cfg, &sock))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        teardown::isolate(&mut cmd);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                teardown::unregister_dir(&run_dir);
+                return Err(format!(
+                    "cannot start {QEMU} ({e}); install the Debian package qemu-system-x86"
+                ));
+            }
+        };
+        let pgid = child.id() as i32;
+        teardown::register_group(pgid);
+        let console = child.stdout.take().expect("piped");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        {
+            let buf = stderr.clone();
+            let mut err = child.stderr.take().expect("piped");
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = err.read_to_string(&mut s);
+                buf.lock().unwrap_or_else(|e| e.into_inner()).push_str(&s);
+            });
+        }
+        // From here on, dropping `qemu` cleans up.
+        let mut qemu = QemuProcess {
+            child,
+            pgid,
+            run_dir,
+            stderr,
+        };
+        listener.set_nonblocking(true).ok();
+        let agent = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Ok(Some(st)) = qemu.child.try_wait() {
+                        std::thread::sleep(Duration::from_millis(50));
+                        return Err(format!(
+                            "QEMU exited ({st}) before connecting the agent channel: {}",
+                            qemu.stderr_text()
+                        ));
+                    }
+                    if started.elapsed() > Duration::from_secs(20) {
+                        return Err("QEMU did not connect the agent channel within 20 s".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(format!("accept: {e}")),
+            }
+        };
+        agent.set_nonblocking(false).ok();
+        Ok(Started {
+            qemu,
+            console,
+            agent,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether QEMU has exited (and reaps it if so).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// What QEMU wrote on stderr so far, trimmed.
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .trim()
+            .to_string()
+    }
+
+    /// Kills the process group, reaps QEMU and removes the run dir. Idempotent.
+    pub fn kill(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
+        teardown::unregister_group(self.pgid);
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+        teardown::unregister_dir(&self.run_dir);
+    }
+}
+
+impl Drop for QemuProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> VmConfig {
+        VmConfig::new(
+            "/k/vmlinux".into(),
+            "/k/initrd.gz".into(),
+            "/l/console.log".into(),
+        )
+    }
+
+    fn value_after<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
+        a.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn argv_has_the_machine_the_kernel_and_the_agent_port() {
+        let mut c = cfg();
+        c.memory_mb = 768;
+        c.cpus = 3;
+        let a = argv(&c, Path::new("/run/x/agent.sock"));
+        assert_eq!(value_after(&a, "-accel"), ["tcg"]);
+        assert_eq!(value_after(&a, "-m"), ["768"]);
+        assert_eq!(value_after(&a, "-smp"), ["3"]);
+        assert_eq!(value_after(&a, "-kernel"), ["/k/vmlinux"]);
+        assert_eq!(value_after(&a, "-initrd"), ["/k/initrd.gz"]);
+        assert_eq!(value_after(&a, "-append"), [BASE_CMDLINE]);
+        assert_eq!(value_after(&a, "-nic"), ["none"]);
+        assert_eq!(
+            value_after(&a, "-chardev"),
+            ["socket,id=agent,path=/run/x/agent.sock"]
+        );
+        assert!(value_after(&a, "-device")
+            .contains(&"virtserialport,bus=vser.0,chardev=agent,name=coexist.agent"));
+        for flag in ["-no-reboot", "-nodefaults", "-nographic", "-no-user-config"] {
+            assert!(a.iter().any(|x| x == flag), "{flag} missing: {a:?}");
+        }
+        // The serial console is QEMU's stdout: the runner reads it there.
+        assert_eq!(value_after(&a, "-serial"), ["stdio"]);
+    }
+
+    #[test]
+    fn accelerator_arguments_come_from_the_accelerator() {
+        let mut c = cfg();
+        c.accel = Accel::Kvm;
+        let a = argv(&c, Path::new("/s"));
+        assert_eq!(value_after(&a, "-accel"), ["kvm"]);
+        assert_eq!(
+            a.iter().filter(|x| *x == "-accel").count(),
+            1,
+            "one accelerator: {a:?}"
+        );
+    }
+
+    #[test]
+    fn command_line_append_and_replace() {
+        let mut c = cfg();
+        assert_eq!(c.kernel_cmdline(), BASE_CMDLINE);
+        c.append = "lockdep.prove=1".into();
+        assert_eq!(
+            c.kernel_cmdline(),
+            format!("{BASE_CMDLINE} lockdep.prove=1")
+        );
+        assert!(c.kernel_cmdline().contains("panic=-1"));
+        c.cmdline = Some("console=ttyS0 init=/nonexistent".into());
+        assert_eq!(c.kernel_cmdline(), "console=ttyS0 init=/nonexistent");
+        let a = argv(&c, Path::new("/s"));
+        assert_eq!(
+            value_after(&a, "-append"),
+            ["console=ttyS0 init=/nonexistent"]
+        );
+    }
+}

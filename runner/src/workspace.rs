@@ -1,0 +1,76 @@
+//! The project and the cache a command works with, and the helpers every
+//! stage needs from them (variants, a kernel builder, a prepared guest).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use crate::build::{source, Builder, Cache, Project, Variant};
+use crate::events::EventSink;
+use crate::image::{self, Prepared};
+
+pub struct Workspace {
+    pub project: Project,
+    pub cache: Cache,
+}
+
+/// Parallel jobs by default: the number of cores.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+impl Workspace {
+    /// `root`: the project (default: found from the current directory);
+    /// `cache_dir`: the cache (default: `$COEXIST_CACHE`,
+    /// `$XDG_CACHE_HOME/coexist` or `~/.cache/coexist`).
+    pub fn open(root: Option<PathBuf>, cache_dir: Option<PathBuf>) -> Result<Workspace> {
+        let project = Project::locate(root)?;
+        let root = match cache_dir {
+            Some(d) => d,
+            None => Cache::default_root()?,
+        };
+        Ok(Workspace {
+            project,
+            cache: Cache::open(root)?,
+        })
+    }
+
+    /// The declared variants; with a kernel tree, each builds that tree.
+    pub fn variants(&self, kernel_tree: Option<&Path>) -> Result<Vec<Variant>> {
+        if let Some(t) = kernel_tree {
+            if !t.is_dir() {
+                bail!("--kernel-tree {}: no such directory", t.display());
+            }
+        }
+        self.project.load_variants(kernel_tree)
+    }
+
+    pub fn builder<'a>(&'a self, jobs: usize, events: &'a dyn EventSink) -> Builder<'a> {
+        Builder {
+            cache: &self.cache,
+            jobs: jobs.max(1),
+            toolchain: source::toolchain_id(),
+            events,
+        }
+    }
+
+    /// A fresh console log path for a VM booted outside a suite run.
+    pub fn console_log(&self, variant: &str) -> PathBuf {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        self.cache.dir("logs").join(format!(
+            "console-{variant}-{stamp}-{}.log",
+            std::process::id()
+        ))
+    }
+
+    /// Builds (or finds) a variant's kernel, fixtures and image.
+    pub fn prepare(&self, v: &Variant, events: &dyn EventSink) -> Result<Prepared> {
+        let builder = self.builder(default_jobs(), events);
+        image::prepare(&self.cache, &self.project, &builder, v, events)
+    }
+}
