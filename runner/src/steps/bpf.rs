@@ -13,10 +13,15 @@ use crate::suite::FixtureNames;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BpfExpect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hits: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hits_min: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ret: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arg0: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen: Option<String>,
 }
 

@@ -10,8 +10,11 @@ use super::data_of;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FtraceExpect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub present: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flags: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refs: Option<u64>,
 }
 

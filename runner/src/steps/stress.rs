@@ -11,8 +11,11 @@ use super::{data_of, data_text};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StressExpect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_iterations: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errnos_allowed: Option<Vec<String>>,
 }
 
