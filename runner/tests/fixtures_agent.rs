@@ -8,7 +8,7 @@ use std::time::Duration;
 mod common;
 
 use coexist::vm::{accel, AccelChoice, StepOutcome, Vm};
-use coexist_proto::{AnswerData, BpfKind, BpfStats, FtraceState, Step};
+use coexist_proto::{AnswerData, BpfKind, BpfStats, FtraceState, LivepatchState, Step};
 
 fn boot(name: &str, dir: &Path) -> Vm {
     let p = common::prepare(name);
@@ -62,6 +62,16 @@ fn ftrace(vm: &mut Vm, f: &str) -> FtraceState {
     }
 }
 
+fn livepatch_state(vm: &mut Vm) -> LivepatchState {
+    let step = Step::LivepatchState {
+        name: "livepatch_sample".into(),
+    };
+    match ok(vm, step).answer.data {
+        Some(AnswerData::LivepatchState(s)) => s,
+        other => panic!("no livepatch state: {other:?}"),
+    }
+}
+
 fn trigger(vm: &mut Vm, t: &str) -> String {
     ok(vm, Step::Trigger { target: t.into() }).answer.output
 }
@@ -71,12 +81,21 @@ fn share_ipmodify_livepatch_then_fexit_and_fmod_ret_on_the_target() {
     let d = tempfile::tempdir().unwrap();
     let mut vm = boot("share-ipmodify", d.path());
     assert!(!trigger(&mut vm, "cmdline_proc_show").contains("live patched"));
+    assert_eq!(livepatch_state(&mut vm), LivepatchState::default());
     ok(
         &mut vm,
         Step::LivepatchLoad {
             module: "livepatch-sample".into(),
             timeout_ms: None,
         },
+    );
+    assert_eq!(
+        livepatch_state(&mut vm),
+        LivepatchState {
+            present: true,
+            enabled: true,
+            transition: false
+        }
     );
     let a = ok(
         &mut vm,

@@ -91,6 +91,11 @@ pub enum Step {
     LivepatchUnload {
         name: String,
     },
+    /// What `/sys/kernel/livepatch/<name>/` says: whether the patch is
+    /// there, enabled, and in transition. data: [`AnswerData::LivepatchState`].
+    LivepatchState {
+        name: String,
+    },
     /// Opens a BPF object from /fixtures/bpf, loads only `program` with its
     /// attach target set to `target`, and attaches it. data: [`AnswerData::Attach`].
     /// `kind` must match the program's section; `fmod_ret` is the value an
@@ -300,6 +305,8 @@ pub struct Answer {
 pub enum AnswerData {
     /// livepatch_load, livepatch_disable.
     Livepatch(LivepatchData),
+    /// livepatch_state.
+    LivepatchState(LivepatchState),
     /// bpf_attach.
     Attach(AttachData),
     /// bpf_stats.
@@ -319,6 +326,17 @@ pub struct LivepatchData {
     pub name: Option<String>,
     /// How long the transition took (or had taken when it timed out).
     pub transition_ms: f64,
+}
+
+/// A livepatch as sysfs shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LivepatchState {
+    /// `/sys/kernel/livepatch/<name>` exists.
+    pub present: bool,
+    /// `enabled` reads 1.
+    pub enabled: bool,
+    /// `transition` reads 1.
+    pub transition: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

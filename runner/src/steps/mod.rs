@@ -48,7 +48,8 @@ impl Family {
             | Step::Trigger { .. } => Family::Basic,
             Step::LivepatchLoad { .. }
             | Step::LivepatchDisable { .. }
-            | Step::LivepatchUnload { .. } => Family::Livepatch,
+            | Step::LivepatchUnload { .. }
+            | Step::LivepatchState { .. } => Family::Livepatch,
             Step::BpfAttach { .. } | Step::BpfDetach { .. } | Step::BpfStats { .. } => Family::Bpf,
             Step::FtraceState { .. } => Family::Ftrace,
             Step::Repeat { .. } | Step::Concurrently { .. } => Family::Stress,
@@ -85,6 +86,8 @@ pub struct StepExpect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_not_contains: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub livepatch: Option<livepatch::LivepatchExpect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf: Option<bpf::BpfExpect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ftrace: Option<ftrace::FtraceExpect>,
@@ -95,7 +98,8 @@ pub struct StepExpect {
 /// The expectation fields `step` takes beyond [`COMMON_FIELDS`].
 pub fn extra_fields(step: &Step) -> &'static [&'static str] {
     match Family::of(step) {
-        Family::Basic | Family::Livepatch => &[],
+        Family::Basic => &[],
+        Family::Livepatch => livepatch::expect_fields(step),
         Family::Bpf => bpf::expect_fields(step),
         Family::Ftrace => ftrace::expect_fields(step),
         Family::Stress => stress::expect_fields(step),
@@ -151,10 +155,11 @@ pub fn parse_expect(step: &Step, v: serde_yaml::Value) -> Result<StepExpect, Str
         let fam = serde_yaml::Value::Mapping(family);
         let err = |x: serde_yaml::Error| format!("expect: {x}");
         match Family::of(step) {
+            Family::Livepatch => e.livepatch = Some(serde_yaml::from_value(fam).map_err(err)?),
             Family::Bpf => e.bpf = Some(serde_yaml::from_value(fam).map_err(err)?),
             Family::Ftrace => e.ftrace = Some(serde_yaml::from_value(fam).map_err(err)?),
             Family::Stress => e.stress = Some(serde_yaml::from_value(fam).map_err(err)?),
-            Family::Basic | Family::Livepatch => unreachable!("no extra fields"),
+            Family::Basic => unreachable!("no extra fields"),
         }
     }
     Ok(e)
@@ -221,6 +226,9 @@ pub fn check(e: &StepExpect, a: &Answer) -> Vec<String> {
         if a.output.contains(o.as_str()) {
             m.push(format!("output {:?} contains {:?}", a.output, o));
         }
+    }
+    if let Some(l) = &e.livepatch {
+        livepatch::check(l, a, &mut m);
     }
     if let Some(b) = &e.bpf {
         bpf::check(b, a, &mut m);

@@ -5,7 +5,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
-use coexist_proto::{Answer, AnswerData, LivepatchData};
+use coexist_proto::{Answer, AnswerData, LivepatchData, LivepatchState};
 use nix::errno::Errno;
 
 use super::{basic, errno_of, fail, ok, wait_until, with_data};
@@ -91,4 +91,42 @@ pub fn livepatch_disable(id: u64, name: &str, timeout_ms: Option<u64>) -> Answer
 /// rmmod of the livepatch module.
 pub fn livepatch_unload(id: u64, name: &str) -> Answer {
     basic::rmmod(id, name)
+}
+
+/// Reads `/sys/kernel/livepatch/<name>/{enabled,transition}`. A patch that
+/// is not there is an answer (`present: false`), not a failure.
+pub fn livepatch_state(id: u64, name: &str) -> Answer {
+    let dir = Path::new(LIVEPATCH_SYSFS).join(name);
+    if !dir.is_dir() {
+        return with_data(
+            ok(id, format!("{name}: absent")),
+            AnswerData::LivepatchState(LivepatchState::default()),
+        );
+    }
+    let flag = |f: &str| -> Result<bool, (std::io::Error, std::path::PathBuf)> {
+        let p = dir.join(f);
+        std::fs::read_to_string(&p)
+            .map(|s| s.trim() == "1")
+            .map_err(|e| (e, p))
+    };
+    let (enabled, transition) = match (flag("enabled"), flag("transition")) {
+        (Ok(e), Ok(t)) => (e, t),
+        (Err((e, p)), _) | (_, Err((e, p))) => {
+            return fail(Some(id), errno_of(&e), format!("read {}: {e}", p.display()))
+        }
+    };
+    with_data(
+        ok(
+            id,
+            format!(
+                "{name}: enabled={} transition={}",
+                enabled as u8, transition as u8
+            ),
+        ),
+        AnswerData::LivepatchState(LivepatchState {
+            present: true,
+            enabled,
+            transition,
+        }),
+    )
 }

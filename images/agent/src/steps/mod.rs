@@ -51,6 +51,7 @@ pub fn run_step(state: &mut State, id: u64, step: Step) -> Answer {
             livepatch::livepatch_disable(id, &name, timeout_ms)
         }
         Step::LivepatchUnload { name } => livepatch::livepatch_unload(id, &name),
+        Step::LivepatchState { name } => livepatch::livepatch_state(id, &name),
         Step::BpfAttach {
             program,
             kind,
