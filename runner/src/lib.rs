@@ -23,10 +23,14 @@
 pub mod build;
 pub mod events;
 pub mod image;
+pub mod input;
 pub mod report;
 pub mod run;
+pub mod setup;
 pub mod steps;
 pub mod suite;
+pub mod teardown;
+pub mod text;
 pub mod ui;
 pub mod vm;
 pub mod workspace;

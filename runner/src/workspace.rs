@@ -12,6 +12,10 @@ use crate::image::{self, Prepared};
 pub struct Workspace {
     pub project: Project,
     pub cache: Cache,
+    /// Every source this workspace (one command, one run) uses, identified
+    /// once.
+    pub sources: source::Sources,
+    setup: std::sync::OnceLock<()>,
 }
 
 /// Parallel jobs by default: the number of cores.
@@ -31,10 +35,16 @@ impl Workspace {
             Some(d) => d,
             None => Cache::default_root()?,
         };
-        Ok(Workspace {
+        Ok(Workspace::new(project, Cache::open(root)?))
+    }
+
+    pub fn new(project: Project, cache: Cache) -> Workspace {
+        Workspace {
             project,
-            cache: Cache::open(root)?,
-        })
+            cache,
+            sources: Default::default(),
+            setup: Default::default(),
+        }
     }
 
     /// The declared variants; with a kernel tree, each builds that tree.
@@ -53,6 +63,7 @@ impl Workspace {
             jobs: jobs.max(1),
             toolchain: source::toolchain_id(),
             events,
+            sources: &self.sources,
         }
     }
 
@@ -68,8 +79,20 @@ impl Workspace {
         ))
     }
 
+    /// Installs what the project needs (once per workspace), before
+    /// anything is keyed: see [`crate::setup`].
+    pub fn setup(&self, events: &dyn EventSink) -> Result<()> {
+        if self.setup.get().is_some() {
+            return Ok(());
+        }
+        crate::setup::ensure(&self.project, events)?;
+        let _ = self.setup.set(());
+        Ok(())
+    }
+
     /// Builds (or finds) a variant's kernel, fixtures and image.
     pub fn prepare(&self, v: &Variant, events: &dyn EventSink) -> Result<Prepared> {
+        self.setup(events)?;
         let builder = self.builder(default_jobs(), events);
         image::prepare(&self.cache, &self.project, &builder, v, events)
     }

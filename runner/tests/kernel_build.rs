@@ -28,6 +28,8 @@ fn scratch_project(variants_body: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let kc = d.path().join("kernel-config");
     std::fs::create_dir_all(&kc).unwrap();
+    std::fs::create_dir_all(d.path().join(".ci")).unwrap();
+    std::fs::copy(root().join(".ci/packages"), d.path().join(".ci/packages")).unwrap();
     for f in ["base.config", "livepatch-bpf.config"] {
         std::fs::copy(root().join("kernel-config").join(f), kc.join(f)).unwrap();
     }

@@ -26,6 +26,7 @@ fn project_with_suite(text: &str) -> tempfile::TempDir {
         &d.path().join("kernel-config"),
     );
     copy_dir(&root().join("patches"), &d.path().join("patches"));
+    copy_dir(&root().join(".ci"), &d.path().join(".ci"));
     copy_dir(
         &root().join("images/fixtures"),
         &d.path().join("images/fixtures"),
@@ -121,4 +122,31 @@ fn shards_of_the_real_suite_cover_it_once() {
         root().to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn an_empty_shard_writes_an_empty_complete_report() {
+    // share-ipmodify-lockdep has one job: shard 2/2 of it is empty.
+    let d = tempfile::tempdir().unwrap();
+    let results = d.path().join("r");
+    let r = root();
+    let out = coexist(&[
+        "suite",
+        "all",
+        "--variant",
+        "share-ipmodify-lockdep",
+        "--shard",
+        "2/2",
+        "--root",
+        r.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["results"].as_array().unwrap().len(), 0);
+    assert_eq!(report["complete"], true);
+    assert_eq!(report["shard"], serde_json::json!([2, 2]));
+    assert!(results.join("junit.xml").is_file() && results.join("results.ktap").is_file());
 }

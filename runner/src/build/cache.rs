@@ -104,6 +104,23 @@ pub fn remove_stale_staging(final_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes a published entry: renamed aside first (atomic), then deleted,
+/// so nobody sees it half removed.
+pub fn discard(entry: &Path) -> Result<()> {
+    let parent = entry.parent().context("entry has no parent")?;
+    let aside = tempfile::Builder::new()
+        .prefix(&format!(
+            ".tmp-{}-discard-",
+            entry.file_name().unwrap_or_default().to_string_lossy()
+        ))
+        .tempdir_in(parent)?;
+    let to = aside.path().join("old");
+    std::fs::rename(entry, &to)
+        .with_context(|| format!("cannot move {} aside", entry.display()))?;
+    drop(aside);
+    Ok(())
+}
+
 /// Moves `from` (inside a staging dir) to `to` atomically.
 pub fn publish(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to)

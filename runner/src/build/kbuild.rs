@@ -16,6 +16,7 @@ use crate::build::series;
 use crate::build::source::{self, SourceId};
 use crate::build::variant::{Source, Variant};
 use crate::events::{Event, EventSink};
+use crate::teardown;
 
 /// The kernel at hand cannot be configured or built (as opposed to a
 /// problem of the harness): bisect reports such a commit as untestable.
@@ -47,8 +48,30 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The published entry, if there is a sound one: its manifest reads
+    /// back and every artifact it names is there. Err: the entry exists
+    /// but is damaged (why).
+    pub fn cached(&self) -> Result<Option<Manifest>, String> {
+        if !self.entry_dir.exists() {
+            return Ok(None);
+        }
+        let m = Manifest::load(&self.entry_dir).map_err(|e| format!("{e:#}"))?;
+        for p in [&m.vmlinux, &m.bzimage, &m.system_map, &m.config] {
+            if !p.is_file() {
+                return Err(format!("{} is missing", p.display()));
+            }
+        }
+        if !m.modules_dir.join("modules.dep").is_file() {
+            return Err(format!(
+                "{}/modules.dep is missing",
+                m.modules_dir.display()
+            ));
+        }
+        Ok(Some(m))
+    }
+
     pub fn is_cached(&self) -> bool {
-        self.entry_dir.join("manifest.json").is_file()
+        matches!(self.cached(), Ok(Some(_)))
     }
 }
 
@@ -73,7 +96,21 @@ pub struct Manifest {
     /// `make -C <source_dir> O=<build_dir> M=<module dir>`.
     pub source_dir: PathBuf,
     pub build_dir: PathBuf,
+    /// The kernel version of the source ("6.1.192"), from its Makefile.
+    #[serde(default)]
+    pub kernel_version: String,
+    /// Where the source comes from ("Debian linux-source-6.1 6.1.192-3").
+    #[serde(default)]
+    pub source_origin: Option<String>,
+    /// Patches of the series that were already in the source (they
+    /// reverse-apply cleanly) and were skipped.
+    #[serde(default)]
+    pub already_in_source: Vec<String>,
 }
+
+/// The file in a prepared tree that lists the patches skipped as already
+/// in the source.
+const ALREADY_APPLIED: &str = ".coexist-already-in-source";
 
 impl Manifest {
     pub fn load(entry: &Path) -> Result<Manifest> {
@@ -95,6 +132,8 @@ pub struct Builder<'a> {
     pub toolchain: String,
     /// Where phases, progress and the result go.
     pub events: &'a dyn EventSink,
+    /// The run's sources, identified once.
+    pub sources: &'a source::Sources,
 }
 
 fn tree_key(src: &SourceId, v: &Variant) -> String {
@@ -139,7 +178,7 @@ impl Builder<'_> {
                 s.name
             );
         }
-        let src = source::identify(self.cache, &v.source, self.events)?;
+        let src = self.sources.identify(self.cache, &v.source, self.events)?;
         let tree_key = tree_key(&src, v);
         let config_key = config_key(v, &self.toolchain);
         let mut h = KeyHasher::new("kernel-v1");
@@ -188,20 +227,37 @@ impl Builder<'_> {
                 entry: plan.entry_dir.clone(),
             })
         };
-        if plan.is_cached() {
+        if let Ok(Some(mut m)) = plan.cached() {
+            self.describe_source(&mut m, &plan);
             finished(true);
-            return Ok((Manifest::load(&plan.entry_dir)?, true));
+            return Ok((m, true));
         }
-        source::preflight_build_tools(self.events)?;
+        source::preflight_build_tools()?;
         // One build per build dir at a time; a second run waits, then
         // finds the entry published.
         let lock_name = build_dir_lock(&plan.build_dir);
         let _lock = self.cache.lock(&lock_name, || {
             self.phase(&v.name, "waiting for another run building the same kernel")
         })?;
-        if plan.is_cached() {
-            finished(true);
-            return Ok((Manifest::load(&plan.entry_dir)?, true));
+        match plan.cached() {
+            Ok(Some(mut m)) => {
+                self.describe_source(&mut m, &plan);
+                finished(true);
+                return Ok((m, true));
+            }
+            Ok(None) => {}
+            // A damaged entry (a truncated manifest, a missing artifact) is
+            // set aside under the lock and built again.
+            Err(why) => {
+                self.phase(
+                    &v.name,
+                    format!(
+                        "cache entry {} is damaged ({why}); building it again",
+                        plan.entry_dir.display()
+                    ),
+                );
+                cache::discard(&plan.entry_dir)?;
+            }
         }
         cache::remove_stale_staging(&plan.entry_dir)?;
         self.prepare_tree(v, &plan)?;
@@ -267,9 +323,35 @@ impl Builder<'_> {
                 s.name,
                 s.patches.len()
             ));
-            series::apply(s, &tree)?;
+            let already = series::apply(s, &tree)?;
+            for p in &already {
+                note(&format!(
+                    "patch {p} is already in this source (it reverse-applies cleanly): skipped"
+                ));
+            }
+            std::fs::write(tree.join(ALREADY_APPLIED), already.join("\n"))?;
         }
         cache::publish(&tree, &plan.tree_dir)
+    }
+
+    /// What a manifest says about its source, also for entries published
+    /// before it said so: the version from the tree, the origin from the
+    /// run's source identity, the patches found already in the source.
+    fn describe_source(&self, m: &mut Manifest, plan: &Plan) {
+        if m.kernel_version.is_empty() {
+            m.kernel_version = source::makefile_version(&plan.tree_dir).unwrap_or_default();
+        }
+        if m.source_origin.is_none() {
+            m.source_origin = plan.source.origin.clone();
+        }
+        if m.already_in_source.is_empty() {
+            m.already_in_source = std::fs::read_to_string(plan.tree_dir.join(ALREADY_APPLIED))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
     }
 
     fn make_cmd(&self, plan: &Plan) -> Command {
@@ -340,7 +422,10 @@ impl Builder<'_> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = c.spawn().context("cannot run make")?;
+        // Its own process group: killed on every way out of here, and by
+        // the signal thread.
+        let mut group = teardown::Group::spawn(&mut c).context("cannot run make")?;
+        let child = group.child();
         // stderr is merged into the same stream by a reader thread.
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let err = child.stderr.take().unwrap();
@@ -370,6 +455,12 @@ impl Builder<'_> {
         let _ = t.join();
         let _ = t2.join();
         let st = child.wait()?;
+        if teardown::stopping() {
+            bail!(
+                "variant '{}': the build was stopped (the run was interrupted)",
+                v.name
+            );
+        }
         if !st.success() {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             return Err(KernelDoesNotBuild(format!(
@@ -413,7 +504,7 @@ impl Builder<'_> {
                 .with_context(|| format!("cannot copy {} from {}", from, b.display()))?;
         }
         let e = &plan.entry_dir;
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             variant: v.name.clone(),
             key: plan.key.clone(),
             source: plan.source.describe.clone(),
@@ -433,7 +524,11 @@ impl Builder<'_> {
             modules_dir: e.join("modroot/lib/modules").join(&release),
             source_dir: plan.tree_dir.clone(),
             build_dir: plan.build_dir.clone(),
+            kernel_version: String::new(),
+            source_origin: None,
+            already_in_source: Vec::new(),
         };
+        self.describe_source(&mut manifest, plan);
         std::fs::write(
             st.join("manifest.json"),
             serde_json::to_vec_pretty(&manifest)?,
@@ -470,7 +565,13 @@ pub fn make_command(cache: &Cache, tree: &Path, build: &Path) -> Command {
 
 /// Runs a command, returning its output, or failing with its last lines.
 pub fn run_quiet(mut c: Command, what: &str) -> Result<String> {
-    let out = c.output().with_context(|| format!("cannot run {what}"))?;
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let group = teardown::Group::spawn(&mut c).with_context(|| format!("cannot run {what}"))?;
+    let out = group
+        .wait_with_output()
+        .with_context(|| format!("cannot run {what}"))?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {

@@ -57,11 +57,8 @@ pub fn rows(
             }
             Err(e) => return Err(e),
         };
-        let manifest = if plan.is_cached() {
-            Some(Manifest::load(&plan.entry_dir)?)
-        } else {
-            None
-        };
+        // A damaged entry lists as not built: the next build replaces it.
+        let manifest = plan.cached().unwrap_or(None);
         out.push(KernelRow {
             key: Some(plan.key.clone()),
             cached: manifest.is_some(),

@@ -194,18 +194,21 @@ fn break_hardlink(tree: &Path, rel: &str) -> Result<()> {
 }
 
 fn run_patch(tree: &Path, patch: &Patch, dry_run: bool) -> Result<(bool, String)> {
+    patch_cmd(tree, patch, dry_run, false)
+}
+
+/// Whether the patch is already in the tree: it reverse-applies cleanly.
+fn already_applied(tree: &Path, patch: &Patch) -> Result<bool> {
+    Ok(patch_cmd(tree, patch, true, true)?.0)
+}
+
+fn patch_cmd(tree: &Path, patch: &Patch, dry_run: bool, reverse: bool) -> Result<(bool, String)> {
     let mut cmd = Command::new("patch");
     cmd.arg("-d")
         .arg(tree)
         .arg(format!("-p{}", patch.r.strip))
-        .args([
-            "--batch",
-            "--forward",
-            "--fuzz=0",
-            "--no-backup-if-mismatch",
-            "-r",
-            "-",
-        ])
+        .arg(if reverse { "--reverse" } else { "--forward" })
+        .args(["--batch", "--fuzz=0", "--no-backup-if-mismatch", "-r", "-"])
         .arg("-i")
         .arg(&patch.path);
     if dry_run {
@@ -221,9 +224,17 @@ fn run_patch(tree: &Path, patch: &Patch, dry_run: bool) -> Result<(bool, String)
 
 /// Applies the series to `tree` in order. Each patch is checked with a dry
 /// run first, so a failing patch leaves the tree as the previous one left it.
-pub fn apply(series: &Series, tree: &Path) -> Result<()> {
+/// A patch that does not apply but reverse-applies cleanly is already in
+/// this source (a newer release carries the fix): it is skipped, and its
+/// file name is returned.
+pub fn apply(series: &Series, tree: &Path) -> Result<Vec<String>> {
+    let mut already = Vec::new();
     for p in &series.patches {
         let (ok, out) = run_patch(tree, p, true)?;
+        if !ok && already_applied(tree, p)? {
+            already.push(p.r.file.clone());
+            continue;
+        }
         if !ok {
             let mut why = patch_failures(&out);
             if why.is_empty() {
@@ -251,12 +262,47 @@ pub fn apply(series: &Series, tree: &Path) -> Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(already)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_patch_already_in_the_source_is_skipped_and_said() {
+        let d = tempfile::tempdir().unwrap();
+        let pdir = d.path().join("patches");
+        let tree = d.path().join("tree");
+        std::fs::create_dir_all(&pdir).unwrap();
+        std::fs::create_dir_all(tree.join("kernel")).unwrap();
+        std::fs::write(tree.join("kernel/a.c"), "one\ntwo\nthree\n").unwrap();
+        std::fs::write(
+            pdir.join("0001-fix.patch"),
+            "--- a/kernel/a.c\n+++ b/kernel/a.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n",
+        )
+        .unwrap();
+        std::fs::write(pdir.join("series"), "0001-fix.patch\n").unwrap();
+        let s = Series::load("fix", &pdir).unwrap();
+        assert!(
+            apply(&s, &tree).unwrap().is_empty(),
+            "applied the first time"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tree.join("kernel/a.c")).unwrap(),
+            "one\nTWO\nthree\n"
+        );
+        // A newer source that carries the fix: skipped, and said so.
+        assert_eq!(apply(&s, &tree).unwrap(), ["0001-fix.patch"]);
+        assert_eq!(
+            std::fs::read_to_string(tree.join("kernel/a.c")).unwrap(),
+            "one\nTWO\nthree\n"
+        );
+        // A patch that neither applies nor reverse-applies still fails.
+        std::fs::write(tree.join("kernel/a.c"), "other\n").unwrap();
+        let e = format!("{:#}", apply(&s, &tree).unwrap_err());
+        assert!(e.contains("0001-fix.patch does not apply"), "{e}");
+    }
 
     #[test]
     fn series_lines_comments_and_strip() {
@@ -344,10 +390,8 @@ diff --git a/old.c b/old.c\n--- a/old.c\n+++ /dev/null\n@@ -1 +0,0 @@\n-z\n";
             "one\ntwo\nthree\n"
         );
 
-        // Applying it again fails, naming the patch and the file.
-        let err = apply(&s, &tree).unwrap_err().to_string();
-        assert!(err.contains("good.patch") && err.contains("k/a.c"), "{err}");
-        assert!(err.contains("series:1"), "{err}");
+        // Applying it again: it is already in the tree, so it is skipped.
+        assert_eq!(apply(&s, &tree).unwrap(), ["good.patch"]);
 
         std::fs::write(
             sdir.join("bad.patch"),
@@ -361,6 +405,7 @@ diff --git a/old.c b/old.c\n--- a/old.c\n+++ /dev/null\n@@ -1 +0,0 @@\n-z\n";
             err.contains("bad.patch") && err.contains("k/a.c: Hunk #1 FAILED at 1"),
             "{err}"
         );
+        assert!(err.contains("series:1"), "{err}");
         assert_eq!(
             std::fs::read_to_string(pristine.join("k/a.c")).unwrap(),
             "one\ntwo\nthree\n"

@@ -21,6 +21,12 @@ pub struct SourceId {
     pub id: String,
     /// For people: "linux-source-6.1.tar.xz sha256 ab12…" or "git 1234abcd (+local changes)".
     pub describe: String,
+    /// The tarball as it was when identified: a hard link (or copy) in
+    /// the cache, named by its hash, which a later upgrade of the package
+    /// does not change. Unpacking reads this one.
+    pub tarball: Option<PathBuf>,
+    /// Where it comes from, for people: "Debian linux-source-6.1 6.1.192-3".
+    pub origin: Option<String>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -40,41 +46,28 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Installs Debian packages when running as root; otherwise fails with the
-/// exact command to run.
-pub fn apt_install(packages: &[&str], why: &str, ev: &dyn EventSink) -> Result<()> {
-    let cmd = format!("apt-get install -y {}", packages.join(" "));
-    if !is_root() {
-        bail!("{why}; run as root:\n  {cmd}");
-    }
-    events::note(ev, format!("{why}; installing: {cmd}"));
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-    };
-    if install().map(|s| s.success()).unwrap_or(false) {
-        return Ok(());
-    }
-    let _ = Command::new("apt-get").args(["update", "-q"]).status();
-    match install() {
-        Ok(s) if s.success() => Ok(()),
-        _ => bail!("{why}, and '{cmd}' failed"),
-    }
+/// Fails with the command that installs `packages`: they belong in the
+/// project's package list, which `coexist setup` installs before anything
+/// runs, so missing here means the list or the machine lacks them.
+pub fn require(packages: &[&str], why: &str) -> Result<()> {
+    let list: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
+    bail!(
+        "{why}; the Debian package(s) {} are not installed (add them to .ci/packages, which \
+         `coexist setup` installs); as root:\n  {}",
+        list.join(" "),
+        crate::setup::install_command(&list)
+    )
 }
 
-fn ensure_tarball(decl: &SourceDecl, ev: &dyn EventSink) -> Result<()> {
+fn ensure_tarball(decl: &SourceDecl) -> Result<()> {
     if decl.tarball.is_file() {
         return Ok(());
     }
     match &decl.debian_package {
         Some(pkg) => {
-            apt_install(
+            require(
                 &[pkg.as_str()],
                 &format!("kernel source {} is missing", decl.tarball.display()),
-                ev,
             )?;
             if !decl.tarball.is_file() {
                 bail!(
@@ -92,8 +85,9 @@ fn ensure_tarball(decl: &SourceDecl, ev: &dyn EventSink) -> Result<()> {
     }
 }
 
-fn tarball_sha256(cache: &Cache, path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path)?;
+/// The sha256 of `file`, memoised under `memo_key` by size, mtime and inode.
+fn tarball_sha256(cache: &Cache, memo_key: &Path, file: &Path) -> Result<String> {
+    let meta = std::fs::metadata(file)?;
     let entry_now = |sha256: String| MemoEntry {
         size: meta.len(),
         mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
@@ -105,13 +99,13 @@ fn tarball_sha256(cache: &Cache, path: &Path) -> Result<String> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let key = path.to_string_lossy().into_owned();
+    let key = memo_key.to_string_lossy().into_owned();
     if let Some(e) = memo.entries.get(&key) {
         if *e == entry_now(e.sha256.clone()) {
             return Ok(e.sha256.clone());
         }
     }
-    let sha = cache::sha256_file(path)?;
+    let sha = cache::sha256_file(file)?;
     memo.entries.insert(key, entry_now(sha.clone()));
     cache::write_atomic(&memo_path, &serde_json::to_vec_pretty(&memo)?)?;
     Ok(sha)
@@ -160,14 +154,128 @@ fn check_kernel_tree(tree: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The installed version of a Debian package.
+pub fn debian_version(package: &str) -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", package])
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !v.is_empty()).then_some(v)
+}
+
+/// The upstream part of a Debian version: "6.1.192" of "6.1.192-3".
+pub fn upstream_version(debian: &str) -> &str {
+    let no_epoch = debian.split_once(':').map(|(_, v)| v).unwrap_or(debian);
+    no_epoch
+        .rsplit_once('-')
+        .map(|(v, _)| v)
+        .unwrap_or(no_epoch)
+}
+
+/// "VERSION.PATCHLEVEL.SUBLEVEL" (and EXTRAVERSION) from a kernel tree's
+/// top Makefile.
+pub fn makefile_version(tree: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(tree.join("Makefile")).ok()?;
+    let get = |k: &str| {
+        text.lines().find_map(|l| {
+            let (name, v) = l.split_once('=')?;
+            (name.trim() == k).then(|| v.trim().to_string())
+        })
+    };
+    let mut v = format!(
+        "{}.{}.{}",
+        get("VERSION")?,
+        get("PATCHLEVEL")?,
+        get("SUBLEVEL").unwrap_or_else(|| "0".into())
+    );
+    v.push_str(&get("EXTRAVERSION").unwrap_or_default());
+    Some(v)
+}
+
+/// Hard-links (or, across filesystems, copies) the tarball into the cache
+/// first, then hashes that link: what was hashed is what is unpacked, even
+/// if the package is upgraded meanwhile.
+fn pin_tarball(cache: &Cache, decl: &SourceDecl) -> Result<(PathBuf, String)> {
+    let dir = cache.dir("tarballs");
+    std::fs::create_dir_all(&dir)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-pin-")
+        .tempdir_in(&dir)?;
+    let link = tmp.path().join("t");
+    if std::fs::hard_link(&decl.tarball, &link).is_err() {
+        std::fs::copy(&decl.tarball, &link)
+            .with_context(|| format!("cannot copy {}", decl.tarball.display()))?;
+    }
+    let sha = tarball_sha256(cache, &decl.tarball, &link)?;
+    let ext = decl
+        .tarball
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .and_then(|n| n.find(".tar").map(|i| n[i..].to_string()))
+        .unwrap_or_else(|| ".tar".into());
+    let pinned = dir.join(format!("{sha}{ext}"));
+    if !pinned.is_file() {
+        std::fs::rename(&link, &pinned)?;
+    }
+    Ok((pinned, sha))
+}
+
+/// Sources identified once per run: every variant of the run that names a
+/// source gets the same [`SourceId`] (the same pinned tarball), whatever
+/// happens to the tarball on disk meanwhile.
+#[derive(Default)]
+pub struct Sources(std::sync::Mutex<BTreeMap<String, SourceId>>);
+
+impl Sources {
+    pub fn identify(&self, cache: &Cache, source: &Source, ev: &dyn EventSink) -> Result<SourceId> {
+        let key = match source {
+            Source::Tarball(d) => format!("tarball:{}", d.name),
+            Source::Tree(t) => format!("tree:{}", t.display()),
+        };
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = m.get(&key) {
+            return Ok(id.clone());
+        }
+        let id = identify(cache, source, ev)?;
+        m.insert(key, id.clone());
+        Ok(id)
+    }
+}
+
 /// Identifies a source by content without unpacking or building anything.
+/// A source that pins a `version` must be that version.
 pub fn identify(cache: &Cache, source: &Source, ev: &dyn EventSink) -> Result<SourceId> {
     match source {
         Source::Tarball(decl) => {
-            ensure_tarball(decl, ev)?;
-            let sha = tarball_sha256(cache, &decl.tarball)?;
+            ensure_tarball(decl)?;
+            let package = decl
+                .debian_package
+                .as_deref()
+                .and_then(|p| debian_version(p).map(|v| (p, v)));
+            if let (Some(pin), Some((p, v))) = (&decl.version, &package) {
+                if upstream_version(v) != pin {
+                    bail!(
+                        "{}: source '{}' pins kernel {pin}, but {} is {} (Debian {p} {v}); install \
+                         that version (apt-get install {p}=<a {pin} version>; apt-cache policy {p} \
+                         lists them) or change the pin",
+                        decl.origin,
+                        decl.name,
+                        decl.tarball.display(),
+                        upstream_version(v)
+                    );
+                }
+            }
+            let (pinned, sha) = pin_tarball(cache, decl)?;
             let mut h = KeyHasher::new("source-tarball-v1");
             h.part("sha256", sha.as_bytes());
+            let origin = package.map(|(p, v)| format!("Debian {p} {v}"));
+            if let Some(o) = &origin {
+                events::note(
+                    ev,
+                    format!("source '{}': {o}, sha256 {}", decl.name, &sha[..16]),
+                );
+            }
             Ok(SourceId {
                 id: h.finish(),
                 describe: format!(
@@ -178,6 +286,8 @@ pub fn identify(cache: &Cache, source: &Source, ev: &dyn EventSink) -> Result<So
                         .to_string_lossy(),
                     &sha[..16]
                 ),
+                tarball: Some(pinned),
+                origin,
             })
         }
         Source::Tree(tree) => {
@@ -197,6 +307,8 @@ pub fn identify(cache: &Cache, source: &Source, ev: &dyn EventSink) -> Result<So
                     &head[..12.min(head.len())],
                     if dirty { " (+local changes)" } else { "" }
                 ),
+                tarball: None,
+                origin: Some(format!("git tree {}", tree.display())),
             })
         }
     }
@@ -220,11 +332,16 @@ pub fn unpack(
         return Ok(dest);
     }
     cache::remove_stale_staging(&dest)?;
-    note(&format!("unpacking {}", decl.tarball.display()));
+    let tarball = id.tarball.as_deref().unwrap_or(&decl.tarball);
+    note(&format!(
+        "unpacking {} (pinned as {})",
+        decl.tarball.display(),
+        tarball.display()
+    ));
     let staging = cache::staging_dir(&dest)?;
     let st = Command::new("tar")
         .arg("-xf")
-        .arg(&decl.tarball)
+        .arg(tarball)
         .arg("-C")
         .arg(staging.path())
         .status()
@@ -239,6 +356,16 @@ pub fn unpack(
         _ if staging.path().join("Makefile").is_file() => staging.path().to_path_buf(),
         _ => bail!("{}: no kernel tree at its top", decl.tarball.display()),
     };
+    if let (Some(pin), Some(found)) = (&decl.version, makefile_version(&top)) {
+        if &found != pin {
+            bail!(
+                "{}: source '{}' pins kernel {pin}, but {} holds {found}; change the pin or the tarball",
+                decl.origin,
+                decl.name,
+                decl.tarball.display()
+            );
+        }
+    }
     cache::publish(&top, &dest)?;
     Ok(dest)
 }
@@ -273,7 +400,7 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 }
 
 /// Checks (and as root installs) what a kernel build needs on the host.
-pub fn preflight_build_tools(ev: &dyn EventSink) -> Result<()> {
+pub fn preflight_build_tools() -> Result<()> {
     let mut missing: Vec<&str> = BUILD_TOOLS
         .iter()
         .filter(|(t, _)| which(t).is_none())
@@ -287,7 +414,7 @@ pub fn preflight_build_tools(ev: &dyn EventSink) -> Result<()> {
     );
     missing.dedup();
     if !missing.is_empty() {
-        apt_install(&missing, "host tools for kernel builds are missing", ev)?;
+        require(&missing, "host tools for kernel builds are missing")?;
     }
     Ok(())
 }

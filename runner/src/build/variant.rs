@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::build::kconfig::{self, Fragment};
 use crate::build::series::Series;
+use crate::input::{self, line_of, yaml_error};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,8 +23,15 @@ pub struct SourceDecl {
     pub name: String,
     /// A release tarball, e.g. Debian's `/usr/src/linux-source-6.1.tar.xz`.
     pub tarball: PathBuf,
-    /// The Debian package that ships the tarball (installed when missing).
+    /// The Debian package that ships the tarball (installed by setup).
     pub debian_package: Option<String>,
+    /// The kernel version the tarball must hold ("6.1.192"); a different
+    /// one is an error, never a silent mix.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Where it is declared ("variants.yaml:2:5"), for errors.
+    #[serde(skip)]
+    pub origin: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -107,26 +115,9 @@ impl Project {
     }
 }
 
-/// The 1-based line of the first line containing `needle`, for pointing
-/// semantic errors (which serde cannot place) at the right spot.
-pub fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .map(|i| i + 1)
-        .unwrap_or(1)
-}
-
-pub fn yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
-    match e.location() {
-        Some(loc) => {
-            let msg = e.to_string();
-            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-            let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
-            anyhow::anyhow!("{}:{}:{}: {msg}", path.display(), loc.line(), loc.column())
-        }
-        None => anyhow::anyhow!("{}: {e}", path.display()),
-    }
-}
+/// Names a variant may not have: `default` (a suite's expectation for the
+/// other variants) and `all` (every suite, on the command line).
+pub const RESERVED: &[&str] = &["default", "all"];
 
 pub fn parse_variants(
     text: &str,
@@ -134,10 +125,20 @@ pub fn parse_variants(
     root: &Path,
     kernel_tree: Option<&Path>,
 ) -> Result<Vec<Variant>> {
-    let file: VariantsFile = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
-    let at = |needle: &str| format!("{}:{}", path.display(), line_of(text, needle));
+    let mut file: VariantsFile = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
+    let at = |needle: &str| match input::find_from(text, 1, needle) {
+        Some((l, c)) => format!("{}:{l}:{c}", path.display()),
+        None => format!("{}:{}", path.display(), line_of(text, needle)),
+    };
+    if file.variants.is_empty() {
+        bail!(
+            "{}: no variants are declared under 'variants:'",
+            at("variants")
+        );
+    }
     let mut out: Vec<Variant> = Vec::new();
-    for (i, s) in file.sources.iter().enumerate() {
+    for i in 0..file.sources.len() {
+        let s = &file.sources[i];
         if file.sources[..i].iter().any(|o| o.name == s.name) {
             bail!(
                 "{}: source '{}' is declared twice",
@@ -145,20 +146,40 @@ pub fn parse_variants(
                 s.name
             );
         }
+        let origin = at(&format!("name: {}", s.name));
+        if let Some(v) = &s.version {
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-+~".contains(&b))
+            {
+                bail!(
+                    "{origin}: source '{}': version '{v}' is not a kernel version (e.g. 6.1.192)",
+                    s.name
+                );
+            }
+        }
+        file.sources[i].origin = origin;
     }
+    // Each declaration is looked for after the previous one, so a name
+    // declared twice is placed at its second declaration.
+    let mut from = 1;
     for v in &file.variants {
-        let here = at(&format!("name: {}", v.name));
+        let here = match input::find_from(text, from, &format!("name: {}", v.name)) {
+            Some((l, c)) => {
+                from = l + 1;
+                format!("{}:{l}:{c}", path.display())
+            }
+            None => at(&format!("name: {}", v.name)),
+        };
         if out.iter().any(|o| o.name == v.name) {
             bail!("{here}: variant '{}' is declared twice", v.name);
         }
-        if v.name.is_empty()
-            || !v
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        input::check_name("variant", &v.name).map_err(|m| anyhow::anyhow!("{here}: {m}"))?;
+        if RESERVED.contains(&v.name.as_str()) {
             bail!(
-                "{here}: variant name '{}' must be letters, digits, '-' or '_'",
+                "{here}: '{}' is reserved (suites use it for the other variants; the CLI for every \
+                 suite); name the variant otherwise",
                 v.name
             );
         }
@@ -180,6 +201,8 @@ pub fn parse_variants(
         let series = match &v.series {
             None => None,
             Some(name) => {
+                input::check_name("patch series", name)
+                    .map_err(|m| anyhow::anyhow!("{}: {m}", at(&format!("series: {name}"))))?;
                 let dir = root.join("patches").join(name);
                 if !dir.join("series").is_file() {
                     bail!(
@@ -197,6 +220,8 @@ pub fn parse_variants(
         }
         let mut fragments = Vec::new();
         for f in &v.fragments {
+            input::check_name("config fragment", f)
+                .map_err(|m| anyhow::anyhow!("{}: {m}", at(f)))?;
             let fp = root.join("kernel-config").join(format!("{f}.config"));
             if !fp.is_file() {
                 bail!(

@@ -62,8 +62,11 @@ impl BisectOpts {
 
 /// Never an error: a failure to judge the commit is exit 128.
 pub fn bisect_run(root: Option<PathBuf>, cache_dir: Option<PathBuf>, o: &BisectOpts) -> u8 {
-    let r = Workspace::open(root, cache_dir)
-        .and_then(|ws| bisect::judge_commit(&ws, &o.request()?, &Terminal::new()));
+    let term = Terminal::new();
+    let r = Workspace::open(root, cache_dir).and_then(|ws| {
+        ws.setup(&term)?;
+        bisect::judge_commit(&ws, &o.request()?, &term)
+    });
     match r {
         Ok(step) => step.exit,
         Err(e) => {

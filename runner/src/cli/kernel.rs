@@ -23,7 +23,7 @@ pub enum KernelCmd {
         #[arg(long, conflicts_with = "variants")]
         all: bool,
         /// Parallel make jobs (default: the number of cores).
-        #[arg(short, long)]
+        #[arg(short, long, value_parser = super::count)]
         jobs: Option<usize>,
         #[command(flatten)]
         src: SourceOpts,

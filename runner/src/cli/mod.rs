@@ -35,6 +35,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Install every Debian package the project needs that is missing, in
+    /// one apt transaction that removes and downgrades nothing (every other
+    /// command does this first).
+    Setup,
     /// Build and list kernel variants.
     #[command(subcommand)]
     Kernel(kernel::KernelCmd),
@@ -85,12 +89,30 @@ pub struct MachineOpts {
     /// Accelerator: auto probes KVM and falls back to TCG.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     accel: AccelChoice,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 512)]
+    /// Guest memory in MiB (128 to 65536).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(128..=65536))]
     memory: u32,
-    /// Guest CPUs.
-    #[arg(long, default_value_t = 2)]
+    /// Guest CPUs (1 to 64).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     cpus: u32,
+}
+
+/// A count of parallel jobs or repetitions: 1 to 1024.
+pub fn count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a count from 1 to 1024")),
+    }
+}
+
+/// Seconds: a finite number above 0, at most a day.
+pub fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86400.0 => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds above 0 and at most 86400"
+        )),
+    }
 }
 
 impl MachineOpts {
@@ -125,7 +147,13 @@ fn dispatch(cli: Cli) -> Result<u8> {
         ));
     }
     let ws = Workspace::open(cli.root, cli.cache_dir)?;
+    // Before anything is keyed: the toolchain is part of every key.
+    ws.setup(&coexist::ui::Terminal::new())?;
     match cli.cmd {
+        Cmd::Setup => {
+            eprintln!("setup: every package the project needs is installed");
+            Ok(0)
+        }
         Cmd::Kernel(k) => kernel::run(&ws, &k),
         Cmd::Boot { vm } => vm::boot(&ws, &vm),
         Cmd::Shell { vm } => vm::shell(&ws, &vm),

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 
 use coexist::report::{self, bench::SuiteFigures, RunReport};
 use coexist::run::{self, RunRequest};
+use coexist::teardown;
 use coexist::ui::Terminal;
 use coexist::workspace::{default_jobs, Workspace};
 
@@ -27,7 +28,7 @@ pub struct SuiteOpts {
     #[arg(long)]
     list: bool,
     /// VMs at once (default: the number of cores).
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = super::count)]
     jobs: Option<usize>,
     /// Run a stable 1/N slice of the job list (I/N, 1-based).
     #[arg(long, value_name = "I/N")]
@@ -51,6 +52,10 @@ pub enum ReportCmd {
         /// Where to write the merged report.json, junit.xml, results.ktap.
         #[arg(long)]
         out: PathBuf,
+        /// Merge an incomplete set (missing or interrupted shards) into a
+        /// report marked incomplete instead of refusing it.
+        #[arg(long)]
+        allow_partial: bool,
     },
 }
 
@@ -89,7 +94,18 @@ pub fn suite(ws: &Workspace, o: &SuiteOpts) -> Result<u8> {
     };
     println!("{}", report::table(&report));
     println!("reports: {}", dir.display());
-    Ok(report.exit_code())
+    Ok(exit_code(&report))
+}
+
+/// The report's exit code; 128 + the signal when one stopped the run.
+fn exit_code(r: &RunReport) -> u8 {
+    if let Some(why) = &r.incomplete {
+        eprintln!("the run is incomplete: {why}");
+    }
+    match teardown::interrupted() {
+        Some(sig) => (128 + sig).clamp(0, 255) as u8,
+        None => r.exit_code(),
+    }
 }
 
 pub fn bench(ws: &Workspace, o: &SuiteOpts) -> Result<u8> {
@@ -98,7 +114,7 @@ pub fn bench(ws: &Workspace, o: &SuiteOpts) -> Result<u8> {
     };
     println!("{}", SuiteFigures::of(&report).text());
     println!("reports: {}", dir.display());
-    Ok(report.exit_code())
+    Ok(exit_code(&report))
 }
 
 fn read_report(p: &Path) -> Result<RunReport> {
@@ -113,16 +129,20 @@ fn read_report(p: &Path) -> Result<RunReport> {
 
 pub fn report(cmd: &ReportCmd) -> Result<u8> {
     match cmd {
-        ReportCmd::Merge { reports, out } => {
+        ReportCmd::Merge {
+            reports,
+            out,
+            allow_partial,
+        } => {
             let parts = reports
                 .iter()
                 .map(|p| read_report(p))
                 .collect::<Result<Vec<_>>>()?;
-            let merged = report::merge(parts)?;
+            let merged = report::merge(parts, *allow_partial)?;
             report::write_all(out, &merged)?;
             println!("{}", report::table(&merged));
             println!("reports: {}", out.display());
-            Ok(merged.exit_code())
+            Ok(exit_code(&merged))
         }
     }
 }

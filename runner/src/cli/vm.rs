@@ -8,6 +8,7 @@ use clap::Args;
 
 use coexist::build::variant;
 use coexist::image::Prepared;
+use coexist::report::shown;
 use coexist::ui::Terminal;
 use coexist::vm::{self, StepOutcome, Vm, VmFailure};
 use coexist::Workspace;
@@ -29,7 +30,7 @@ pub struct VmOpts {
     #[arg(long)]
     cmdline: Option<String>,
     /// Seconds from QEMU start to READY before the boot counts as failed.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = super::seconds)]
     boot_timeout: f64,
     #[command(flatten)]
     src: SourceOpts,
@@ -40,7 +41,7 @@ pub struct RunOpts {
     #[command(flatten)]
     vm: VmOpts,
     /// Step timeout in seconds.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = super::seconds)]
     timeout: f64,
     /// The command (after --).
     #[arg(last = true, required = true)]
@@ -51,7 +52,8 @@ pub struct RunOpts {
 pub struct BenchBootOpts {
     #[command(flatten)]
     vm: VmOpts,
-    #[arg(short = 'n', long, default_value_t = 5)]
+    /// Boots (1 to 1024).
+    #[arg(short = 'n', long, default_value_t = 5, value_parser = super::count)]
     count: usize,
 }
 
@@ -79,16 +81,16 @@ fn print_ready(variant: &str, vm: &Vm) {
         r.kernel_release, r.accel, r.boot_s, r.guest_uptime_s
     );
     for w in &r.warnings {
-        eprintln!("  agent warning: {w}");
+        eprintln!("  agent warning: {}", shown(w));
     }
     for s in vm.unattributed() {
-        eprintln!("  splat during boot ({}): {}", s.kind, s.title);
+        eprintln!("  splat during boot ({}): {}", s.kind, shown(&s.title));
     }
 }
 
 fn show_outcome(out: &StepOutcome) {
     let a = &out.answer;
-    print!("{}", a.output);
+    print!("{}", shown(&a.output));
     if !a.output.is_empty() && !a.output.ends_with('\n') {
         println!();
     }
@@ -97,12 +99,15 @@ fn show_outcome(out: &StepOutcome) {
             (Some(n), Some(e)) => format!(" [{n} ({e})]"),
             _ => String::new(),
         };
-        eprintln!("error{errno}: {}", a.error.as_deref().unwrap_or("failed"));
+        eprintln!(
+            "error{errno}: {}",
+            shown(a.error.as_deref().unwrap_or("failed"))
+        );
     }
     for s in &out.splats {
-        eprintln!("SPLAT ({}) during this step: {}", s.kind, s.title);
+        eprintln!("SPLAT ({}) during this step: {}", s.kind, shown(&s.title));
         for l in &s.text {
-            eprintln!("  {l}");
+            eprintln!("  {}", shown(l));
         }
     }
 }

@@ -78,7 +78,23 @@ pub fn build(
             bpf: listed(&entry.join("bpf"), ".bpf.o")?,
         })
     };
-    if entry.is_dir() {
+    // Every module source gives a .ko and every BPF source a .bpf.o; an
+    // entry without them is damaged and built again.
+    let want: Vec<PathBuf> = mod_src
+        .iter()
+        .filter_map(|p| {
+            let n = p.file_name()?.to_string_lossy().into_owned();
+            n.strip_suffix(".c")
+                .map(|stem| PathBuf::from("modules").join(format!("{stem}.ko")))
+        })
+        .chain(bpf_src.iter().filter_map(|p| {
+            let n = p.file_name()?.to_string_lossy().into_owned();
+            n.strip_suffix(".bpf.c")
+                .map(|stem| PathBuf::from("bpf").join(format!("{stem}.bpf.o")))
+        }))
+        .collect();
+    let sound = |entry: &Path| want.iter().all(|w| entry.join(w).is_file());
+    if entry.is_dir() && sound(&entry) {
         return found(&entry);
     }
     std::fs::create_dir_all(cache.dir("fixtures"))?;
@@ -87,7 +103,14 @@ pub fn build(
         note("waiting for another run using the same kernel build dir".into())
     })?;
     if entry.is_dir() {
-        return found(&entry);
+        if sound(&entry) {
+            return found(&entry);
+        }
+        note(format!(
+            "fixtures entry {} is damaged; building it again",
+            entry.display()
+        ));
+        cache::discard(&entry)?;
     }
     cache::remove_stale_staging(&entry)?;
     note(format!("building fixtures for {} ({key})", kernel.variant));
@@ -114,18 +137,13 @@ pub fn build(
     if !bpf_src.is_empty() {
         for (tool, pkg) in [("clang", "clang"), ("bpftool", "bpftool")] {
             if source::which(tool).is_none() {
-                source::apt_install(
-                    &[pkg],
-                    &format!("{tool} is needed for the BPF fixtures"),
-                    events,
-                )?;
+                source::require(&[pkg], &format!("{tool} is needed for the BPF fixtures"))?;
             }
         }
         if !Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
-            source::apt_install(
+            source::require(
                 &["libbpf-dev"],
                 "bpf/bpf_helpers.h is needed for the BPF fixtures",
-                events,
             )?;
         }
         let gen = staging.path().join("gen");

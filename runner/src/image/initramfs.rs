@@ -14,9 +14,10 @@ use serde::Deserialize;
 use crate::build::cache::{Cache, KeyHasher};
 use crate::build::kbuild::Manifest;
 use crate::build::source;
-use crate::build::variant::{yaml_error, Project};
+use crate::build::variant::Project;
 use crate::events::{Event, EventSink};
 use crate::image::fixtures::Fixtures;
+use crate::input::yaml_error;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,8 +208,8 @@ fn cargo_build_agent(project: &Project, events: &dyn EventSink) -> Result<PathBu
     events.event(&Event::Preparing {
         what: "building the guest agent (static)".into(),
     });
-    let out = Command::new(&cargo)
-        .current_dir(&project.root)
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&project.root)
         .args([
             "build",
             "--release",
@@ -220,7 +221,11 @@ fn cargo_build_agent(project: &Project, events: &dyn EventSink) -> Result<PathBu
         ])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = crate::teardown::Group::spawn(&mut cmd)
+        .and_then(|g| g.wait_with_output())
         .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
     if !out.status.success() {
         bail!(
@@ -311,11 +316,7 @@ pub fn build(
     let (recipe, recipe_bytes) = load_recipe(project, recipe_name)?;
     if !recipe.busybox.is_file() {
         match &recipe.busybox_package {
-            Some(p) => source::apt_install(
-                &[p],
-                &format!("{} is missing", recipe.busybox.display()),
-                events,
-            )?,
+            Some(p) => source::require(&[p], &format!("{} is missing", recipe.busybox.display()))?,
             None => bail!(
                 "image recipe '{recipe_name}': {} does not exist",
                 recipe.busybox.display()

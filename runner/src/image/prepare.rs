@@ -35,11 +35,7 @@ pub fn prepare(
     events: &dyn EventSink,
 ) -> Result<Prepared> {
     if source::which("qemu-system-x86_64").is_none() {
-        source::apt_install(
-            &["qemu-system-x86"],
-            "qemu-system-x86_64 is missing",
-            events,
-        )?;
+        source::require(&["qemu-system-x86"], "qemu-system-x86_64 is missing")?;
     }
     let t0 = std::time::Instant::now();
     let (manifest, kernel_cached) = builder.build(v)?;

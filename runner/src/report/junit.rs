@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 
-use super::{expected_text, failure_text, variant_order, RunReport};
+use super::{expected_text, failure_text, shown, variant_order, RunReport};
 use crate::run::Verdict;
 
 /// JUnit XML: a testsuite per variant, a testcase per case. Unexpected
@@ -17,20 +17,20 @@ pub fn junit(report: &RunReport) -> Result<String> {
             let status = match (r.decision.verdict, r.decision.as_expected) {
                 (Verdict::Xfail, _) => {
                     let mut s = TestCaseStatus::skipped();
-                    s.set_message(format!("XFAIL: {}", r.decision.summary));
+                    s.set_message(format!("XFAIL: {}", shown(&r.decision.summary)));
                     s
                 }
                 (_, true) => TestCaseStatus::success(),
                 (Verdict::Error, false) => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-                    s.set_message(r.decision.summary.clone());
+                    s.set_message(shown(&r.decision.summary));
                     s.set_type("ERROR");
                     s.set_description(failure_text(r));
                     s
                 }
                 (v, false) => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    s.set_message(r.decision.summary.clone());
+                    s.set_message(shown(&r.decision.summary));
                     s.set_type(v.as_str());
                     s.set_description(failure_text(r));
                     s
@@ -43,7 +43,7 @@ pub fn junit(report: &RunReport) -> Result<String> {
                 "expected: {}\nverdict: {} ({})\nconsole log: {}\n",
                 expected_text(&r.expected),
                 r.decision.verdict.as_str(),
-                r.decision.summary,
+                shown(&r.decision.summary),
                 r.console_log.display()
             ));
             ts.add_test_case(tc);

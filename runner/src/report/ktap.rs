@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{failure_text, variant_order, RunReport};
+use super::{failure_text, shown, variant_order, RunReport};
 use crate::run::{CaseResult, Verdict};
 
 /// KTAP v1: the run is a test with a subtest per variant, each with a
@@ -29,13 +29,13 @@ pub fn ktap(report: &RunReport) -> String {
                 (Verdict::Xfail, _) => format!(
                     "ok {} {name} # XFAIL {}",
                     ci + 1,
-                    one_line(&r.decision.summary)
+                    one_line(&shown(&r.decision.summary))
                 ),
                 (_, true) => format!("ok {} {name}", ci + 1),
                 (Verdict::Error, false) => format!(
                     "not ok {} {name} # ERROR {}",
                     ci + 1,
-                    one_line(&r.decision.summary)
+                    one_line(&shown(&r.decision.summary))
                 ),
                 (_, false) => format!("not ok {} {name}", ci + 1),
             };

@@ -1,56 +1,77 @@
 //! `report merge`: shard reports back into the report of the whole run.
 
-use anyhow::Result;
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Result};
 
 use super::{RunReport, Timings, VariantInfo, SCHEMA};
 use crate::run::{matrix, CaseResult};
 
 /// Merges shard reports into one, as if the run had not been sharded:
-/// results in the order of the full job list (shard slices interleave).
-pub fn merge(mut parts: Vec<RunReport>) -> Result<RunReport> {
+/// results in the order of the whole job list. The parts must be shards of
+/// one run (the same plan) and, unless `allow_partial`, all of them, each
+/// complete; with `allow_partial` the merge says what is missing and is
+/// marked incomplete.
+pub fn merge(parts: Vec<RunReport>, allow_partial: bool) -> Result<RunReport> {
     anyhow::ensure!(!parts.is_empty(), "no reports to merge");
     for p in &parts {
         anyhow::ensure!(
             p.schema == SCHEMA,
-            "{}: unknown report schema '{}'",
+            "{}: unknown report schema '{}' (this is {SCHEMA})",
             p.run_id,
             p.schema
         );
     }
-    parts.sort_by_key(|p| p.shard.map(|s| s.0).unwrap_or(0));
-    let n = parts.len();
-    // Shard I of N holds jobs I-1, I-1+N, ...: all N shards must be here.
-    let shards: Vec<Option<(usize, usize)>> = parts.iter().map(|p| p.shard).collect();
-    let complete = shards
-        .iter()
-        .enumerate()
-        .all(|(k, s)| *s == Some((k + 1, n)));
-    anyhow::ensure!(
-        n == 1 || complete,
-        "the reports are not shards 1..{n} of {n} of one run: {shards:?}"
-    );
-    let mut results = Vec::new();
-    // Shard I holds jobs I-1, I-1+N, ...: take them round-robin.
-    let mut iters: Vec<std::vec::IntoIter<CaseResult>> = parts
-        .iter()
-        .map(|p| p.results.clone().into_iter())
-        .collect();
-    'outer: loop {
-        let mut any = false;
-        for it in iters.iter_mut() {
-            match it.next() {
-                Some(r) => {
-                    results.push(r);
-                    any = true;
-                }
-                None => continue,
-            }
-        }
-        if !any {
-            break 'outer;
+    let plan = parts[0].plan.clone();
+    if let Some(p) = parts.iter().find(|p| p.plan != plan) {
+        bail!(
+            "the reports are not of one run: run {} has plan {} ({} jobs), run {} has plan {} ({} jobs)",
+            parts[0].run_id,
+            plan.key,
+            plan.jobs,
+            p.run_id,
+            p.plan.key,
+            p.plan.jobs
+        );
+    }
+    let n = parts[0].shard.map(|s| s.1).unwrap_or(1);
+    let mut seen: BTreeSet<usize> = BTreeSet::new();
+    for p in &parts {
+        let (i, m) = p.shard.unwrap_or((1, 1));
+        anyhow::ensure!(
+            m == n,
+            "run {}: shard {i}/{m}, but another report is a shard of {n}",
+            p.run_id
+        );
+        anyhow::ensure!(seen.insert(i), "shard {i}/{n} is given twice");
+    }
+    let mut problems: Vec<String> = Vec::new();
+    let missing: Vec<usize> = (1..=n).filter(|i| !seen.contains(i)).collect();
+    if !missing.is_empty() {
+        problems.push(format!("shards {missing:?} of {n} are missing"));
+    }
+    for p in &parts {
+        if !p.complete {
+            let (i, _) = p.shard.unwrap_or((1, 1));
+            problems.push(format!(
+                "shard {i}/{n} is incomplete ({})",
+                p.incomplete.as_deref().unwrap_or("no reason given")
+            ));
         }
     }
-    let first = parts[0].clone();
+    if !problems.is_empty() && !allow_partial {
+        bail!(
+            "{}; merge the complete set, or pass --allow-partial for a report marked incomplete",
+            problems.join("; ")
+        );
+    }
+    let mut results: Vec<CaseResult> = parts.iter().flat_map(|p| p.results.clone()).collect();
+    results.sort_by_key(|r| r.job);
+    let first = parts
+        .iter()
+        .min_by_key(|p| p.shard.map(|s| s.0).unwrap_or(1))
+        .expect("not empty")
+        .clone();
     let mut variants: Vec<VariantInfo> = Vec::new();
     for p in &parts {
         for v in &p.variants {
@@ -67,6 +88,10 @@ pub fn merge(mut parts: Vec<RunReport>) -> Result<RunReport> {
         host: first.host.clone(),
         accel: first.accel.clone(),
         shard: None,
+        jobs: plan.jobs,
+        plan,
+        complete: problems.is_empty(),
+        incomplete: (!problems.is_empty()).then(|| problems.join("; ")),
         suites: first.suites.clone(),
         variants,
         totals: matrix::totals(&results),
@@ -111,16 +136,40 @@ mod tests {
         // In any order.
         let mut shuffled = parts.clone();
         shuffled.reverse();
-        let m = merge(shuffled).unwrap();
+        let m = merge(shuffled, false).unwrap();
         assert_eq!(
             serde_json::to_value(&m.results).unwrap(),
             serde_json::to_value(&whole.results).unwrap()
         );
         assert_eq!(m.totals, whole.totals);
         assert_eq!(table(&m), table(&whole));
+        assert!(m.complete);
+        let e = merge(parts[..2].to_vec(), false).unwrap_err().to_string();
+        assert!(e.contains("shards [3] of 3 are missing"), "{e}");
+        // Asked for, a partial merge says what is missing.
+        let p = merge(parts[..2].to_vec(), true).unwrap();
+        assert!(!p.complete);
+        assert_eq!(p.incomplete.as_deref(), Some("shards [3] of 3 are missing"));
+        assert_eq!(p.exit_code(), 2);
+        // A shard that stopped early is not a complete part.
+        let mut cut = parts.clone();
+        cut[1].complete = false;
+        cut[1].incomplete = Some("interrupted by signal 2".into());
+        let e = merge(cut, false).unwrap_err().to_string();
         assert!(
-            merge(parts[..2].to_vec()).is_err(),
-            "an incomplete set of shards must not merge"
+            e.contains("shard 2/3 is incomplete (interrupted by signal 2)"),
+            "{e}"
         );
+        // Shards of another run do not merge.
+        let mut other = parts.clone();
+        other[2].plan.key = "another".into();
+        let e = merge(other, true).unwrap_err().to_string();
+        assert!(e.contains("not of one run"), "{e}");
+        let mut twice = parts.clone();
+        twice[2].shard = Some((1, 3));
+        assert!(merge(twice, true)
+            .unwrap_err()
+            .to_string()
+            .contains("given twice"));
     }
 }

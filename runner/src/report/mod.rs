@@ -27,6 +27,7 @@ pub mod merge;
 pub mod stream;
 pub mod table;
 
+pub use crate::text::shown;
 pub use junit::junit;
 pub use ktap::ktap;
 pub use merge::merge;
@@ -40,6 +41,12 @@ pub const SCHEMA: &str = "coexist-report/2";
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct VariantInfo {
     pub name: String,
+    /// "6.1.192 (Debian linux-source-6.1 6.1.192-3)".
+    #[serde(default)]
+    pub kernel_version: String,
+    /// Patches of the variant's series already in its source (skipped).
+    #[serde(default)]
+    pub already_in_source: Vec<String>,
     pub kernel_key: String,
     pub kernel_release: String,
     pub source: String,
@@ -56,8 +63,14 @@ pub struct VariantInfo {
 
 impl VariantInfo {
     pub fn of(p: &Prepared) -> VariantInfo {
+        let m = &p.manifest;
         VariantInfo {
             name: p.variant.clone(),
+            kernel_version: match &m.source_origin {
+                Some(o) => format!("{} ({o})", m.kernel_version),
+                None => m.kernel_version.clone(),
+            },
+            already_in_source: m.already_in_source.clone(),
             kernel_key: p.manifest.key.clone(),
             kernel_release: p.manifest.kernel_release.clone(),
             source: p.manifest.source.clone(),
@@ -106,6 +119,14 @@ pub struct RunReport {
     /// The accelerator the VMs used ("kvm", "tcg"), or null if none booted.
     pub accel: Option<String>,
     pub shard: Option<(usize, usize)>,
+    /// The job list this run (or shard) was cut from.
+    pub plan: PlanInfo,
+    /// Jobs this report is meant to hold (the shard's, when sharded).
+    pub jobs: usize,
+    /// Whether every one of them has its result here.
+    pub complete: bool,
+    /// Why not (a signal, a runner panic, missing shards).
+    pub incomplete: Option<String>,
     pub suites: Vec<String>,
     pub variants: Vec<VariantInfo>,
     pub results: Vec<CaseResult>,
@@ -113,9 +134,28 @@ pub struct RunReport {
     pub timings: Timings,
 }
 
+/// The whole job list before sharding: shards of one run share it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanInfo {
+    /// A hash of the job ids, the suite files and the variants file.
+    pub key: String,
+    /// Jobs in the whole run (all shards).
+    pub jobs: usize,
+}
+
 impl RunReport {
+    /// 2: the run is incomplete, or the harness itself failed (QEMU did not
+    /// start, the agent broke the protocol); 1: an outcome was not the
+    /// expected one; 0: every outcome was.
     pub fn exit_code(&self) -> u8 {
-        if self.totals.unexpected > 0 {
+        let infra = self
+            .results
+            .iter()
+            .filter_map(|r| r.failure.as_ref())
+            .any(|f| f.kind.is_infrastructure());
+        if !self.complete || infra {
+            2
+        } else if self.totals.unexpected > 0 {
             1
         } else {
             0
@@ -151,7 +191,7 @@ pub fn variant_order(results: &[CaseResult]) -> Vec<String> {
     v
 }
 
-/// Everything known about an unexpected outcome, for people.
+/// Everything known about an unexpected outcome, for people (shown).
 pub fn failure_text(r: &CaseResult) -> String {
     let mut s = format!("{}\n", r.decision.summary);
     for e in &r.decision.evidence {
@@ -179,7 +219,7 @@ pub fn failure_text(r: &CaseResult) -> String {
         }
     }
     let _ = writeln!(s, "console log: {}", r.console_log.display());
-    s
+    shown(&s)
 }
 
 pub fn expected_text(e: &Expected) -> String {
@@ -233,6 +273,7 @@ pub(crate) mod testdata {
             ],
         };
         CaseResult {
+            job: 0,
             id: format!("s/{case}@{variant}"),
             suite: "s".into(),
             case: case.into(),
@@ -285,12 +326,15 @@ pub(crate) mod testdata {
             reason: "known bug".into(),
             reference: "https://lore.kernel.org/r/x".into(),
         };
-        let results = vec![
+        let mut results = vec![
             result("a/pass", "v1", Verdict::Pass, true, Expected::Pass),
             result("a/fail", "v1", Verdict::Fail, false, Expected::Pass),
             result("a/pass", "v2", Verdict::Error, false, Expected::Pass),
             result("a/fail", "v2", Verdict::Xfail, true, x),
         ];
+        for (i, r) in results.iter_mut().enumerate() {
+            r.job = i;
+        }
         RunReport {
             schema: SCHEMA.into(),
             run_id: "r1".into(),
@@ -299,6 +343,13 @@ pub(crate) mod testdata {
             host: Host::default(),
             accel: Some("tcg".into()),
             shard: None,
+            plan: PlanInfo {
+                key: "p1".into(),
+                jobs: 4,
+            },
+            jobs: 4,
+            complete: true,
+            incomplete: None,
             suites: vec!["s".into()],
             variants: vec![],
             totals: crate::run::matrix::totals(&results),
@@ -329,6 +380,76 @@ pub(crate) mod testdata {
 #[cfg(test)]
 mod tests {
     use super::testdata::*;
+    use super::*;
+
+    #[test]
+    fn exit_codes_say_unexpected_infrastructure_and_incomplete_apart() {
+        let mut r = sample();
+        assert_eq!(r.exit_code(), 1, "unexpected outcomes");
+        for c in &mut r.results {
+            c.decision.as_expected = true;
+        }
+        r.totals = crate::run::matrix::totals(&r.results);
+        assert_eq!(r.exit_code(), 0);
+        let mut infra = r.clone();
+        infra.results[0].failure = Some(crate::vm::VmFailure {
+            kind: crate::vm::FailureKind::QemuFailed,
+            message: "cannot start qemu-system-x86_64".into(),
+            step: None,
+            elapsed_s: 0.0,
+            panic: None,
+            last_console: vec![],
+            console_log: "c.log".into(),
+            qemu_pid: None,
+            saw_banner: false,
+        });
+        assert_eq!(
+            infra.exit_code(),
+            2,
+            "QEMU did not start: the harness's failure"
+        );
+        let mut cut = r.clone();
+        cut.complete = false;
+        cut.incomplete = Some("interrupted by signal 15".into());
+        assert_eq!(cut.exit_code(), 2);
+    }
+
+    #[test]
+    fn guest_control_characters_are_escaped_wherever_shown() {
+        let mut r = sample();
+        let evil = "\u{1b}[2J\u{7}bell\u{0}nul\u{9b}c1";
+        for c in &mut r.results {
+            c.decision.summary = format!("{} {evil}", c.decision.summary);
+            c.decision.evidence.push(evil.into());
+            for st in &mut c.steps {
+                for sp in &mut st.splats {
+                    sp.text.push(evil.into());
+                }
+            }
+        }
+        assert_eq!(shown("a\tb\nc"), "a\tb\nc");
+        assert_eq!(shown("\u{1b}[2J"), "\\u{1b}[2J");
+        let outputs = [
+            junit(&r).unwrap(),
+            ktap(&r),
+            table(&r),
+            crate::ui::terminal::case_line(&r.results[1]),
+        ];
+        for out in &outputs {
+            assert!(
+                !out.chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t'),
+                "{out}"
+            );
+            assert!(out.contains("\\u{1b}[2J"), "{out}");
+        }
+        // The XML still parses, with the escaped text in it.
+        let got = python(
+            "import sys, xml.etree.ElementTree as ET\nprint(len(ET.parse(sys.argv[1]).getroot().findall('testsuite')))",
+            &outputs[0],
+        );
+        assert_eq!(got.trim(), "2");
+    }
 
     #[test]
     fn totals_and_exit_code() {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{expected_text, variant_order, RunReport};
+use super::{expected_text, shown, variant_order, RunReport};
 use crate::run::{CaseResult, Verdict};
 use crate::suite::Expected;
 
@@ -61,6 +61,20 @@ pub fn table(report: &RunReport) -> String {
         })
         .collect();
     let mut s = String::new();
+    for v in &report.variants {
+        let _ = writeln!(s, "{:<24} {}", v.name, v.kernel_version);
+        if !v.already_in_source.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:<24} already in this source, skipped: {}",
+                "",
+                v.already_in_source.join(", ")
+            );
+        }
+    }
+    if !report.variants.is_empty() {
+        s.push('\n');
+    }
     let _ = write!(s, "{:<w0$}", "CASE");
     for (v, w) in variants.iter().zip(&widths) {
         let _ = write!(s, "  {v:<w$}");
@@ -74,6 +88,14 @@ pub fn table(report: &RunReport) -> String {
         s.push('\n');
     }
     let t = &report.totals;
+    if let Some(why) = &report.incomplete {
+        let _ = writeln!(
+            s,
+            "\nINCOMPLETE: {why}; {} of {} job(s) have results",
+            report.results.len(),
+            report.jobs
+        );
+    }
     let _ = writeln!(
         s,
         "\n{} results: {} pass, {} fail, {} error, {} xfail, {} xpass; {} unexpected ('!')",
@@ -95,9 +117,9 @@ pub fn table(report: &RunReport) -> String {
                 r.decision.verdict.as_str(),
                 expected_text(&r.expected)
             );
-            let _ = writeln!(s, "    {}", r.decision.summary);
+            let _ = writeln!(s, "    {}", shown(&r.decision.summary));
             for e in r.decision.evidence.iter().take(8) {
-                let _ = writeln!(s, "    - {e}");
+                let _ = writeln!(s, "    - {}", shown(e));
             }
             let _ = writeln!(s, "    console: {}", r.console_log.display());
         }
@@ -110,7 +132,13 @@ pub fn table(report: &RunReport) -> String {
     if !xf.is_empty() {
         s.push_str("\nKnown failures (xfail):\n");
         for r in xf {
-            let _ = writeln!(s, "  {} on {}: {}", r.case, r.variant, r.decision.summary);
+            let _ = writeln!(
+                s,
+                "  {} on {}: {}",
+                r.case,
+                r.variant,
+                shown(&r.decision.summary)
+            );
         }
     }
     s

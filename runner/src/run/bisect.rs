@@ -389,6 +389,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn git_bisect_run_gets_the_same_project_cache_and_request() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::new(
+            crate::build::Project {
+                root: "/proj".into(),
+            },
+            crate::build::Cache::open(d.path().join("cache")).unwrap(),
+        );
+        let req = BisectRequest {
+            tree: "/src/linux".into(),
+            variant: "stock".into(),
+            suite: "livepatch-bpf".into(),
+            cases: vec!["a/b".into(), "c".into()],
+            good_if: "refused:bpf:EBUSY".into(),
+            log: None,
+            accel: AccelChoice::Tcg,
+        };
+        let a: Vec<String> = bisect_run_args(&ws, &req, Path::new("/r/steps.jsonl"))
+            .into_iter()
+            .map(|x| x.to_string_lossy().into_owned())
+            .collect();
+        let cache = d.path().join("cache").display().to_string();
+        let want = [
+            "--root",
+            "/proj",
+            "--cache-dir",
+            &cache,
+            "bisect-run",
+            "--kernel-tree",
+            "/src/linux",
+            "--variant",
+            "stock",
+            "--suite",
+            "livepatch-bpf",
+            "--good-if",
+            "refused:bpf:EBUSY",
+            "--case",
+            "a/b",
+            "--case",
+            "c",
+            "--log",
+            "/r/steps.jsonl",
+            "--accel",
+            "tcg",
+        ];
+        assert_eq!(a, want);
+    }
+
+    #[test]
     fn good_if_forms() {
         assert_eq!(parse_good_if("pass").unwrap(), Expected::Pass);
         assert_eq!(

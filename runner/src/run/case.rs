@@ -17,6 +17,9 @@ use crate::vm::{accel, Accel, AccelChoice, Splat, VmFailure};
 /// A case's result on one variant: everything the reports need.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CaseResult {
+    /// The job's position in the whole (unsharded) job list.
+    #[serde(default)]
+    pub job: usize,
     pub id: String,
     pub suite: String,
     pub case: String,
@@ -146,6 +149,7 @@ pub fn run_case(
         &unattributed,
     );
     CaseResult {
+        job: 0,
         id: format!("{}/{}@{}", suite.file.suite, case.name, variant),
         suite: suite.file.suite.clone(),
         case: case.name.clone(),

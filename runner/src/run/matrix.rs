@@ -12,10 +12,13 @@ use super::verdict::Verdict;
 use crate::events::{Event, EventSink};
 use crate::image::Prepared;
 use crate::suite::Suite;
+use crate::teardown;
 
 /// One cell of the matrix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
+    /// Position in the whole job list (before sharding).
+    pub index: usize,
     pub suite: usize,
     pub case: usize,
     pub variant: String,
@@ -42,6 +45,7 @@ pub fn jobs(
                     continue;
                 }
                 out.push(Job {
+                    index: out.len(),
                     suite: si,
                     case: ci,
                     variant: v.clone(),
@@ -77,7 +81,17 @@ pub fn shard(jobs: Vec<Job>, i: usize, n: usize) -> Vec<Job> {
         .collect()
 }
 
-/// Runs the jobs on `opts.jobs` workers; results come back in job order.
+/// What the matrix ran: the finished cases in job order, and why it
+/// stopped early if it did.
+pub struct Outcome {
+    pub results: Vec<CaseResult>,
+    /// A signal or a runner panic; cases running then are not kept (their
+    /// VMs were killed), cases not started are not run.
+    pub stopped: Option<String>,
+}
+
+/// Runs the jobs on `workers` workers, each case in a fresh VM. Stops
+/// taking jobs when the run is interrupted or a worker panics.
 pub fn run(
     jobs: &[Job],
     suites: &[Suite],
@@ -85,7 +99,7 @@ pub fn run(
     opts: &CaseOptions,
     workers: usize,
     events: &dyn EventSink,
-) -> Result<Vec<CaseResult>> {
+) -> Result<Outcome> {
     for j in jobs {
         if !prepared.contains_key(&j.variant) {
             bail!("variant '{}' was not prepared", j.variant);
@@ -93,28 +107,70 @@ pub fn run(
     }
     let queue: Mutex<VecDeque<(usize, &Job)>> = Mutex::new(jobs.iter().enumerate().collect());
     let results: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; jobs.len()]);
+    let panicked: Mutex<Option<String>> = Mutex::new(None);
     let workers = workers.clamp(1, jobs.len().max(1));
     std::thread::scope(|sc| {
         for _ in 0..workers {
             sc.spawn(|| loop {
-                let Some((k, job)) = queue.lock().unwrap().pop_front() else {
+                if teardown::stopping() {
+                    return;
+                }
+                let Some((k, job)) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+                else {
                     return;
                 };
                 events.event(&Event::CaseStarted { id: job.id.clone() });
                 let suite = &suites[job.suite];
                 let case = &suite.file.cases[job.case];
-                let r = run_case(&prepared[&job.variant], suite, case, opts, events);
-                events.event(&Event::CaseFinished(Box::new(r.clone())));
-                results.lock().unwrap()[k] = Some(r);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_case(&prepared[&job.variant], suite, case, opts, events)
+                }));
+                match r {
+                    // A case that ended while the run was stopping ended
+                    // because its VM was killed: not a result.
+                    Ok(_) if teardown::stopping() => return,
+                    Ok(mut r) => {
+                        r.job = job.index;
+                        events.event(&Event::CaseFinished(Box::new(r.clone())));
+                        results.lock().unwrap_or_else(|e| e.into_inner())[k] = Some(r);
+                    }
+                    Err(p) => {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "a panic".into());
+                        panicked
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(format!(
+                                "the runner panicked running {}: {msg}",
+                                job.id
+                            ));
+                        return;
+                    }
+                }
             });
         }
     });
-    Ok(results
-        .into_inner()
-        .unwrap()
-        .into_iter()
-        .flatten()
-        .collect())
+    let stopped = match (
+        teardown::interrupted(),
+        panicked.into_inner().unwrap_or_else(|e| e.into_inner()),
+    ) {
+        (Some(sig), _) => Some(format!("interrupted by signal {sig}")),
+        (None, Some(p)) => Some(p),
+        (None, None) if teardown::stopping() => Some("the runner panicked".into()),
+        (None, None) => None,
+    };
+    Ok(Outcome {
+        results: results
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .flatten()
+            .collect(),
+        stopped,
+    })
 }
 
 /// Counts of verdicts, and of outcomes that are not the expected ones.
@@ -156,6 +212,7 @@ mod tests {
     fn fake_jobs(n: usize) -> Vec<Job> {
         (0..n)
             .map(|i| Job {
+                index: i,
                 suite: 0,
                 case: i / 3,
                 variant: ["a", "b", "c"][i % 3].into(),

@@ -17,19 +17,21 @@ pub mod matrix;
 pub mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 pub use case::{run_case, CaseOptions, CaseResult};
 pub use matrix::{Job, Totals};
 pub use verdict::{Decision, StepRecord, Verdict};
 
+use crate::build::cache::KeyHasher;
 use crate::build::{variant, Variant};
 use crate::events::{Event, EventSink, Fanout};
-use crate::report::{self, stream::ResultsJsonl, RunReport};
+use crate::report::{self, stream::ResultsJsonl, PlanInfo, RunReport};
 use crate::suite::{self, Suite};
+use crate::teardown;
 use crate::vm::AccelChoice;
 use crate::workspace::Workspace;
 
@@ -75,8 +77,11 @@ pub struct RunRequest {
 pub struct Plan {
     pub variants: Vec<Variant>,
     pub suites: Vec<Suite>,
+    /// This run's jobs (its shard's, when sharded).
     pub jobs: Vec<Job>,
     pub shard: Option<(usize, usize)>,
+    /// The whole job list, which every shard of the run shares.
+    pub info: PlanInfo,
 }
 
 /// Loads the suites the request names, checked against the variants.
@@ -116,6 +121,7 @@ pub fn plan(ws: &Workspace, req: &RunRequest) -> Result<Plan> {
         None => None,
     };
     let mut jobs = matrix::jobs(&suites, &req.variants, glob.as_ref());
+    let info = plan_info(ws, &suites, &jobs)?;
     let shard = req.shard.as_deref().map(matrix::parse_shard).transpose()?;
     if let Some((i, n)) = shard {
         jobs = matrix::shard(jobs, i, n);
@@ -125,7 +131,37 @@ pub fn plan(ws: &Workspace, req: &RunRequest) -> Result<Plan> {
         suites,
         jobs,
         shard,
+        info,
     })
+}
+
+/// What identifies the whole run across its shards: the job ids, the suite
+/// files and the variants file.
+fn plan_info(ws: &Workspace, suites: &[Suite], jobs: &[Job]) -> Result<PlanInfo> {
+    let mut h = KeyHasher::new("plan-v1");
+    for j in jobs {
+        h.part("job", j.id.as_bytes());
+    }
+    for s in suites {
+        h.part("suite", &std::fs::read(&s.path)?);
+    }
+    h.part("variants", &std::fs::read(ws.project.variants_file())?);
+    Ok(PlanInfo {
+        key: h.finish(),
+        jobs: jobs.len(),
+    })
+}
+
+/// Creates the results directory and checks that it takes a file, before
+/// anything is built.
+fn writable_results_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the results directory {}", dir.display()))?;
+    let probe = dir.join(".coexist-write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("the results directory {} is not writable", dir.display()))?;
+    std::fs::remove_file(&probe).ok();
+    Ok(())
 }
 
 /// A run id: the start time and the runner's pid.
@@ -156,19 +192,25 @@ fn cpu_times() -> (f64, f64) {
 /// Runs a request: prepares every variant it needs (kernel, fixtures,
 /// image), runs the jobs, writes the reports. Returns the report and the
 /// results directory. Each finished case is also appended to
-/// `results.jsonl` as it finishes.
+/// `results.jsonl` as it finishes. A run stopped by a signal or a runner
+/// panic still writes its reports, from the cases that finished, marked
+/// incomplete.
 pub fn run_suites(
     ws: &Workspace,
     req: &RunRequest,
     events: &dyn EventSink,
 ) -> Result<(RunReport, PathBuf)> {
+    let _graceful = teardown::graceful();
     let Plan {
         variants,
         suites,
         jobs,
         shard,
+        info,
     } = plan(ws, req)?;
-    if jobs.is_empty() {
+    // An empty shard is a complete (empty) part of its run; an empty
+    // unsharded run is a filter that matches nothing.
+    if jobs.is_empty() && shard.is_none() {
         bail!("no (case, variant) matches the filters");
     }
     let id = run_id();
@@ -176,7 +218,7 @@ pub fn run_suites(
         .results_dir
         .clone()
         .unwrap_or_else(|| ws.project.root.join("results").join(&id));
-    std::fs::create_dir_all(&dir)?;
+    writable_results_dir(&dir)?;
     let stream = ResultsJsonl::create(&dir)?;
     let events = Fanout(vec![events, &stream]);
     let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -189,7 +231,14 @@ pub fn run_suites(
         .collect::<BTreeSet<_>>()
     {
         let v = variant::select(&variants, std::slice::from_ref(&name))?[0];
-        let p = ws.prepare(v, &events)?;
+        let p = ws
+            .prepare(v, &events)
+            .map_err(|e| match teardown::interrupted() {
+                Some(sig) => {
+                    anyhow::anyhow!("interrupted by signal {sig} while preparing {name}: {e:#}")
+                }
+                None => e,
+            })?;
         infos.push(report::VariantInfo::of(&p));
         prepared.insert(name, p);
     }
@@ -207,10 +256,13 @@ pub fn run_suites(
     });
     let cpu0 = cpu_times();
     let t_matrix = Instant::now();
-    let results = matrix::run(&jobs, &suites, &prepared, &opts, req.workers, &events)?;
+    let matrix::Outcome { results, stopped } =
+        matrix::run(&jobs, &suites, &prepared, &opts, req.workers, &events)?;
     let matrix_s = t_matrix.elapsed().as_secs_f64();
     let cpu1 = cpu_times();
-    events.event(&Event::RunFinished { complete: true });
+    events.event(&Event::RunFinished {
+        complete: stopped.is_none(),
+    });
     let report = RunReport {
         schema: report::SCHEMA.into(),
         run_id: id,
@@ -219,6 +271,10 @@ pub fn run_suites(
         host: report::host(),
         accel: results.iter().find_map(|r| r.accel).map(|a| a.to_string()),
         shard,
+        plan: info,
+        jobs: jobs.len(),
+        complete: stopped.is_none(),
+        incomplete: stopped,
         suites: suites.iter().map(|s| s.file.suite.clone()).collect(),
         variants: infos,
         totals: matrix::totals(&results),

@@ -181,17 +181,14 @@ pub fn decide(
             true,
             format!("known failure ({reason}; {reference}): {w}"),
         ),
-        (Expected::Xfail { reason, reference }, Happened::Errored(w)) => (
-            Verdict::Xfail,
-            true,
-            format!("known failure ({reason}; {reference}): {w}"),
-        ),
+        // Harness trouble says nothing about the known bug: ERROR, also
+        // in an xfail case.
+        (_, Happened::Errored(w)) => (Verdict::Error, false, w),
         (Expected::Xfail { reason, .. }, _) => (
             Verdict::Xpass,
             false,
             format!("expected to fail ({reason}) but passed: the xfail can go"),
         ),
-        (_, Happened::Errored(w)) => (Verdict::Error, false, w),
         (_, Happened::Failed(w)) => (Verdict::Fail, false, w),
         (Expected::Pass, Happened::Clean) => (
             Verdict::Pass,
@@ -375,6 +372,7 @@ mod tests {
             last_console: vec![],
             console_log: PathBuf::from("c.log"),
             qemu_pid: None,
+            saw_banner: true,
         };
         let d = decide(&Expected::Pass, &[], 3, Some(&f), &[]);
         assert_eq!(d.verdict, Verdict::Error);
@@ -391,6 +389,9 @@ mod tests {
         };
         let d = decide(&x, &[], 3, Some(&p), &[]);
         assert_eq!((d.verdict, d.as_expected), (Verdict::Xfail, true));
+        // A harness error in an xfail case is an ERROR, not the known bug.
+        let d = decide(&x, &[], 3, Some(&f), &[]);
+        assert_eq!((d.verdict, d.as_expected), (Verdict::Error, false));
         let ok = vec![ok_rec(1)];
         let d = decide(&x, &ok, 1, None, &[]);
         assert_eq!((d.verdict, d.as_expected), (Verdict::Xpass, false));

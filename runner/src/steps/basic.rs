@@ -34,3 +34,13 @@ pub fn check_fixtures(step: &Step, fx: &FixtureNames) -> Result<(), (String, Str
         _ => Ok(()),
     }
 }
+
+pub fn check_args(step: &Step) -> Result<(), (String, String)> {
+    match step {
+        Step::Exec { argv } if argv.is_empty() || argv[0].is_empty() => {
+            Err(("argv".into(), "exec needs a program: argv is empty".into()))
+        }
+        Step::Sleep { ms } => super::check_range("ms", *ms, true, super::MAX_MS),
+        _ => Ok(()),
+    }
+}

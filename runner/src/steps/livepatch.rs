@@ -49,6 +49,20 @@ pub fn check(e: &LivepatchExpect, a: &Answer, m: &mut Vec<String>) {
     }
 }
 
+pub fn check_args(step: &Step) -> Result<(), (String, String)> {
+    match step {
+        Step::LivepatchLoad {
+            timeout_ms: Some(t),
+            ..
+        }
+        | Step::LivepatchDisable {
+            timeout_ms: Some(t),
+            ..
+        } => super::check_range("timeout_ms", *t, false, super::MAX_MS),
+        _ => Ok(()),
+    }
+}
+
 pub fn check_fixtures(step: &Step, fx: &FixtureNames) -> Result<(), (String, String)> {
     match step {
         Step::LivepatchLoad { module, .. } => super::basic::check_module(module, fx),

@@ -242,6 +242,38 @@ pub fn check(e: &StepExpect, a: &Answer) -> Vec<String> {
     m
 }
 
+/// Step arguments out of range or empty (a huge repeat count, a zero
+/// duration, an empty argv). Err: (the text to point at, the message).
+pub fn check_args(step: &Step) -> Result<(), (String, String)> {
+    match Family::of(step) {
+        Family::Basic => basic::check_args(step),
+        Family::Livepatch => livepatch::check_args(step),
+        Family::Bpf | Family::Ftrace => Ok(()),
+        Family::Stress => {
+            stress::check_args(step)?;
+            stress::inner_steps(step)
+                .into_iter()
+                .try_for_each(check_args)
+        }
+    }
+}
+
+/// A count or a number of milliseconds in `1..=max` (`0..=max` with `zero`).
+pub fn check_range(what: &str, v: u64, zero: bool, max: u64) -> Result<(), (String, String)> {
+    let min = if zero { 0 } else { 1 };
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err((
+            format!("{what}: {v}"),
+            format!("{what} {v} is out of range ({min} to {max})"),
+        ))
+    }
+}
+
+/// The longest a step may sleep, wait or run, in milliseconds.
+pub const MAX_MS: u64 = 600_000;
+
 /// Checks the fixture names a step refers to (modules, BPF programs,
 /// trigger targets). Err: (the text to point at in the file, the message).
 pub fn check_fixtures(step: &Step, fx: &FixtureNames) -> Result<(), (String, String)> {

@@ -27,6 +27,32 @@ pub fn expect_fields(step: &Step) -> &'static [&'static str] {
     }
 }
 
+/// The most iterations a `repeat` may ask for.
+pub const MAX_TIMES: u64 = 100_000;
+
+pub fn check_args(step: &Step) -> Result<(), (String, String)> {
+    match step {
+        Step::Repeat { times, steps } => {
+            super::check_range("times", u64::from(*times), false, MAX_TIMES)?;
+            if steps.is_empty() {
+                return Err(("repeat".into(), "repeat has no steps".into()));
+            }
+            Ok(())
+        }
+        Step::Concurrently { duration_ms, lists } => {
+            super::check_range("duration_ms", *duration_ms, false, super::MAX_MS)?;
+            if lists.is_empty() || lists.iter().any(|l| l.is_empty()) {
+                return Err((
+                    "lists".into(),
+                    "concurrently needs lists, each with at least one step".into(),
+                ));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The steps a stress step runs.
 pub fn inner_steps(step: &Step) -> Vec<&Step> {
     match step {

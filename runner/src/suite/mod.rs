@@ -19,7 +19,7 @@ use coexist_proto::Step;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::build::variant::yaml_error;
+use crate::input::{self, find_from};
 use crate::steps::{self, StepExpect};
 
 mod names;
@@ -61,6 +61,7 @@ pub struct Case {
     pub fixed_seconds: f64,
     pub steps: Vec<SuiteStep>,
     /// Expected outcome per variant; `default` covers the others.
+    #[serde(deserialize_with = "input::unique_map")]
     pub expect: BTreeMap<String, Expected>,
 }
 
@@ -332,14 +333,6 @@ pub struct Suite {
     pub path: PathBuf,
 }
 
-/// The 1-based (line, column) of the first `needle` at or after line `from`.
-fn find_from(text: &str, from: usize, needle: &str) -> Option<(usize, usize)> {
-    text.lines()
-        .enumerate()
-        .skip(from.saturating_sub(1))
-        .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, c + 1)))
-}
-
 impl Suite {
     pub fn expected(&self, case: &Case, variant: &str) -> Expected {
         case.expect
@@ -363,29 +356,48 @@ pub fn load(path: &Path, variants: &[String], fixtures: &FixtureNames) -> Result
 }
 
 pub fn parse(text: &str, path: &Path, variants: &[String], fx: &FixtureNames) -> Result<Suite> {
-    let file: SuiteFile = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
+    let file: SuiteFile =
+        serde_yaml::from_str(text).map_err(|e| input::yaml_error_in(text, path, &e))?;
     let at = |from: usize, needle: &str| -> String {
         match find_from(text, from, needle) {
             Some((l, c)) => format!("{}:{l}:{c}", path.display()),
             None => format!("{}:{from}", path.display()),
         }
     };
-    for v in &file.variants {
-        if !variants.contains(v) {
-            bail!(
-                "{}: unknown variant '{v}' (known: {})",
-                at(1, v),
-                variants.join(", ")
-            );
-        }
+    let fail = |pos: String, m: String| anyhow::anyhow!("{pos}: {m}");
+    input::check_name("suite", &file.suite).map_err(|m| fail(at(1, "suite:"), m))?;
+    check_variant_list(&file.variants, variants).map_err(|(n, m)| fail(at(1, &n), m))?;
+    input::check_seconds("timeout", file.timeout, 0.0, MAX_SECONDS)
+        .map_err(|m| fail(at(1, "timeout:"), m))?;
+    for a in &file.allow_splats {
+        regex::Regex::new(a)
+            .map_err(|e| fail(at(1, a), format!("allow_splats: not a regex: {e}")))?;
     }
     if file.cases.is_empty() {
-        bail!("{}: the suite has no cases", path.display());
+        bail!("{}: the suite has no cases", at(1, "cases"));
     }
+    let mut from = 1;
     for (ci, case) in file.cases.iter().enumerate() {
-        let line = find_from(text, 1, &format!("name: {}", case.name))
+        let line = find_from(text, from, &format!("name: {}", case.name))
             .map(|p| p.0)
-            .unwrap_or(1);
+            .unwrap_or(from);
+        from = line + 1;
+        input::check_case_name(&case.name).map_err(|m| fail(at(line, &case.name), m))?;
+        if case.steps.is_empty() {
+            bail!(
+                "{}: case '{}' has no steps",
+                at(line, &case.name),
+                case.name
+            );
+        }
+        if !(case.fixed_seconds.is_finite() && (0.0..=MAX_SECONDS).contains(&case.fixed_seconds)) {
+            bail!(
+                "{}: case '{}': fixed_seconds {} is out of range (0 to {MAX_SECONDS})",
+                at(line, "fixed_seconds"),
+                case.name,
+                case.fixed_seconds
+            );
+        }
         if file.cases[..ci].iter().any(|c| c.name == case.name) {
             bail!(
                 "{}: case '{}' is declared twice",
@@ -394,14 +406,9 @@ pub fn parse(text: &str, path: &Path, variants: &[String], fx: &FixtureNames) ->
             );
         }
         let case_vs = case.variants.as_deref().unwrap_or(&file.variants);
-        for v in case_vs {
-            if !variants.contains(v) {
-                bail!(
-                    "{}: case '{}': unknown variant '{v}'",
-                    at(line, v),
-                    case.name
-                );
-            }
+        if case.variants.is_some() {
+            check_variant_list(case_vs, variants)
+                .map_err(|(n, m)| fail(at(line, &n), format!("case '{}': {m}", case.name)))?;
         }
         for k in case.expect.keys() {
             if k != "default" && !case_vs.contains(k) {
@@ -413,7 +420,7 @@ pub fn parse(text: &str, path: &Path, variants: &[String], fx: &FixtureNames) ->
                 );
             }
         }
-        let mut labels: Vec<&str> = Vec::new();
+        let mut labels: Vec<(&str, &str)> = Vec::new();
         check_steps(
             &case.steps,
             &mut labels,
@@ -427,7 +434,7 @@ pub fn parse(text: &str, path: &Path, variants: &[String], fx: &FixtureNames) ->
                 Expected::Fail { step, errno } => {
                     let ok = match step {
                         StepRef::Index(i) => *i >= 1 && *i <= case.steps.len(),
-                        StepRef::Label(l) => labels.contains(&l.as_str()),
+                        StepRef::Label(l) => labels.iter().any(|(x, _)| x == l),
                     };
                     if !ok {
                         bail!(
@@ -498,9 +505,35 @@ fn check_errno(e: &str) -> Result<(), String> {
     }
 }
 
+/// The longest timeout or duration a suite may ask for, in seconds.
+pub const MAX_SECONDS: f64 = 3600.0;
+
+/// A list of variants: not empty, each known, none twice. Err: (text to
+/// point at, message).
+fn check_variant_list(list: &[String], known: &[String]) -> Result<(), (String, String)> {
+    if list.is_empty() {
+        return Err((
+            "variants".into(),
+            format!("the variant list is empty (known: {})", known.join(", ")),
+        ));
+    }
+    for (i, v) in list.iter().enumerate() {
+        if !known.contains(v) {
+            return Err((
+                v.clone(),
+                format!("unknown variant '{v}' (known: {})", known.join(", ")),
+            ));
+        }
+        if list[..i].contains(v) {
+            return Err((v.clone(), format!("variant '{v}' is listed twice")));
+        }
+    }
+    Ok(())
+}
+
 fn check_steps<'a>(
     steps: &'a [SuiteStep],
-    labels: &mut Vec<&'a str>,
+    labels: &mut Vec<(&'a str, &'static str)>,
     fx: &FixtureNames,
     at: &dyn Fn(&str) -> String,
     case: &str,
@@ -511,29 +544,42 @@ fn check_steps<'a>(
             check_errno(e).map_err(|m| anyhow::anyhow!("{}: case '{case}': {m}", at(e)))?;
         }
         if let Some(r) = &s.handle_ref {
-            if !labels.contains(&r.as_str()) {
-                bail!(
+            match labels.iter().find(|(l, _)| l == r) {
+                None => bail!(
                     "{}: case '{case}': handle '{r}' names no earlier step (label it with `as: {r}`)",
                     at(&format!("handle: {r}"))
-                );
+                ),
+                Some((_, kind)) if *kind != "bpf_attach" => bail!(
+                    "{}: case '{case}': handle '{r}' names a '{kind}' step; a handle names a bpf_attach",
+                    at(&format!("handle: {r}"))
+                ),
+                Some(_) => {}
             }
         }
+        if let Some(t) = s.timeout {
+            input::check_seconds("step timeout", t, 0.0, MAX_SECONDS)
+                .map_err(|m| anyhow::anyhow!("{}: case '{case}': {m}", at("timeout:")))?;
+        }
+        steps::check_args(&s.step)
+            .map_err(|(needle, m)| anyhow::anyhow!("{}: case '{case}': {m}", at(&needle)))?;
         steps::check_fixtures(&s.step, fx)
             .map_err(|(needle, m)| anyhow::anyhow!("{}: case '{case}': {m}", at(&needle)))?;
         if let Some(l) = &s.label {
+            input::check_name("label", l)
+                .map_err(|m| anyhow::anyhow!("{}: case '{case}': {m}", at(l)))?;
             if !top {
                 bail!(
                     "{}: case '{case}': labels are for top-level steps",
                     at(&format!("as: {l}"))
                 );
             }
-            if labels.contains(&l.as_str()) {
+            if labels.iter().any(|(x, _)| x == l) {
                 bail!(
                     "{}: case '{case}': label '{l}' is used twice",
                     at(&format!("as: {l}"))
                 );
             }
-            labels.push(l);
+            labels.push((l, s.step.kind()));
         }
     }
     Ok(())
@@ -545,8 +591,15 @@ pub fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
+    if let Some(y) = v.iter().find(|p| p.extension().is_some_and(|x| x == "yml")) {
+        bail!(
+            "{}: suites are read from *.yaml files only; rename it to {}",
+            y.display(),
+            y.with_extension("yaml").display()
+        );
+    }
     v.sort();
     Ok(v)
 }

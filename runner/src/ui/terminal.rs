@@ -28,7 +28,7 @@ pub fn case_line(r: &CaseResult) -> String {
         r.decision.verdict.as_str(),
         r.id,
         r.total_s,
-        r.decision.summary
+        crate::report::shown(&r.decision.summary)
     )
 }
 

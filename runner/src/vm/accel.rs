@@ -132,15 +132,32 @@ pub fn boot(
                         ),
                         _ => first_line(&f.message),
                     };
-                    decide(
-                        events,
-                        Accel::Tcg,
-                        format!("KVM unusable here ({why}); falling back to TCG"),
-                    );
-                    *d = Some(Accel::Tcg);
-                    drop(d);
+                    // KVM is to blame only if the same guest gets further
+                    // without it: a QEMU that cannot start at all, or a
+                    // guest that prints nothing under TCG either, is not
+                    // KVM's failure, and nothing is decided.
                     cfg.accel = Accel::Tcg;
-                    Vm::boot(cfg)
+                    match Vm::boot(cfg) {
+                        Ok(vm) => {
+                            decide(
+                                events,
+                                Accel::Tcg,
+                                format!("KVM unusable here ({why}); falling back to TCG"),
+                            );
+                            *d = Some(Accel::Tcg);
+                            Ok(vm)
+                        }
+                        Err(t) if t.kind == FailureKind::QemuFailed || !t.kernel_ran() => Err(t),
+                        Err(t) => {
+                            decide(
+                                events,
+                                Accel::Tcg,
+                                format!("KVM unusable here ({why}); falling back to TCG"),
+                            );
+                            *d = Some(Accel::Tcg);
+                            Err(t)
+                        }
+                    }
                 }
                 // The kernel ran under KVM and failed on its own: KVM works,
                 // and the failure is the kernel's to report.

@@ -12,6 +12,11 @@ use super::splat::{self, Detector, Splat};
 
 /// Lines kept for failure messages.
 pub const TAIL: usize = 40;
+/// The most a console log file gets; the rest is not written (but still
+/// watched for splats and panics).
+pub const MAX_LOG_BYTES: u64 = 32 * 1024 * 1024;
+/// The most splats kept per VM; one more marks the cut.
+pub const MAX_SPLATS: usize = 100;
 
 pub struct Console {
     log: LineWriter<std::fs::File>,
@@ -26,6 +31,8 @@ pub struct Console {
     unattributed: Vec<Splat>,
     /// Splats of a step not yet handed out.
     pending: Vec<Splat>,
+    logged: u64,
+    splats: usize,
 }
 
 impl Console {
@@ -48,6 +55,8 @@ impl Console {
             eof: false,
             unattributed: Vec::new(),
             pending: Vec::new(),
+            logged: 0,
+            splats: 0,
         })
     }
 
@@ -57,7 +66,17 @@ impl Console {
 
     /// Takes one console line.
     pub fn feed(&mut self, line: &str) {
-        let _ = writeln!(self.log, "{line}");
+        let n = line.len() as u64 + 1;
+        if self.logged + n <= MAX_LOG_BYTES {
+            let _ = writeln!(self.log, "{line}");
+        } else if self.logged <= MAX_LOG_BYTES {
+            let _ = writeln!(
+                self.log,
+                "[coexist: console log truncated at {MAX_LOG_BYTES} bytes]"
+            );
+            self.logged = MAX_LOG_BYTES + 1;
+        }
+        self.logged = self.logged.saturating_add(n);
         if self.tail.len() == TAIL {
             self.tail.pop_front();
         }
@@ -73,7 +92,21 @@ impl Console {
     }
 
     fn sort_closed(&mut self) {
-        for s in self.detector.take() {
+        for mut s in self.detector.take() {
+            self.splats += 1;
+            if self.splats > MAX_SPLATS + 1 {
+                continue;
+            }
+            if self.splats == MAX_SPLATS + 1 {
+                s = Splat {
+                    kind: "truncated".into(),
+                    title: format!(
+                        "[coexist: more than {MAX_SPLATS} splats; the rest are not kept]"
+                    ),
+                    text: Vec::new(),
+                    ..s
+                };
+            }
             match s.step {
                 None => self.unattributed.push(s),
                 Some(_) => self.pending.push(s),
@@ -209,6 +242,35 @@ mod tests {
         let (report, title) = c.panic_report();
         assert!(report.is_none());
         assert_eq!(title, "Kernel panic");
+    }
+
+    #[test]
+    fn log_size_and_splat_count_are_capped_with_a_marker() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Console::create(&d.path().join("c.log"), &[]).unwrap();
+        let line = "y".repeat(1023);
+        for _ in 0..(MAX_LOG_BYTES / 1024 + 10) {
+            c.feed(&line);
+        }
+        let size = std::fs::metadata(c.path()).unwrap().len();
+        assert!(size <= MAX_LOG_BYTES + 100, "{size}");
+        let text = std::fs::read_to_string(c.path()).unwrap();
+        assert!(text.ends_with(&format!(
+            "[coexist: console log truncated at {MAX_LOG_BYTES} bytes]\n"
+        )));
+        // Lines still reach the tail (and the detector) after the cut.
+        c.feed("after the cut");
+        assert_eq!(c.tail().last().map(String::as_str), Some("after the cut"));
+        for i in 0..(MAX_SPLATS + 20) {
+            c.feed(&format!(
+                "[    1.0] WARNING: CPU: 0 PID: 1 at x.c:{i} f+0x0/0x10"
+            ));
+            c.feed("[    1.0] ---[ end trace 0000000000000000 ]---");
+        }
+        let u = c.unattributed();
+        assert_eq!(u.len(), MAX_SPLATS + 1);
+        assert_eq!(u[MAX_SPLATS].kind, "truncated");
+        assert!(u[MAX_SPLATS].title.contains("more than 100 splats"));
     }
 
     #[test]

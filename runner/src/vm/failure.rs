@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::splat::Splat;
+use crate::text::shown;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,6 +30,14 @@ pub enum FailureKind {
     Protocol,
 }
 
+impl FailureKind {
+    /// Failures of the harness, not of the kernel under test: QEMU did not
+    /// start, or the agent broke the protocol.
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(self, FailureKind::QemuFailed | FailureKind::Protocol)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VmFailure {
     pub kind: FailureKind,
@@ -42,6 +51,16 @@ pub struct VmFailure {
     pub console_log: PathBuf,
     /// QEMU's pid (and process group), when it was started.
     pub qemu_pid: Option<u32>,
+    /// The kernel printed its banner before the failure.
+    #[serde(default)]
+    pub saw_banner: bool,
+}
+
+impl VmFailure {
+    /// Whether the kernel got as far as printing its banner.
+    pub fn kernel_ran(&self) -> bool {
+        self.saw_banner
+    }
 }
 
 impl fmt::Display for VmFailure {
@@ -49,7 +68,9 @@ impl fmt::Display for VmFailure {
         write!(
             f,
             "{:?}: {} (after {:.1}s",
-            self.kind, self.message, self.elapsed_s
+            self.kind,
+            shown(&self.message),
+            self.elapsed_s
         )?;
         if let Some(s) = self.step {
             write!(f, ", step {s}")?;
@@ -58,12 +79,12 @@ impl fmt::Display for VmFailure {
         if let Some(p) = &self.panic {
             writeln!(f, "panic report:")?;
             for l in &p.text {
-                writeln!(f, "  {l}")?;
+                writeln!(f, "  {}", shown(l))?;
             }
         } else if !self.last_console.is_empty() {
             writeln!(f, "last console lines:")?;
             for l in &self.last_console {
-                writeln!(f, "  {l}")?;
+                writeln!(f, "  {}", shown(l))?;
             }
         }
         Ok(())

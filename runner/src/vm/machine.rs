@@ -43,26 +43,82 @@ enum Msg {
     AgentEof,
 }
 
-fn spawn_lines<R: Read + Send + 'static>(r: R, tx: Sender<Msg>, wrap: fn(String) -> Msg, eof: Msg) {
+/// The longest console line kept; the rest of the line is dropped.
+pub const MAX_CONSOLE_LINE: usize = 16 * 1024;
+/// The longest agent line read (an answer with its output).
+pub const MAX_AGENT_LINE: usize = 1024 * 1024;
+/// The most of a step's output kept in its outcome.
+pub const MAX_OUTPUT: usize = 64 * 1024;
+
+/// Reads one line of at most `max` bytes into `buf` (without the newline)
+/// and skips the rest of it. Ok(None) at the end of the stream; the bool
+/// says whether the line was cut, the usize how long it was.
+pub fn read_line_capped(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<(usize, bool)>> {
+    buf.clear();
+    let mut total = 0usize;
+    let mut any = false;
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(any.then_some((total, total > max)));
+        }
+        any = true;
+        let (part, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        total += part.len();
+        let used = done.unwrap_or(chunk.len());
+        r.consume(used);
+        if done.is_some() {
+            return Ok(Some((total, total > max)));
+        }
+    }
+}
+
+fn spawn_lines<R: Read + Send + 'static>(
+    r: R,
+    tx: Sender<Msg>,
+    max: usize,
+    wrap: fn(String) -> Msg,
+    eof: Msg,
+) {
     std::thread::spawn(move || {
         let mut br = BufReader::new(r);
         let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match br.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let l = String::from_utf8_lossy(&buf)
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string();
-                    if tx.send(wrap(l)).is_err() {
-                        return;
-                    }
-                }
+        while let Ok(Some((len, cut))) = read_line_capped(&mut br, &mut buf, max) {
+            let mut l = String::from_utf8_lossy(&buf)
+                .trim_end_matches('\r')
+                .to_string();
+            if cut {
+                l.push_str(&format!(" [coexist: line truncated, {len} bytes]"));
+            }
+            if tx.send(wrap(l)).is_err() {
+                return;
             }
         }
         let _ = tx.send(eof);
     });
+}
+
+/// Cuts a step's output to [`MAX_OUTPUT`] bytes, with a marker.
+fn cap_output(a: &mut Answer) {
+    if a.output.len() > MAX_OUTPUT {
+        let mut cut = MAX_OUTPUT;
+        while !a.output.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let total = a.output.len();
+        a.output.truncate(cut);
+        a.output
+            .push_str(&format!("\n[coexist: output truncated, {total} bytes]"));
+    }
 }
 
 /// The guest's process, console and agent channel, with the clocks the
@@ -101,6 +157,7 @@ impl Link {
             last_console: self.console.tail(),
             console_log: self.cfg.console_log.clone(),
             qemu_pid: Some(self.qemu.pid()),
+            saw_banner: self.console.saw_banner(),
         }
     }
 
@@ -237,6 +294,7 @@ impl Vm {
             last_console: Vec::new(),
             console_log: cfg.console_log.clone(),
             qemu_pid: None,
+            saw_banner: false,
         };
         let console = Console::create(&cfg.console_log, &cfg.allow).map_err(early)?;
         let Started {
@@ -245,13 +303,19 @@ impl Vm {
             agent,
         } = QemuProcess::start(&cfg).map_err(early)?;
         let (tx, rx) = std::sync::mpsc::channel();
-        spawn_lines(serial, tx.clone(), Msg::Console, Msg::ConsoleEof);
+        spawn_lines(
+            serial,
+            tx.clone(),
+            MAX_CONSOLE_LINE,
+            Msg::Console,
+            Msg::ConsoleEof,
+        );
         // A blocking line reader: answers arrive as soon as they are written
         // (rexpect's reader polls every 100 ms, which cost 0.1 s per step).
         let reader = agent
             .try_clone()
             .map_err(|e| early(format!("agent channel: {e}")))?;
-        spawn_lines(reader, tx, Msg::Agent, Msg::AgentEof);
+        spawn_lines(reader, tx, MAX_AGENT_LINE, Msg::Agent, Msg::AgentEof);
         let mut link = Link {
             cfg,
             qemu,
@@ -300,6 +364,8 @@ impl Vm {
         }
         l.last_activity = Instant::now();
         let deadline = t0 + timeout;
+        // A step may run quietly for as long as its timeout allows.
+        let stall = l.cfg.stall_timeout.max(timeout);
         let mut answer: Option<Answer> = None;
         let mut end_marker_deadline: Option<Instant> = None;
         loop {
@@ -325,10 +391,10 @@ impl Vm {
                 );
                 return Err(l.fail(FailureKind::StepTimeout, msg, Some(id)));
             }
-            if now >= l.last_activity + l.cfg.stall_timeout {
+            if now >= l.last_activity + stall {
                 let msg = format!(
                     "no console output and no agent message for {:.0} s",
-                    l.cfg.stall_timeout.as_secs_f64()
+                    stall.as_secs_f64()
                 );
                 return Err(l.fail(FailureKind::Stall, msg, Some(id)));
             }
@@ -347,7 +413,8 @@ impl Vm {
                 Ok(Msg::Agent(line)) => {
                     l.last_activity = Instant::now();
                     match serde_json::from_str::<AgentMsg>(&line) {
-                        Ok(AgentMsg::Answer(a)) if a.id == Some(id) => {
+                        Ok(AgentMsg::Answer(mut a)) if a.id == Some(id) => {
+                            cap_output(&mut a);
                             if matches!(step, Step::Poweroff) {
                                 // Tell the agent its answer arrived.
                                 let _ = l.agent.shutdown(std::net::Shutdown::Write);
@@ -377,6 +444,9 @@ impl Vm {
                                 _ => None,
                             })
                             .next();
+                        if let Some(a) = answer.as_mut() {
+                            cap_output(a);
+                        }
                     }
                     if matches!(step, Step::Poweroff) {
                         if let Some(a) = answer {
@@ -422,5 +492,51 @@ impl Vm {
     /// `Vm` does the same.
     pub fn kill(&mut self) {
         self.link.qemu.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_capped_and_the_rest_of_a_long_line_is_skipped() {
+        let long = "x".repeat(100);
+        let input = format!("short\r\n{long}\nnext\nlast-without-newline");
+        let mut r = std::io::BufReader::with_capacity(7, input.as_bytes());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        while let Some((len, cut)) = read_line_capped(&mut r, &mut buf, 10).unwrap() {
+            got.push((String::from_utf8(buf.clone()).unwrap(), len, cut));
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("short\r".to_string(), 6, false),
+                ("x".repeat(10), 100, true),
+                ("next".to_string(), 4, false),
+                ("last-witho".to_string(), 20, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn output_is_capped_on_a_char_boundary_with_a_marker() {
+        let mut a = Answer {
+            output: "é".repeat(MAX_OUTPUT),
+            ..Default::default()
+        };
+        cap_output(&mut a);
+        assert!(a.output.len() < MAX_OUTPUT + 100);
+        assert!(a.output.ends_with(&format!(
+            "[coexist: output truncated, {} bytes]",
+            2 * MAX_OUTPUT
+        )));
+        let mut small = Answer {
+            output: "ok\n".into(),
+            ..Default::default()
+        };
+        cap_output(&mut small);
+        assert_eq!(small.output, "ok\n");
     }
 }

@@ -14,8 +14,9 @@
 //! - `splat`: recognising kernel reports in console lines.
 //! - `machine`: [`Vm`], the agent channel and the watchdogs (boot
 //!   deadline, stall, step timeout, panic).
-//! - `teardown`: process groups, signal and panic handlers, so QEMU never
-//!   outlives the runner.
+//!
+//! Every QEMU runs in a process group registered with [`crate::teardown`],
+//! so it never outlives the runner.
 
 pub mod accel;
 pub mod console;
@@ -23,7 +24,6 @@ mod failure;
 mod machine;
 pub mod qemu;
 pub mod splat;
-pub mod teardown;
 
 pub use accel::{Accel, AccelChoice};
 pub use failure::{FailureKind, VmFailure};

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use coexist_proto::PORT_NAME;
 
 use super::accel::Accel;
-use super::teardown;
+use crate::teardown;
 
 /// Everything that decides how a guest is started and watched.
 #[derive(Clone, Debug)]
@@ -154,6 +154,9 @@ impl QemuProcess {
     /// socket. Errors are for people; nothing is left running.
     pub fn start(cfg: &VmConfig) -> Result<Started, String> {
         teardown::install_handlers();
+        if teardown::stopping() {
+            return Err("not started: the run is stopping".into());
+        }
         let started = Instant::now();
         let run_dir = tempfile::Builder::new()
             .prefix("coexist-vm-")

@@ -52,3 +52,53 @@ pub fn prepare(name: &str) -> Prepared {
     let v = variant::select(&variants, &[name.to_string()]).unwrap()[0];
     ws.prepare(v, &Quiet).unwrap()
 }
+
+/// Whether any process is still in process group `pgid`.
+pub fn group_alive(pgid: u32) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid pgrp ...
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid)
+        })
+}
+
+/// Waits up to 2 s for process group `pgid` to be gone.
+pub fn assert_group_gone(pgid: u32) {
+    for _ in 0..100 {
+        if !group_alive(pgid) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("process group {pgid} is still alive");
+}
+
+/// Children of `ppid` whose command name starts with `comm`.
+pub fn children_of(ppid: u32, comm: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let comm_ok = stat.contains(&format!("({comm}"));
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let pp = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
+            comm_ok && pp == Some(ppid)
+        })
+        .collect()
+}

@@ -1,0 +1,188 @@
+//! Checks shared by the project's input files (variants, suites, image
+//! recipes): where in a file something is, and the rules for names and
+//! numbers. Every error names the file, line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// The 1-based line of the first line containing `needle`, for pointing
+/// semantic errors (which serde cannot place) at the right spot.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    find_from(text, 1, needle).map(|p| p.0).unwrap_or(1)
+}
+
+/// The 1-based (line, column) of the first `needle` at or after line
+/// `from`, outside comment lines.
+pub fn find_from(text: &str, from: usize, needle: &str) -> Option<(usize, usize)> {
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .filter(|(_, l)| !l.trim_start().starts_with('#'))
+        .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, c + 1)))
+}
+
+/// A serde_yaml error for a mapping key given twice ([`unique_map`])
+/// placed at the key's second appearance, which serde cannot point at.
+pub fn yaml_error_in(text: &str, path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
+    let msg = e.to_string();
+    let twice = msg
+        .split_once('\'')
+        .and_then(|(_, rest)| rest.split_once("' is given twice"))
+        .map(|(k, _)| k.to_string());
+    if let (Some(k), Some(loc)) = (twice, e.location()) {
+        let key = format!("{k}:");
+        if let Some((l, _)) = find_from(text, loc.line(), &key) {
+            if let Some((l2, c2)) = find_from(text, l + 1, &key) {
+                let what = msg.split(" at line ").next().unwrap_or(&msg);
+                return anyhow::anyhow!("{}:{l2}:{c2}: {what}", path.display());
+            }
+        }
+    }
+    yaml_error(path, e)
+}
+
+/// A serde_yaml error as `file:line:column: message`.
+pub fn yaml_error(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
+    match e.location() {
+        Some(loc) => {
+            let msg = e.to_string();
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
+            anyhow::anyhow!("{}:{}:{}: {msg}", path.display(), loc.line(), loc.column())
+        }
+        None => anyhow::anyhow!("{}: {e}", path.display()),
+    }
+}
+
+/// Names that end up in host paths and report ids (variants, suites,
+/// labels, fragments, series): letters, digits, '.', '_', '-'; not empty,
+/// not starting with '.' or '-', at most 64 bytes.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} '{name}' is not a valid name: use letters, digits, '.', '_' and '-' \
+             (not first), at most 64 characters"
+        ))
+    }
+}
+
+/// Case names: [`check_name`] parts joined by '/' (a group, e.g.
+/// `cmdline/livepatch-then-fentry`), at most 128 bytes.
+pub fn check_case_name(name: &str) -> Result<(), String> {
+    if name.len() > 128 || name.split('/').any(|p| check_name("case", p).is_err()) {
+        return Err(format!(
+            "case name '{name}' is not valid: parts of letters, digits, '.', '_' and '-' \
+             (not first), joined by '/', at most 128 characters"
+        ));
+    }
+    Ok(())
+}
+
+/// Seconds for a timeout or duration: finite, above `min`, at most `max`.
+pub fn check_seconds(what: &str, v: f64, min_exclusive: f64, max: f64) -> Result<(), String> {
+    if v.is_finite() && v > min_exclusive && v <= max {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {v} is out of range: a number of seconds above {min_exclusive} and at most {max}"
+        ))
+    }
+}
+
+/// A YAML mapping into a `BTreeMap` that refuses a key given twice (serde
+/// keeps the last one silently). Use with `#[serde(deserialize_with)]`.
+pub fn unique_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct M<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for M<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(k) = map.next_key::<String>()? {
+                if out.contains_key(&k) {
+                    return Err(de::Error::custom(format!("'{k}' is given twice")));
+                }
+                let v = map.next_value()?;
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(M(std::marker::PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["stock", "share-ipmodify", "a.b_c-1"] {
+            assert!(check_name("variant", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-x",
+            ".hidden",
+            "a/b",
+            "..",
+            "a b",
+            "x\u{7}",
+            &"x".repeat(65),
+        ] {
+            assert!(check_name("variant", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_case_name("cmdline/livepatch-then-fentry").is_ok());
+        for bad in ["/a", "a/", "a//b", "a/../b", "a/.b"] {
+            assert!(check_case_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn seconds() {
+        assert!(check_seconds("timeout", 60.0, 0.0, 3600.0).is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e9] {
+            assert!(check_seconds("timeout", bad, 0.0, 3600.0).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_with_its_position() {
+        #[derive(Deserialize, Debug)]
+        struct T {
+            #[serde(deserialize_with = "unique_map")]
+            m: BTreeMap<String, u32>,
+        }
+        assert_eq!(
+            serde_yaml::from_str::<T>("m: {a: 1, b: 2}")
+                .unwrap()
+                .m
+                .len(),
+            2
+        );
+        let text = "m:\n  a: 1\n  a: 2\n";
+        let e = serde_yaml::from_str::<T>(text).unwrap_err();
+        assert!(e.to_string().contains("'a' is given twice"), "{e}");
+        // Placed at the second 'a', whatever line serde reports.
+        let placed = yaml_error_in(text, Path::new("f.yaml"), &e).to_string();
+        assert!(placed.starts_with("f.yaml:3:3: "), "{placed}");
+    }
+}

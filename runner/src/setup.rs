@@ -1,0 +1,236 @@
+//! Stage 0: the host. Before anything is keyed (the toolchain identity
+//! is part of every kernel's key), every Debian package the project needs
+//! is installed: the list in `.ci/packages` (the one `.ci/run` uses) and
+//! the packages that ship the declared kernel sources.
+//!
+//! Missing packages are installed in ONE apt transaction, after one
+//! `apt-get update`, and only if apt would remove or downgrade nothing
+//! (`--no-remove`, checked first with a simulation); otherwise setup stops
+//! and prints the exact command for the user to decide. Not root: it
+//! prints the command.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::build::variant::VariantsFile;
+use crate::build::Project;
+use crate::events::{self, EventSink};
+
+/// The project's package list: `.ci/packages`, one a line, `#` comments.
+pub fn project_packages(project: &Project) -> Result<Vec<String>> {
+    let path = project.root.join(".ci/packages");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut v: Vec<String> = parse_list(&text);
+    // The packages that ship the declared sources (linux-source-6.1).
+    if let Ok(t) = std::fs::read_to_string(project.variants_file()) {
+        if let Ok(f) = serde_yaml::from_str::<VariantsFile>(&t) {
+            for s in f.sources {
+                if let Some(p) = s.debian_package {
+                    if !v.contains(&p) {
+                        v.push(p);
+                    }
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
+pub fn parse_list(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Which of `packages` are not installed, from `dpkg-query -W -f` output
+/// (`<name> <status>` per line; a package dpkg has never seen is absent).
+pub fn missing_from_dpkg(packages: &[String], dpkg_output: &str) -> Vec<String> {
+    packages
+        .iter()
+        .filter(|p| {
+            !dpkg_output.lines().any(|l| {
+                l.split_once(' ').is_some_and(|(n, st)| {
+                    n.split(':').next() == Some(p.as_str()) && st.ends_with("ok installed")
+                })
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Packages `apt-get -s install` would remove (`Remv`) or downgrade.
+pub fn harmful_changes(simulation: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in simulation.lines() {
+        if let Some(rest) = l.strip_prefix("Remv ") {
+            out.push(format!(
+                "remove {}",
+                rest.split_whitespace().next().unwrap_or(rest)
+            ));
+        } else if let Some(rest) = l.strip_prefix("Inst ") {
+            // "Inst pkg [old] (new suite [arch])": a downgrade when new < old.
+            let name = rest.split_whitespace().next().unwrap_or("");
+            let old = rest
+                .split_once('[')
+                .and_then(|(_, r)| r.split_once(']'))
+                .map(|(o, _)| o.trim());
+            let new = rest
+                .split_once('(')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            if let (Some(old), Some(new)) = (old, new) {
+                if dpkg_lt(new, old) {
+                    out.push(format!("downgrade {name} from {old} to {new}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn dpkg_lt(a: &str, b: &str) -> bool {
+    Command::new("dpkg")
+        .args(["--compare-versions", a, "lt", b])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The command a user runs to install `missing`.
+pub fn install_command(missing: &[String]) -> String {
+    format!(
+        "apt-get update && apt-get install --no-remove -y {}",
+        missing.join(" ")
+    )
+}
+
+fn installed(packages: &[String]) -> Result<Vec<String>> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${Status}\n"])
+        .args(packages)
+        .output()
+        .context("cannot run dpkg-query (this needs a Debian system)")?;
+    Ok(missing_from_dpkg(
+        packages,
+        &String::from_utf8_lossy(&out.stdout),
+    ))
+}
+
+/// Makes sure every package the project needs is installed (see the
+/// module doc). Returns the packages it installed.
+pub fn ensure(project: &Project, ev: &dyn EventSink) -> Result<Vec<String>> {
+    let packages = project_packages(project)?;
+    let missing = installed(&packages)?;
+    if missing.is_empty() {
+        return Ok(missing);
+    }
+    let cmd = install_command(&missing);
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "packages this project needs are missing: {}; as root, run:\n  {cmd}",
+            missing.join(" ")
+        );
+    }
+    events::note(
+        ev,
+        format!(
+            "setup: installing {} (one apt transaction)",
+            missing.join(" ")
+        ),
+    );
+    let apt = |args: &[&str]| -> Result<std::process::Output> {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .context("cannot run apt-get")
+    };
+    let up = apt(&["update", "-q"])?;
+    if !up.status.success() {
+        bail!(
+            "setup: apt-get update failed:\n{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+    }
+    let mut sim_args = vec!["install", "-s", "-q"];
+    sim_args.extend(missing.iter().map(String::as_str));
+    let sim = apt(&sim_args)?;
+    let harm = harmful_changes(&String::from_utf8_lossy(&sim.stdout));
+    if !harm.is_empty() || !sim.status.success() {
+        bail!(
+            "setup: installing {} would {}; nothing was changed. To accept that, run:\n  {}",
+            missing.join(" "),
+            if harm.is_empty() {
+                format!("fail:\n{}", String::from_utf8_lossy(&sim.stderr).trim())
+            } else {
+                harm.join(", ")
+            },
+            cmd.replace(" --no-remove", "")
+        );
+    }
+    let mut args = vec!["install", "--no-remove", "-y", "-q"];
+    args.extend(missing.iter().map(String::as_str));
+    let out = apt(&args)?;
+    if !out.status.success() {
+        bail!(
+            "setup: '{cmd}' failed:\n{}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let still = installed(&packages)?;
+    if !still.is_empty() {
+        bail!("setup: still missing after installing: {}", still.join(" "));
+    }
+    Ok(missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_list_with_comments() {
+        assert_eq!(
+            parse_list("# header\nqemu-system-x86\n\n  ccache  # compiler cache\n"),
+            ["qemu-system-x86", "ccache"]
+        );
+    }
+
+    #[test]
+    fn missing_packages_from_dpkg_query() {
+        let want: Vec<String> = ["ccache", "dwarves", "gcc", "bpftool"]
+            .map(String::from)
+            .to_vec();
+        let dpkg = "ccache install ok installed\ndwarves deinstall ok config-files\ngcc:amd64 install ok installed\n";
+        assert_eq!(missing_from_dpkg(&want, dpkg), ["dwarves", "bpftool"]);
+    }
+
+    #[test]
+    fn removals_and_downgrades_in_a_simulation() {
+        let sim = "\
+NOTE: This is only a simulation!
+Inst qemu-system-x86 (1:7.2+dfsg-7+deb12u18 Debian-Security:12/stable-security [amd64])
+Remv qemu-utils [1:8.2.1+ds-1~bpo12+1]
+Inst libfoo [2.0-1] (1.5-1 Debian:12/stable [amd64])
+Inst linux-source-6.1 [6.1.172-1] (6.1.192-3 Debian:12/stable [all])
+Conf qemu-system-x86 (1:7.2+dfsg-7+deb12u18 Debian-Security:12/stable-security [amd64])
+";
+        assert_eq!(
+            harmful_changes(sim),
+            ["remove qemu-utils", "downgrade libfoo from 2.0-1 to 1.5-1"]
+        );
+        assert!(install_command(&["a".into(), "b".into()]).ends_with("install --no-remove -y a b"));
+    }
+
+    #[test]
+    fn the_project_list_holds_the_source_package() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let p = project_packages(&Project { root }).unwrap();
+        for want in ["qemu-system-x86", "ccache", "dwarves", "linux-source-6.1"] {
+            assert!(p.iter().any(|x| x == want), "{want} not in {p:?}");
+        }
+    }
+}
