@@ -8,6 +8,7 @@
 //!
 //! | stage | in | out |
 //! |---|---|---|
+//! | [`setup`] | `.ci/packages`, the sources' packages | the host ready, before any key |
 //! | [`build`] | `variants.yaml`, series, fragments, source | [`build::Manifest`] |
 //! | [`image`] | manifest, `images/` | [`image::Prepared`] |
 //! | [`vm`] | [`vm::VmConfig`], steps | [`vm::Vm`], [`vm::StepOutcome`], [`vm::VmFailure`] |
@@ -17,6 +18,9 @@
 //! | [`report`] | [`report::RunReport`] | files, the terminal table |
 //!
 //! [`events`] is the stream every stage reports through; [`ui`] draws it.
+//! [`teardown`] keeps children (QEMU, builds) from outliving the runner;
+//! [`input`] and [`text`] hold the checks on what comes in (files) and
+//! what is shown (guest text).
 //! The `coexist` binary (`src/main.rs`, `src/cli/`) only parses arguments
 //! and calls these.
 

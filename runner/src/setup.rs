@@ -72,13 +72,16 @@ pub fn harmful_changes(simulation: &str) -> Vec<String> {
                 rest.split_whitespace().next().unwrap_or(rest)
             ));
         } else if let Some(rest) = l.strip_prefix("Inst ") {
-            // "Inst pkg [old] (new suite [arch])": a downgrade when new < old.
-            let name = rest.split_whitespace().next().unwrap_or("");
-            let old = rest
-                .split_once('[')
-                .and_then(|(_, r)| r.split_once(']'))
+            // "Inst pkg [old] (new suite [arch])" for an upgrade or a
+            // downgrade, "Inst pkg (new suite [arch])" for a new package:
+            // a downgrade when new < old.
+            let (name, after) = rest.split_once(' ').unwrap_or((rest, ""));
+            let old = after
+                .trim_start()
+                .strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
                 .map(|(o, _)| o.trim());
-            let new = rest
+            let new = after
                 .split_once('(')
                 .and_then(|(_, r)| r.split_whitespace().next());
             if let (Some(old), Some(new)) = (old, new) {
@@ -213,6 +216,8 @@ mod tests {
         let sim = "\
 NOTE: This is only a simulation!
 Inst qemu-system-x86 (1:7.2+dfsg-7+deb12u18 Debian-Security:12/stable-security [amd64])
+Inst libargon2-1 (0~20171227-0.3+deb12u1 Debian:12/stable [amd64])
+Inst xz-utils [5.4.1-1] (5.4.1-1+deb12u2 Debian:12/stable [amd64]) []
 Remv qemu-utils [1:8.2.1+ds-1~bpo12+1]
 Inst libfoo [2.0-1] (1.5-1 Debian:12/stable [amd64])
 Inst linux-source-6.1 [6.1.172-1] (6.1.192-3 Debian:12/stable [all])

@@ -41,11 +41,20 @@ fn workflow_shards_and_merge_fit_together() {
     // One package list: the runner's setup reads it (and .ci/run calls
     // that setup); the workflow's container setup reads it too.
     let run = std::fs::read_to_string(root().join(".ci/run")).unwrap();
-    assert!(run.contains("cargo run -q -- setup"), ".ci/run does not run setup");
+    assert!(
+        run.contains("cargo run -q -- setup"),
+        ".ci/run does not run setup"
+    );
     let gh = std::fs::read_to_string(root().join(".github/setup.sh")).unwrap();
-    assert!(gh.contains(".ci/packages"), ".github/setup.sh does not read .ci/packages");
+    assert!(
+        gh.contains(".ci/packages"),
+        ".github/setup.sh does not read .ci/packages"
+    );
     let setup = std::fs::read_to_string(root().join("runner/src/setup.rs")).unwrap();
-    assert!(setup.contains("\".ci/packages\""), "setup does not read .ci/packages");
+    assert!(
+        setup.contains("\".ci/packages\""),
+        "setup does not read .ci/packages"
+    );
     let pkgs = std::fs::read_to_string(root().join(".ci/packages")).unwrap();
     for p in [
         "qemu-system-x86",
