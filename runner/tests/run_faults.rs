@@ -222,17 +222,23 @@ fn a_killed_build_leaves_no_make_and_damaged_entries_are_rebuilt() {
 #[test]
 fn oversize_and_hostile_guest_output_is_cut_and_escaped() {
     common::prepare("share-ipmodify");
-    let r = root();
+    let run = |argv: &[&str]| {
+        let r = root();
+        let mut a = vec![
+            "run",
+            "--variant",
+            "share-ipmodify",
+            "--accel",
+            "tcg",
+            "--root",
+        ];
+        a.push(r.to_str().unwrap());
+        a.push("--");
+        a.extend_from_slice(argv);
+        coexist(&a)
+    };
     // 200 KB of output, then an escape sequence that would clear a terminal.
-    let out = coexist(&[
-        "run",
-        "--variant",
-        "share-ipmodify",
-        "--accel",
-        "tcg",
-        "--root",
-        r.to_str().unwrap(),
-        "--",
+    let out = run(&[
         "sh",
         "-c",
         "head -c 200000 /dev/zero | tr '\\0' x; echo; printf '\\033[2J\\007'",
@@ -250,18 +256,7 @@ fn oversize_and_hostile_guest_output_is_cut_and_escaped() {
         "a raw escape reached the terminal"
     );
     // The escape sequence was after the cut; a short one is shown escaped.
-    let out = coexist(&[
-        "run",
-        "--variant",
-        "share-ipmodify",
-        "--accel",
-        "tcg",
-        "--root",
-        r.to_str().unwrap(),
-        "--",
-        "printf",
-        "\\033[2J\\007done",
-    ]);
+    let out = run(&["printf", "\\033[2J\\007done"]);
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\\u{1b}[2J\\u{7}done"), "{stdout}");

@@ -3,20 +3,7 @@
 
 mod common;
 
-use common::{coexist, root};
-use std::path::Path;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
+use common::{coexist, copy_dir, root};
 
 /// A project with the real variants and fixtures and one suite file.
 fn project_with_suite(text: &str) -> tempfile::TempDir {

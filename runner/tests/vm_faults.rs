@@ -9,6 +9,8 @@ use std::time::Duration;
 
 mod common;
 
+use common::{assert_group_gone, children_of};
+
 use coexist::events::{Collect, Event};
 use coexist::image::Prepared;
 use coexist::vm::{accel, AccelChoice, FailureKind, Vm, VmConfig};
@@ -30,36 +32,6 @@ fn config(name: &str) -> (tempfile::TempDir, VmConfig) {
 
 fn boot(c: VmConfig) -> Vm {
     accel::boot(AccelChoice::Tcg, c, &common::Quiet).unwrap_or_else(|f| panic!("boot failed: {f}"))
-}
-
-/// Whether any process is still in QEMU's process group.
-fn group_alive(pgid: u32) -> bool {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .any(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            // pid (comm) state ppid pgrp ...
-            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid)
-        })
-}
-
-fn assert_gone(pid: u32) {
-    for _ in 0..100 {
-        if !group_alive(pid) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("QEMU process group {pid} is still alive");
 }
 
 fn step_ok(vm: &mut Vm, step: Step) -> coexist::vm::StepOutcome {
@@ -106,7 +78,7 @@ fn warn_during_a_step_is_captured_and_attributed_to_it() {
     assert!(s.text.last().unwrap().contains("---[ end trace"));
     assert!(vm.unattributed().is_empty(), "{:#?}", vm.unattributed());
     vm.shutdown().unwrap();
-    assert_gone(pid);
+    assert_group_gone(pid);
     // The whole console went to the per-VM log.
     let text = std::fs::read_to_string(log).unwrap();
     assert!(text.contains("Linux version") && text.contains("lkdtm_WARNING"));
@@ -144,7 +116,7 @@ fn panic_during_a_step_ends_the_vm_at_once_with_the_panic_text() {
     );
     assert_eq!(f.qemu_pid, Some(pid));
     drop(vm);
-    assert_gone(pid);
+    assert_group_gone(pid);
 }
 
 #[test]
@@ -175,7 +147,7 @@ fn hanging_step_hits_its_timeout() {
         f.last_console
     );
     drop(vm);
-    assert_gone(pid);
+    assert_group_gone(pid);
 }
 
 #[test]
@@ -203,7 +175,7 @@ fn kernel_that_cannot_reach_init_is_a_boot_failure_within_the_deadline() {
         "{:#?}",
         p.text
     );
-    assert_gone(f.qemu_pid.unwrap());
+    assert_group_gone(f.qemu_pid.unwrap());
 }
 
 #[test]
@@ -235,25 +207,7 @@ fn auto_accel_probes_and_boots() {
         assert_eq!(used, coexist::vm::Accel::Tcg);
     }
     vm.shutdown().unwrap();
-    assert_gone(pid);
-}
-
-fn qemu_children_of(ppid: u32) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let comm_ok = stat.contains("(qemu-system-x86");
-            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let pp = after
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok());
-            comm_ok && pp == Some(ppid)
-        })
-        .collect()
+    assert_group_gone(pid);
 }
 
 fn runner_dies_and_takes_qemu_along(signal: nix::sys::signal::Signal) {
@@ -280,7 +234,7 @@ fn runner_dies_and_takes_qemu_along(signal: nix::sys::signal::Signal) {
     let runner = child.id();
     let mut qemu = Vec::new();
     for _ in 0..600 {
-        qemu = qemu_children_of(runner);
+        qemu = children_of(runner, "qemu-system-x86");
         if !qemu.is_empty() {
             break;
         }
@@ -292,7 +246,7 @@ fn runner_dies_and_takes_qemu_along(signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(runner as i32), signal).unwrap();
     let status = child.wait().unwrap();
     eprintln!("runner ended with {status}");
-    assert_gone(qemu[0]);
+    assert_group_gone(qemu[0]);
 }
 
 #[test]
