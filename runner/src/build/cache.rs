@@ -132,6 +132,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let parent = path.parent().context("no parent")?;
     let mut t = tempfile::NamedTempFile::new_in(parent)?;
     t.write_all(data)?;
+    // Readable like any other file written here (tempfile makes it 0600).
+    use std::os::unix::fs::PermissionsExt;
+    t.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     t.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())

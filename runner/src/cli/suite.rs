@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use coexist::report::{self, bench::SuiteFigures, RunReport};
+use coexist::report::{self, bench::SuiteFigures, diff, RunReport};
 use coexist::run::{self, RunRequest};
 use coexist::teardown;
 use coexist::ui::Terminal;
@@ -56,6 +56,24 @@ pub enum ReportCmd {
         /// report marked incomplete instead of refusing it.
         #[arg(long)]
         allow_partial: bool,
+    },
+    /// What changed from OLD to NEW (run dirs or report.json files): newly
+    /// failing, fixed, still failing, new and removed cases, changed
+    /// expectations, timing changes; or, with --variants A,B and one run,
+    /// what variant B changes from A. Exit 1 when something regressed.
+    Diff {
+        /// OLD and NEW; one run with --variants.
+        #[arg(required = true, num_args = 1..=2)]
+        reports: Vec<PathBuf>,
+        /// Compare two variants of one run: OLD,NEW (e.g. stock,share-ipmodify).
+        #[arg(long, value_name = "A,B")]
+        variants: Option<String>,
+        /// Print JSON.
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        /// Print Markdown (for a CI comment or job summary).
+        #[arg(long)]
+        markdown: bool,
     },
 }
 
@@ -129,6 +147,35 @@ fn read_report(p: &Path) -> Result<RunReport> {
 
 pub fn report(cmd: &ReportCmd) -> Result<u8> {
     match cmd {
+        ReportCmd::Diff {
+            reports,
+            variants,
+            json,
+            markdown,
+        } => {
+            let d = match (variants, reports.as_slice()) {
+                (Some(v), [one]) => {
+                    let (a, b) = v
+                        .split_once(',')
+                        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+                        .with_context(|| format!("--variants {v}: expected A,B"))?;
+                    diff::variants(&read_report(one)?, a, b)?
+                }
+                (Some(_), _) => anyhow::bail!("--variants compares two variants of ONE run"),
+                (None, [old, new]) => diff::runs(&read_report(old)?, &read_report(new)?),
+                (None, _) => {
+                    anyhow::bail!("report diff needs OLD and NEW (or one run with --variants)")
+                }
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else if *markdown {
+                print!("{}", diff::markdown(&d));
+            } else {
+                print!("{}", diff::text(&d));
+            }
+            Ok(d.exit_code())
+        }
         ReportCmd::Merge {
             reports,
             out,

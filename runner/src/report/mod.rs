@@ -8,7 +8,7 @@
 //! terminal summary table and the merge of shard reports.
 //!
 //! One module per output format: `junit`, `ktap`, `table`, `stream`
-//! (an event sink), `merge`.
+//! (an event sink), `merge`, `diff` (two runs, or two variants of one).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use crate::run::{CaseResult, Totals};
 use crate::suite::Expected;
 
 pub mod bench;
+pub mod diff;
 pub mod junit;
 pub mod ktap;
 pub mod merge;

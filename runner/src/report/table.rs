@@ -139,9 +139,31 @@ pub fn table(report: &RunReport) -> String {
                 r.variant,
                 shown(&r.decision.summary)
             );
+            // The reports hold the splats that explain a known failure;
+            // the table names them too.
+            for t in splat_titles(r) {
+                let _ = writeln!(s, "    - {t}");
+            }
         }
     }
     s
+}
+
+/// Every splat of a case, one line each: `kind during step N: title`.
+pub fn splat_titles(r: &CaseResult) -> Vec<String> {
+    let steps = r.steps.iter().flat_map(|st| st.splats.iter());
+    let panic = r.failure.iter().filter_map(|f| f.panic.as_deref());
+    steps
+        .chain(r.unattributed_splats.iter())
+        .chain(panic)
+        .map(|sp| {
+            let at = sp
+                .step
+                .map(|i| format!("during step {i}"))
+                .unwrap_or_else(|| "outside any step".into());
+            shown(&format!("{} splat {at}: {}", sp.kind, sp.title))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -160,5 +182,19 @@ mod tests {
         assert!(t.contains("Unexpected outcomes:"));
         assert!(t.contains("step 2 (trigger): output"));
         assert!(t.contains("Known failures (xfail):"));
+    }
+
+    #[test]
+    fn known_failures_name_their_splats() {
+        let mut r = sample();
+        // The xfail case (a/fail on v2) hit a WARNING during step 2.
+        let warn = r.results[1].steps[0].splats[0].clone();
+        r.results[3].steps[0].splats.push(warn);
+        let t = table(&r);
+        let xf = &t[t.find("Known failures (xfail):").unwrap()..];
+        assert!(
+            xf.contains("    - warning splat during step 2: WARNING: CPU: 0 PID: 1 at kernel/trace/ftrace.c:2000 x"),
+            "{xf}"
+        );
     }
 }

@@ -1,0 +1,432 @@
+//! `report diff`: what changed between two runs, or between two variants
+//! of one run (what a patch changes). Per (case, variant): newly failing
+//! (regressions), fixed, still failing, new and removed cases, changed
+//! expected outcomes, and timing changes beyond noise.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::{expected_text, shown, RunReport};
+use crate::run::CaseResult;
+
+/// A timing change counts when the new time is at least this many times
+/// the old one (or the old one that many times the new one)...
+pub const SLOWER_RATIO: f64 = 1.5;
+/// ...and differs by at least this many seconds.
+pub const SLOWER_MIN_S: f64 = 0.5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// The expected outcome before, not now.
+    Regression,
+    /// Not the expected outcome before, the expected one now.
+    Fixed,
+    /// Not the expected outcome, before and now.
+    StillFailing,
+    /// What the suite expects changed (the verdicts may be the same).
+    ExpectationChanged,
+    /// Only in the new run.
+    New,
+    /// Only in the old run.
+    Removed,
+    Slower,
+    Faster,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Regression => "REGRESSION",
+            Change::Fixed => "fixed",
+            Change::StillFailing => "still failing",
+            Change::ExpectationChanged => "expectation changed",
+            Change::New => "new",
+            Change::Removed => "removed",
+            Change::Slower => "slower",
+            Change::Faster => "faster",
+        }
+    }
+}
+
+/// One side of a row.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cell {
+    pub verdict: String,
+    pub as_expected: bool,
+    pub expected: String,
+    pub total_s: f64,
+    pub summary: String,
+}
+
+impl Cell {
+    fn of(r: &CaseResult) -> Cell {
+        Cell {
+            verdict: r.decision.verdict.as_str().into(),
+            as_expected: r.decision.as_expected,
+            expected: expected_text(&r.expected),
+            total_s: r.total_s,
+            summary: r.decision.summary.clone(),
+        }
+    }
+
+    fn short(&self) -> String {
+        format!(
+            "{}{} {:.1}s",
+            self.verdict,
+            if self.as_expected { "" } else { "!" },
+            self.total_s
+        )
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    /// `suite/case@variant` (runs), or `suite/case` (variants).
+    pub key: String,
+    pub changes: Vec<Change>,
+    pub old: Option<Cell>,
+    pub new: Option<Cell>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Diff {
+    /// What is compared: run ids, or `run:variant`.
+    pub old: String,
+    pub new: String,
+    /// Rows with at least one change, regressions first.
+    pub rows: Vec<Row>,
+    /// How many rows of each change.
+    pub counts: BTreeMap<String, usize>,
+    /// Cells compared (present on both sides).
+    pub compared: usize,
+}
+
+impl Diff {
+    pub fn regressions(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| r.changes.contains(&Change::Regression))
+            .count()
+    }
+
+    /// 1 when something regressed, else 0.
+    pub fn exit_code(&self) -> u8 {
+        u8::from(self.regressions() > 0)
+    }
+}
+
+fn compare(
+    old_label: String,
+    new_label: String,
+    old: BTreeMap<String, Cell>,
+    new: BTreeMap<String, Cell>,
+) -> Diff {
+    let mut rows = Vec::new();
+    let mut compared = 0;
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for k in keys {
+        let (o, n) = (old.get(k), new.get(k));
+        let mut changes = Vec::new();
+        match (o, n) {
+            (Some(o), Some(n)) => {
+                compared += 1;
+                match (o.as_expected, n.as_expected) {
+                    (true, false) => changes.push(Change::Regression),
+                    (false, true) => changes.push(Change::Fixed),
+                    (false, false) => changes.push(Change::StillFailing),
+                    (true, true) => {}
+                }
+                if o.expected != n.expected {
+                    changes.push(Change::ExpectationChanged);
+                }
+                let (a, b) = (o.total_s, n.total_s);
+                if b >= a * SLOWER_RATIO && b - a >= SLOWER_MIN_S {
+                    changes.push(Change::Slower);
+                } else if a >= b * SLOWER_RATIO && a - b >= SLOWER_MIN_S {
+                    changes.push(Change::Faster);
+                }
+            }
+            (None, Some(_)) => changes.push(Change::New),
+            (Some(_), None) => changes.push(Change::Removed),
+            (None, None) => {}
+        }
+        if !changes.is_empty() {
+            rows.push(Row {
+                key: k.clone(),
+                changes,
+                old: o.cloned(),
+                new: n.cloned(),
+            });
+        }
+    }
+    rows.sort_by(|a, b| a.changes[0].cmp(&b.changes[0]).then(a.key.cmp(&b.key)));
+    let mut counts = BTreeMap::new();
+    for r in &rows {
+        for c in &r.changes {
+            *counts.entry(c.as_str().to_string()).or_insert(0) += 1;
+        }
+    }
+    Diff {
+        old: old_label,
+        new: new_label,
+        rows,
+        counts,
+        compared,
+    }
+}
+
+/// Two runs (or merged shard reports), cell by cell.
+pub fn runs(old: &RunReport, new: &RunReport) -> Diff {
+    let cells = |r: &RunReport| -> BTreeMap<String, Cell> {
+        r.results
+            .iter()
+            .map(|c| (c.id.clone(), Cell::of(c)))
+            .collect()
+    };
+    compare(
+        old.run_id.clone(),
+        new.run_id.clone(),
+        cells(old),
+        cells(new),
+    )
+}
+
+/// Two variants of one run, case by case: what `new` changes from `old`.
+pub fn variants(r: &RunReport, old: &str, new: &str) -> anyhow::Result<Diff> {
+    let cells = |v: &str| -> anyhow::Result<BTreeMap<String, Cell>> {
+        let m: BTreeMap<String, Cell> = r
+            .results
+            .iter()
+            .filter(|c| c.variant == v)
+            .map(|c| (format!("{}/{}", c.suite, c.case), Cell::of(c)))
+            .collect();
+        if m.is_empty() {
+            let known: Vec<String> = super::variant_order(&r.results);
+            anyhow::bail!(
+                "--variants: run {} has no results for variant '{v}' (it has: {})",
+                r.run_id,
+                known.join(", ")
+            );
+        }
+        Ok(m)
+    };
+    Ok(compare(
+        format!("{}:{old}", r.run_id),
+        format!("{}:{new}", r.run_id),
+        cells(old)?,
+        cells(new)?,
+    ))
+}
+
+fn side(c: &Option<Cell>) -> String {
+    c.as_ref().map(Cell::short).unwrap_or_else(|| "-".into())
+}
+
+fn changes_text(r: &Row) -> String {
+    r.changes
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn counts_text(d: &Diff) -> String {
+    if d.counts.is_empty() {
+        return "no changes".into();
+    }
+    d.counts
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// For the terminal.
+pub fn text(d: &Diff) -> String {
+    let mut s = format!(
+        "{} -> {}: {} cell(s) compared; {}\n",
+        d.old,
+        d.new,
+        d.compared,
+        counts_text(d)
+    );
+    if d.rows.is_empty() {
+        return s;
+    }
+    let w = d.rows.iter().map(|r| r.key.len()).max().unwrap_or(4).max(4);
+    let _ = writeln!(s, "\n{:<w$}  {:<16} {:<16} CHANGE", "CASE", "OLD", "NEW");
+    for r in &d.rows {
+        let _ = writeln!(
+            s,
+            "{:<w$}  {:<16} {:<16} {}",
+            r.key,
+            side(&r.old),
+            side(&r.new),
+            changes_text(r)
+        );
+        if r.changes.contains(&Change::Regression) {
+            if let Some(n) = &r.new {
+                let _ = writeln!(s, "{:<w$}  now: {}", "", shown(&n.summary));
+            }
+        }
+        if r.changes.contains(&Change::ExpectationChanged) {
+            if let (Some(o), Some(n)) = (&r.old, &r.new) {
+                let _ = writeln!(s, "{:<w$}  expected: {} -> {}", "", o.expected, n.expected);
+            }
+        }
+    }
+    s
+}
+
+fn md_escape(s: &str) -> String {
+    shown(s).replace('|', "\\|").replace('\n', " ")
+}
+
+/// For a CI comment or job summary.
+pub fn markdown(d: &Diff) -> String {
+    let mut s = format!(
+        "### coexist: `{}` -> `{}`\n\n{} cell(s) compared; {}.\n",
+        d.old,
+        d.new,
+        d.compared,
+        counts_text(d)
+    );
+    if d.regressions() > 0 {
+        let _ = writeln!(s, "\n**{} regression(s).**", d.regressions());
+    }
+    if d.rows.is_empty() {
+        return s;
+    }
+    s.push_str("\n| case | old | new | change | now |\n|---|---|---|---|---|\n");
+    for r in &d.rows {
+        let now = match (&r.new, r.changes.contains(&Change::Regression)) {
+            (Some(n), true) => md_escape(&n.summary),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} | {} |",
+            r.key,
+            side(&r.old),
+            side(&r.new),
+            changes_text(r),
+            now
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::testdata::sample;
+    use crate::run::Verdict;
+    use crate::suite::Expected;
+
+    fn find<'a>(d: &'a Diff, key: &str) -> &'a Row {
+        d.rows
+            .iter()
+            .find(|r| r.key == key)
+            .unwrap_or_else(|| panic!("no row {key}: {d:#?}"))
+    }
+
+    #[test]
+    fn each_kind_of_change_between_two_runs() {
+        let old = sample();
+        let mut new = sample();
+        new.run_id = "r2".into();
+        // s/a/pass@v1: PASS -> FAIL (regression); s/a/fail@v1: FAIL -> PASS
+        // (fixed); s/a/pass@v2: ERROR both times (still failing) and 3x
+        // slower; s/a/fail@v2: removed; a new case.
+        let fail = |c: &mut CaseResult| {
+            c.decision.verdict = Verdict::Fail;
+            c.decision.as_expected = false;
+            c.decision.summary = "step 2 (trigger): output \"x\"".into();
+        };
+        fail(&mut new.results[0]);
+        new.results[1].decision.verdict = Verdict::Pass;
+        new.results[1].decision.as_expected = true;
+        new.results[2].total_s = 6.0;
+        let mut added = new.results[3].clone();
+        added.id = "s/a/new@v2".into();
+        new.results[3] = added;
+        let d = runs(&old, &new);
+        assert_eq!(find(&d, "s/a/pass@v1").changes, [Change::Regression]);
+        assert_eq!(find(&d, "s/a/fail@v1").changes, [Change::Fixed]);
+        assert_eq!(
+            find(&d, "s/a/pass@v2").changes,
+            [Change::StillFailing, Change::Slower]
+        );
+        assert_eq!(find(&d, "s/a/fail@v2").changes, [Change::Removed]);
+        assert_eq!(find(&d, "s/a/new@v2").changes, [Change::New]);
+        assert_eq!(
+            d.rows[0].changes[0],
+            Change::Regression,
+            "regressions first"
+        );
+        assert_eq!(d.compared, 3);
+        assert_eq!(d.exit_code(), 1);
+        let t = text(&d);
+        assert!(t.contains("1 REGRESSION"), "{t}");
+        assert!(t.contains("now: step 2 (trigger)"), "{t}");
+        let m = markdown(&d);
+        assert!(m.contains("**1 regression(s).**"), "{m}");
+        assert!(
+            m.contains("| `s/a/pass@v1` | PASS 2.0s | FAIL! 2.0s | REGRESSION |"),
+            "{m}"
+        );
+        // The same run against itself: nothing changed, exit 0.
+        let same = runs(&old, &old);
+        assert!(same
+            .rows
+            .iter()
+            .all(|r| r.changes == [Change::StillFailing]));
+        assert_eq!(same.exit_code(), 0);
+    }
+
+    #[test]
+    fn timing_noise_is_not_a_change() {
+        let old = sample();
+        let mut new = sample();
+        new.results[0].total_s = 2.0 * 1.4; // under the ratio
+        new.results[3].total_s = 2.0 + 0.4; // under the seconds
+        let d = runs(&old, &new);
+        assert!(
+            d.rows.iter().all(|r| !r.changes.contains(&Change::Slower)),
+            "{d:#?}"
+        );
+        let mut faster = sample();
+        faster.results[0].total_s = 1.0;
+        assert_eq!(
+            find(&runs(&old, &faster), "s/a/pass@v1").changes,
+            [Change::Faster]
+        );
+    }
+
+    #[test]
+    fn two_variants_of_one_run_and_changed_expectations() {
+        let mut r = sample();
+        // v1: a/pass PASS, a/fail FAIL!; v2: a/pass ERROR!, a/fail XFAIL.
+        r.results[1].expected = Expected::Pass;
+        let d = variants(&r, "v1", "v2").unwrap();
+        assert_eq!(d.old, "r1:v1");
+        assert_eq!(find(&d, "s/a/pass").changes, [Change::Regression]);
+        assert_eq!(
+            find(&d, "s/a/fail").changes,
+            [Change::Fixed, Change::ExpectationChanged]
+        );
+        assert!(
+            text(&d).contains("expected: pass -> xfail: known bug"),
+            "{}",
+            text(&d)
+        );
+        let e = variants(&r, "v1", "nope").unwrap_err().to_string();
+        assert!(
+            e.contains("no results for variant 'nope' (it has: v1, v2)"),
+            "{e}"
+        );
+    }
+}
