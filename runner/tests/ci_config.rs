@@ -33,6 +33,12 @@ fn workflow_shards_and_merge_fit_together() {
     };
     assert!(runs("suite").contains("suite all --shard ${{ matrix.shard }}/$SHARDS"));
     assert!(runs("report").contains("report merge results/shard-*"));
+    // The job summary: the diff against the base branch's report, and what
+    // the patch variant changes; the page people look at is uploaded.
+    assert!(runs("report").contains(
+        "report diff previous/report.json results/merged --markdown >> \"$GITHUB_STEP_SUMMARY\""
+    ));
+    assert!(runs("report").contains("--variants stock,share-ipmodify --markdown"));
     assert!(runs("tests").contains("cargo test --workspace"));
     assert_eq!(
         jobs["suite"]["container"]["options"].as_str(),

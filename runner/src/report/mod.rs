@@ -3,12 +3,14 @@
 //! In: a [`RunReport`] (built by `crate::run`, or read back from
 //! `report.json` files). Out, in `results/<run-id>/`: `report.json` (the
 //! [`RunReport`] itself, schema [`SCHEMA`]), `junit.xml`, `results.ktap`,
+//! `index.html` (the page people look at),
 //! and, written while the run goes, `results.jsonl` (one finished case a
 //! line); console logs are written by the VMs next to them. Also the
 //! terminal summary table and the merge of shard reports.
 //!
-//! One module per output format: `junit`, `ktap`, `table`, `stream`
-//! (an event sink), `merge`, `diff` (two runs, or two variants of one).
+//! One module per output format: `junit`, `ktap`, `html`, `table`,
+//! `stream` (an event sink), `merge`, `diff` (two runs, or two variants of
+//! one).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use crate::suite::Expected;
 
 pub mod bench;
 pub mod diff;
+pub mod html;
 pub mod junit;
 pub mod ktap;
 pub mod merge;
@@ -29,6 +32,7 @@ pub mod stream;
 pub mod table;
 
 pub use crate::text::shown;
+pub use html::html;
 pub use junit::junit;
 pub use ktap::ktap;
 pub use merge::merge;
@@ -231,7 +235,7 @@ pub fn expected_text(e: &Expected) -> String {
     }
 }
 
-/// Writes report.json, junit.xml and results.ktap into `dir`.
+/// Writes report.json, junit.xml, results.ktap and index.html into `dir`.
 pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
@@ -239,6 +243,7 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>> {
         ("report.json", serde_json::to_string_pretty(report)?),
         ("junit.xml", junit(report)?),
         ("results.ktap", ktap(report)),
+        ("index.html", html(report, Some(dir))),
     ] {
         let p = dir.join(name);
         crate::build::cache::write_atomic(&p, data.as_bytes())?;
@@ -275,6 +280,8 @@ pub(crate) mod testdata {
         };
         CaseResult {
             job: 0,
+            worker: 0,
+            started_s: 0.0,
             id: format!("s/{case}@{variant}"),
             suite: "s".into(),
             case: case.into(),

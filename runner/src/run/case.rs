@@ -20,6 +20,12 @@ pub struct CaseResult {
     /// The job's position in the whole (unsharded) job list.
     #[serde(default)]
     pub job: usize,
+    /// The worker that ran it, and when it started (seconds after the
+    /// matrix started): the run's timeline.
+    #[serde(default)]
+    pub worker: usize,
+    #[serde(default)]
+    pub started_s: f64,
     pub id: String,
     pub suite: String,
     pub case: String,
@@ -150,6 +156,8 @@ pub fn run_case(
     );
     CaseResult {
         job: 0,
+        worker: 0,
+        started_s: 0.0,
         id: format!("{}/{}@{}", suite.file.suite, case.name, variant),
         suite: suite.file.suite.clone(),
         case: case.name.clone(),

@@ -109,9 +109,11 @@ pub fn run(
     let results: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; jobs.len()]);
     let panicked: Mutex<Option<String>> = Mutex::new(None);
     let workers = workers.clamp(1, jobs.len().max(1));
+    let t0 = std::time::Instant::now();
     std::thread::scope(|sc| {
-        for _ in 0..workers {
-            sc.spawn(|| loop {
+        for worker in 0..workers {
+            let (queue, results, panicked) = (&queue, &results, &panicked);
+            sc.spawn(move || loop {
                 if teardown::stopping() {
                     return;
                 }
@@ -120,6 +122,7 @@ pub fn run(
                     return;
                 };
                 events.event(&Event::CaseStarted { id: job.id.clone() });
+                let started_s = t0.elapsed().as_secs_f64();
                 let suite = &suites[job.suite];
                 let case = &suite.file.cases[job.case];
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -131,6 +134,8 @@ pub fn run(
                     Ok(_) if teardown::stopping() => return,
                     Ok(mut r) => {
                         r.job = job.index;
+                        r.worker = worker;
+                        r.started_s = started_s;
                         events.event(&Event::CaseFinished(Box::new(r.clone())));
                         results.lock().unwrap_or_else(|e| e.into_inner())[k] = Some(r);
                     }
