@@ -82,13 +82,13 @@ fn setup(warnings: &mut Vec<String>) {
     std::env::set_var("HOME", "/");
 }
 
-fn kernel_release() -> String {
+pub fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
-fn uptime() -> f64 {
+pub fn uptime() -> f64 {
     std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))

@@ -72,6 +72,13 @@ pub enum Step {
     },
     /// Answers, then restarts the machine (QEMU runs with -no-reboot, so it exits).
     Poweroff,
+    /// The runner's first words to a guest restored from a snapshot: sets
+    /// the wall clock, mixes `seed` (hex) into the kernel's entropy pool,
+    /// and answers who the guest is. data: [`AnswerData::Hello`].
+    Hello {
+        now_unix_ns: u64,
+        seed: String,
+    },
     /// insmod of a livepatch module, then waits until its transition is
     /// done (`/sys/kernel/livepatch/<name>/transition` reads 0).
     /// data: [`AnswerData::Livepatch`].
@@ -305,6 +312,8 @@ pub struct Answer {
 pub enum AnswerData {
     /// livepatch_load, livepatch_disable.
     Livepatch(LivepatchData),
+    /// hello.
+    Hello(HelloData),
     /// livepatch_state.
     LivepatchState(LivepatchState),
     /// bpf_attach.
@@ -326,6 +335,17 @@ pub struct LivepatchData {
     pub name: Option<String>,
     /// How long the transition took (or had taken when it timed out).
     pub transition_ms: f64,
+}
+
+/// Who answered a hello.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HelloData {
+    pub agent_version: String,
+    pub kernel_release: String,
+    pub uptime_s: f64,
+    /// `/proc/sys/kernel/random/boot_id`: the same for every guest restored
+    /// from one snapshot, and for the guest the snapshot was taken of.
+    pub boot_id: String,
 }
 
 /// A livepatch as sysfs shows it.

@@ -38,6 +38,9 @@ pub struct SuiteOpts {
     /// Results directory (default: results/<run-id> in the project).
     #[arg(long, value_name = "DIR")]
     results: Option<PathBuf>,
+    /// Boot every job instead of restoring a saved READY guest.
+    #[arg(long)]
+    fresh_boot: bool,
     #[command(flatten)]
     src: SourceOpts,
 }
@@ -88,6 +91,7 @@ impl SuiteOpts {
             machine: self.machine.machine(),
             results_dir: self.results.clone(),
             kernel_tree: self.src.kernel_tree.clone(),
+            fresh_boot: self.fresh_boot,
         }
     }
 }

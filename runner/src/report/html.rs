@@ -159,7 +159,12 @@ fn step_rows(s: &mut String, steps: &[StepRecord], console: Option<&str>) {
                 esc(&sp.text.join("\n"))
             );
         }
-        if let Some(ex) = console.and_then(|c| console_excerpt(c, st.index as u64)) {
+        let marker = if st.vm_step > 0 {
+            st.vm_step
+        } else {
+            st.index as u64
+        };
+        if let Some(ex) = console.and_then(|c| console_excerpt(c, marker)) {
             let _ = write!(
                 s,
                 "<tr><td></td><td colspan=5><details><summary>console around step {}</summary><pre>{}</pre></details></td></tr>",

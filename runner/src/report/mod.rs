@@ -52,6 +52,9 @@ pub struct VariantInfo {
     /// Patches of the variant's series already in its source (skipped).
     #[serde(default)]
     pub already_in_source: Vec<String>,
+    /// The snapshot its jobs were restored from (None: fresh boots).
+    #[serde(default)]
+    pub snapshot: Option<String>,
     pub kernel_key: String,
     pub kernel_release: String,
     pub source: String,
@@ -76,6 +79,7 @@ impl VariantInfo {
                 None => m.kernel_version.clone(),
             },
             already_in_source: m.already_in_source.clone(),
+            snapshot: None,
             kernel_key: p.manifest.key.clone(),
             kernel_release: p.manifest.kernel_release.clone(),
             source: p.manifest.source.clone(),
@@ -299,6 +303,7 @@ pub(crate) mod testdata {
                 },
             },
             steps: vec![StepRecord {
+                vm_step: 2,
                 index: 2,
                 label: None,
                 request: Step::Trigger {
@@ -324,6 +329,7 @@ pub(crate) mod testdata {
             console_log: PathBuf::from(format!("/r/console/{variant}/{case}.log")),
             accel: None,
             boot_s: Some(1.0),
+            restored: false,
             total_s: 2.0,
             fixed_s: 0.0,
         }

@@ -230,6 +230,7 @@ pub fn judge_commit(ws: &Workspace, req: &BisectRequest, ev: &dyn EventSink) -> 
             .join(format!("bisect-{short}-{}", std::process::id())),
         memory_mb: 512,
         cpus: 2,
+        snapshots: None,
     };
     let mut codes = Vec::new();
     for c in &s.file.cases {

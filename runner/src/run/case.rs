@@ -12,6 +12,7 @@ use crate::events::EventSink;
 use crate::image::Prepared;
 use crate::steps;
 use crate::suite::{Case, Expected, Suite};
+use crate::vm::snapshot::Snapshots;
 use crate::vm::{accel, Accel, AccelChoice, Splat, VmFailure};
 
 /// A case's result on one variant: everything the reports need.
@@ -42,8 +43,11 @@ pub struct CaseResult {
     pub unattributed_splats: Vec<Splat>,
     pub console_log: PathBuf,
     pub accel: Option<Accel>,
-    /// QEMU start to READY.
+    /// QEMU start to READY (restored: QEMU start to the hello's answer).
     pub boot_s: Option<f64>,
+    /// The guest was restored from a snapshot (else booted).
+    #[serde(default)]
+    pub restored: bool,
     /// Boot, steps and shutdown.
     pub total_s: f64,
     /// Time the case spends on purpose (stress durations).
@@ -51,13 +55,15 @@ pub struct CaseResult {
 }
 
 /// How each job's VM is made and where its console log goes.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CaseOptions {
     pub accel: AccelChoice,
     /// Console logs go to `<dir>/console/<variant>/<suite>__<case>.log`.
     pub results_dir: PathBuf,
     pub memory_mb: u32,
     pub cpus: u32,
+    /// Restore jobs from these snapshots (None: boot every job).
+    pub snapshots: Option<std::sync::Arc<Snapshots>>,
 }
 
 pub fn console_path(results_dir: &Path, suite: &str, case: &str, variant: &str) -> PathBuf {
@@ -88,11 +94,21 @@ pub fn run_case(
     let mut unattributed = Vec::new();
     let mut boot_s = None;
     let mut used_accel = None;
-    match accel::boot(opts.accel, cfg, events) {
+    let mut restored = false;
+    let started = match &opts.snapshots {
+        Some(s) => {
+            restored = s.get(&variant).is_some();
+            s.start(&variant, cfg, opts.accel, events)
+        }
+        None => accel::boot(opts.accel, cfg, events),
+    };
+    match started {
         Err(f) => failure = Some(f),
         Ok(mut vm) => {
             boot_s = Some(vm.ready.boot_s);
             used_accel = Some(vm.ready.accel);
+            // A restore that fell back to a fresh boot is a boot.
+            restored &= vm.restored();
             let labels: Vec<Option<String>> = case.steps.iter().map(|s| s.label.clone()).collect();
             let mut handles: BTreeMap<String, u32> = BTreeMap::new();
             for (i, s) in case.steps.iter().enumerate() {
@@ -120,6 +136,7 @@ pub fn run_case(
                         let stop =
                             !mismatches.is_empty() || !out.splats.is_empty() || refused_as_expected;
                         records.push(StepRecord {
+                            vm_step: out.id,
                             index,
                             label: s.label.clone(),
                             request: step,
@@ -172,6 +189,7 @@ pub fn run_case(
         console_log: log,
         accel: used_accel,
         boot_s,
+        restored,
         total_s: t0.elapsed().as_secs_f64(),
         fixed_s: case.fixed_seconds,
     }

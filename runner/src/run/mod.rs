@@ -28,10 +28,11 @@ pub use verdict::{Decision, StepRecord, Verdict};
 
 use crate::build::cache::KeyHasher;
 use crate::build::{variant, Variant};
-use crate::events::{Event, EventSink, Fanout};
+use crate::events::{self, Event, EventSink, Fanout};
 use crate::report::{self, stream::ResultsJsonl, PlanInfo, RunReport};
 use crate::suite::{self, Suite};
 use crate::teardown;
+use crate::vm::snapshot::{self, Snapshots};
 use crate::vm::AccelChoice;
 use crate::workspace::Workspace;
 
@@ -71,6 +72,8 @@ pub struct RunRequest {
     pub results_dir: Option<PathBuf>,
     /// Build this kernel tree instead of each variant's source.
     pub kernel_tree: Option<PathBuf>,
+    /// Boot every job (no snapshots).
+    pub fresh_boot: bool,
 }
 
 /// The jobs of a request, checked, before anything is built.
@@ -242,12 +245,40 @@ pub fn run_suites(
         infos.push(report::VariantInfo::of(&p));
         prepared.insert(name, p);
     }
+    let snapshots = if req.fresh_boot {
+        None
+    } else {
+        let s = Snapshots::new(&ws.cache);
+        for (name, p) in &prepared {
+            let mut base = p.vm_config(dir.join("snapshot-boot.log"));
+            base.memory_mb = req.machine.memory_mb;
+            base.cpus = req.machine.cpus;
+            let id = snapshot::Ident {
+                kernel_key: p.manifest.key.clone(),
+                image_key: p.image.key.clone(),
+                qemu_version: report::host().qemu,
+            };
+            if let Err(e) = s.prepare(name, &base, req.machine.accel, id, &events) {
+                events::note(
+                    &events,
+                    format!("no snapshot for {name} ({e}); its jobs boot fresh"),
+                );
+            }
+            if let (Some(snap), Some(info)) =
+                (s.get(name), infos.iter_mut().find(|i| &i.name == name))
+            {
+                info.snapshot = Some(snap.key.clone());
+            }
+        }
+        Some(std::sync::Arc::new(s))
+    };
     let prepare_s = t_prep.elapsed().as_secs_f64();
     let opts = CaseOptions {
         accel: req.machine.accel,
         results_dir: dir.clone(),
         memory_mb: req.machine.memory_mb,
         cpus: req.machine.cpus,
+        snapshots,
     };
     events.event(&Event::RunStarted {
         run_id: id.clone(),

@@ -15,6 +15,10 @@ use crate::vm::{FailureKind, VmFailure};
 pub struct StepRecord {
     /// 1-based position in the case.
     pub index: usize,
+    /// The step's id in its VM (its console markers say `coexist: step
+    /// <id>`); a restored guest's hello comes first.
+    #[serde(default)]
+    pub vm_step: u64,
     pub label: Option<String>,
     pub request: Step,
     pub expect: StepExpect,
@@ -249,6 +253,7 @@ mod tests {
     ) -> StepRecord {
         let mismatches = crate::steps::check(&e, &a);
         StepRecord {
+            vm_step: i as u64,
             index: i,
             label: label.map(str::to_string),
             request: Step::Trigger {

@@ -45,6 +45,7 @@ impl Family {
             | Step::Rmmod { .. }
             | Step::Sleep { .. }
             | Step::Poweroff
+            | Step::Hello { .. }
             | Step::Trigger { .. } => Family::Basic,
             Step::LivepatchLoad { .. }
             | Step::LivepatchDisable { .. }
@@ -57,13 +58,17 @@ impl Family {
     }
 }
 
-/// Step kinds a suite may use: every kind the agent knows but `poweroff`
-/// (the runner's own, at the end of every case).
+/// The runner's own step kinds: `poweroff` ends every fresh-boot case,
+/// `hello` starts every guest restored from a snapshot.
+pub const RUNNER_KINDS: &[&str] = &["poweroff", "hello"];
+
+/// Step kinds a suite may use: every kind the agent knows but the
+/// runner's own.
 pub fn suite_kinds() -> Vec<&'static str> {
     Step::kinds()
         .iter()
         .copied()
-        .filter(|k| *k != "poweroff")
+        .filter(|k| !RUNNER_KINDS.contains(k))
         .collect()
 }
 
@@ -315,8 +320,8 @@ mod tests {
     #[test]
     fn every_kind_has_a_family_and_suites_use_all_but_poweroff() {
         let kinds = suite_kinds();
-        assert!(!kinds.contains(&"poweroff"));
-        assert_eq!(kinds.len() + 1, Step::kinds().len());
+        assert!(!kinds.contains(&"poweroff") && !kinds.contains(&"hello"));
+        assert_eq!(kinds.len() + RUNNER_KINDS.len(), Step::kinds().len());
         assert_eq!(
             Family::of(&Step::BpfAttach {
                 program: "p".into(),

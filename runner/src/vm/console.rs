@@ -64,6 +64,16 @@ impl Console {
         &self.path
     }
 
+    /// A line of the runner's own in the log (not from the guest).
+    pub fn mark(&mut self, line: &str) {
+        let _ = writeln!(self.log, "{line}");
+    }
+
+    /// Splats that belong to no step of the case (a restored guest's hello).
+    pub fn add_unattributed(&mut self, splats: Vec<Splat>) {
+        self.unattributed.extend(splats);
+    }
+
     /// Takes one console line.
     pub fn feed(&mut self, line: &str) {
         let n = line.len() as u64 + 1;

@@ -28,6 +28,9 @@ pub enum FailureKind {
     Died,
     /// The agent answered something that is not the protocol.
     Protocol,
+    /// A guest restored from a snapshot did not come back as that guest
+    /// (QEMU could not load the state, no hello, another boot id).
+    RestoreFailed,
 }
 
 impl FailureKind {

@@ -8,11 +8,12 @@ use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use coexist_proto::{AgentMsg, Answer, Request, Step};
+use coexist_proto::{AgentMsg, Answer, AnswerData, HelloData, Request, Step};
 use serde::{Deserialize, Serialize};
 
 use super::console::Console;
-use super::qemu::{QemuProcess, Started, VmConfig};
+use super::qemu::{migrate_uri, QemuProcess, Started, VmConfig};
+use super::qmp::Qmp;
 use super::{Accel, FailureKind, Splat, VmFailure};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -138,6 +139,7 @@ pub struct Vm {
     link: Link,
     pub ready: ReadyInfo,
     next_id: u64,
+    restored: bool,
 }
 
 impl Link {
@@ -281,9 +283,33 @@ impl Link {
     }
 }
 
+/// How long a restored guest may take to answer its hello.
+pub const RESTORE_DEADLINE: Duration = Duration::from_secs(15);
+
+/// 32 random bytes as hex, for a restored guest's entropy pool.
+fn seed() -> String {
+    let mut b = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 impl Vm {
     /// Starts QEMU and waits until the agent is READY.
     pub fn boot(cfg: VmConfig) -> Result<Vm, VmFailure> {
+        Vm::start(cfg, None)
+    }
+
+    /// Starts QEMU on a saved state (`cfg.incoming`) and greets the
+    /// restored agent: its clock is set, its entropy pool re-seeded, and
+    /// its boot id must be `boot_id` (the snapshot's guest). `origin` goes
+    /// at the top of the console log.
+    pub fn restore(cfg: VmConfig, origin: &str, boot_id: &str) -> Result<Vm, VmFailure> {
+        Vm::start(cfg, Some((origin, boot_id)))
+    }
+
+    fn start(cfg: VmConfig, restore: Option<(&str, &str)>) -> Result<Vm, VmFailure> {
         let started = Instant::now();
         let early = |message: String| VmFailure {
             kind: FailureKind::QemuFailed,
@@ -296,7 +322,10 @@ impl Vm {
             qemu_pid: None,
             saw_banner: false,
         };
-        let console = Console::create(&cfg.console_log, &cfg.allow).map_err(early)?;
+        let mut console = Console::create(&cfg.console_log, &cfg.allow).map_err(early)?;
+        if let Some((origin, _)) = restore {
+            console.mark(&format!("[coexist: restored from {origin}]"));
+        }
         let Started {
             qemu,
             console: serial,
@@ -325,16 +354,102 @@ impl Vm {
             started,
             last_activity: Instant::now(),
         };
-        let ready = link.wait_ready()?;
-        Ok(Vm {
+        let Some((_, boot_id)) = restore else {
+            let ready = link.wait_ready()?;
+            return Ok(Vm {
+                link,
+                ready,
+                next_id: 1,
+                restored: false,
+            });
+        };
+        let accel = link.cfg.accel;
+        // A restored guest answers at once (a tenth of a second here); one
+        // that does not within this is not coming back.
+        let timeout = link.cfg.boot_timeout.min(RESTORE_DEADLINE);
+        let mut vm = Vm {
             link,
-            ready,
+            ready: ReadyInfo {
+                kernel_release: String::new(),
+                guest_uptime_s: 0.0,
+                boot_s: 0.0,
+                accel,
+                warnings: Vec::new(),
+            },
             next_id: 1,
-        })
+            restored: true,
+        };
+        let restore_failed = |vm: &mut Vm, message: String| {
+            let mut f = vm
+                .link
+                .failure(FailureKind::RestoreFailed, message, None, None);
+            vm.kill();
+            f.elapsed_s = started.elapsed().as_secs_f64();
+            f
+        };
+        let h = match vm.hello(timeout) {
+            Ok(h) => h,
+            Err(f) => {
+                let msg = format!("the restored guest did not answer a hello: {}", f.message);
+                return Err(restore_failed(&mut vm, msg));
+            }
+        };
+        if h.boot_id != boot_id {
+            let msg = format!(
+                "the restored guest is not the snapshot's (boot id {}, expected {boot_id})",
+                h.boot_id
+            );
+            return Err(restore_failed(&mut vm, msg));
+        }
+        vm.ready.kernel_release = h.kernel_release;
+        vm.ready.guest_uptime_s = h.uptime_s;
+        vm.ready.boot_s = started.elapsed().as_secs_f64();
+        Ok(vm)
+    }
+
+    /// Greets the agent: sets its clock, seeds its entropy pool, and says
+    /// who it is. Splats during it belong to no step of a case.
+    pub fn hello(&mut self, timeout: Duration) -> Result<HelloData, VmFailure> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let out = self.run(
+            Step::Hello {
+                now_unix_ns: now,
+                seed: seed(),
+            },
+            timeout,
+        )?;
+        self.link.console.add_unattributed(out.splats);
+        match out.answer.data {
+            Some(AnswerData::Hello(h)) if out.answer.ok => Ok(h),
+            _ => {
+                let msg = format!("hello: {:?}", out.answer);
+                Err(self
+                    .link
+                    .failure(FailureKind::Protocol, msg, Some(out.id), None))
+            }
+        }
+    }
+
+    /// Saves the whole guest (stopped) to `state` through QMP, then ends
+    /// QEMU. The config must have asked for QMP.
+    pub fn save(mut self, state: &Path) -> Result<(), String> {
+        let sock = self.link.qemu.qmp_socket();
+        let mut q = Qmp::connect(&sock, Duration::from_secs(5))?;
+        q.save(&migrate_uri(state), Duration::from_secs(120))?;
+        self.kill();
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
         self.link.qemu.pid()
+    }
+
+    /// Whether this guest was restored from a snapshot.
+    pub fn restored(&self) -> bool {
+        self.restored
     }
 
     pub fn console_log(&self) -> &Path {

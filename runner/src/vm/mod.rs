@@ -13,7 +13,11 @@
 //!   banner / panic state.
 //! - `splat`: recognising kernel reports in console lines.
 //! - `machine`: [`Vm`], the agent channel and the watchdogs (boot
-//!   deadline, stall, step timeout, panic).
+//!   deadline, stall, step timeout, panic); saving a READY guest and
+//!   restoring it.
+//! - `qmp`: the QEMU monitor protocol, to save a guest's state.
+//! - `snapshot`: READY guests saved once per (kernel, image, machine,
+//!   accelerator, QEMU) and restored for each job.
 //!
 //! Every QEMU runs in a process group registered with [`crate::teardown`],
 //! so it never outlives the runner.
@@ -23,6 +27,8 @@ pub mod console;
 mod failure;
 mod machine;
 pub mod qemu;
+pub mod qmp;
+pub mod snapshot;
 pub mod splat;
 
 pub use accel::{Accel, AccelChoice};

@@ -39,6 +39,10 @@ pub struct VmConfig {
     pub banner_timeout: Option<Duration>,
     /// Regexes of splat titles to set aside.
     pub allow: Vec<String>,
+    /// A QMP socket in the run dir (to save a snapshot).
+    pub qmp: bool,
+    /// Restore this saved state instead of booting (`-incoming`).
+    pub incoming: Option<PathBuf>,
 }
 
 /// The kernel command line every guest gets unless replaced.
@@ -60,6 +64,8 @@ impl VmConfig {
             stall_timeout: Duration::from_secs(60),
             banner_timeout: None,
             allow: Vec::new(),
+            qmp: false,
+            incoming: None,
         }
     }
 
@@ -120,11 +126,45 @@ pub fn agent_args(sock: &Path) -> Vec<String> {
     ]
 }
 
-/// The whole argument list after `qemu-system-x86_64`.
-pub fn argv(cfg: &VmConfig, agent_sock: &Path) -> Vec<String> {
+/// Quotes a path for the shell QEMU runs `exec:` migration commands with.
+pub fn shell_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// A QMP monitor on a unix socket QEMU listens on.
+pub fn qmp_args(sock: &Path) -> Vec<String> {
+    vec![
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", sock.display()),
+    ]
+}
+
+/// Restore saved state: QEMU reads it at start and runs the guest from
+/// where it was saved.
+pub fn incoming_args(state: &Path) -> Vec<String> {
+    vec![
+        "-incoming".into(),
+        format!("exec:cat {}", shell_quote(state)),
+    ]
+}
+
+/// Where `migrate` writes the state.
+pub fn migrate_uri(state: &Path) -> String {
+    format!("exec:cat > {}", shell_quote(state))
+}
+
+/// The whole argument list after `qemu-system-x86_64`. A restore has the
+/// same machine, kernel and devices as the boot it was saved from.
+pub fn argv(cfg: &VmConfig, agent_sock: &Path, qmp_sock: &Path) -> Vec<String> {
     let mut a = machine_args(cfg);
     a.extend(boot_args(cfg));
     a.extend(agent_args(agent_sock));
+    if cfg.qmp {
+        a.extend(qmp_args(qmp_sock));
+    }
+    if let Some(state) = &cfg.incoming {
+        a.extend(incoming_args(state));
+    }
     a
 }
 
@@ -174,7 +214,7 @@ impl QemuProcess {
             }
         };
         let mut cmd = Command::new(QEMU);
-        cmd.args(argv(cfg, &sock))
+        cmd.args(argv(cfg, &sock, &run_dir.join("qmp.sock")))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -241,6 +281,11 @@ impl QemuProcess {
         self.child.id()
     }
 
+    /// The QMP socket (with [`VmConfig::qmp`]).
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.run_dir.join("qmp.sock")
+    }
+
     /// Whether QEMU has exited (and reaps it if so).
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
@@ -298,7 +343,12 @@ mod tests {
         let mut c = cfg();
         c.memory_mb = 768;
         c.cpus = 3;
-        let a = argv(&c, Path::new("/run/x/agent.sock"));
+        let a = argv(
+            &c,
+            Path::new("/run/x/agent.sock"),
+            Path::new("/run/x/qmp.sock"),
+        );
+        assert!(!a.iter().any(|x| x == "-qmp" || x == "-incoming"), "{a:?}");
         assert_eq!(value_after(&a, "-accel"), ["tcg"]);
         assert_eq!(value_after(&a, "-m"), ["768"]);
         assert_eq!(value_after(&a, "-smp"), ["3"]);
@@ -323,7 +373,7 @@ mod tests {
     fn accelerator_arguments_come_from_the_accelerator() {
         let mut c = cfg();
         c.accel = Accel::Kvm;
-        let a = argv(&c, Path::new("/s"));
+        let a = argv(&c, Path::new("/s"), Path::new("/q"));
         assert_eq!(value_after(&a, "-accel"), ["kvm"]);
         assert_eq!(
             a.iter().filter(|x| *x == "-accel").count(),
@@ -344,10 +394,30 @@ mod tests {
         assert!(c.kernel_cmdline().contains("panic=-1"));
         c.cmdline = Some("console=ttyS0 init=/nonexistent".into());
         assert_eq!(c.kernel_cmdline(), "console=ttyS0 init=/nonexistent");
-        let a = argv(&c, Path::new("/s"));
+        let a = argv(&c, Path::new("/s"), Path::new("/q"));
         assert_eq!(
             value_after(&a, "-append"),
             ["console=ttyS0 init=/nonexistent"]
         );
+    }
+
+    #[test]
+    fn a_restore_is_the_same_machine_plus_incoming_and_qmp() {
+        let mut c = cfg();
+        let boot = argv(&c, Path::new("/s"), Path::new("/q"));
+        c.qmp = true;
+        c.incoming = Some("/cache/snapshots/k/it's state".into());
+        let a = argv(&c, Path::new("/s"), Path::new("/q"));
+        assert_eq!(
+            &a[..boot.len()],
+            &boot[..],
+            "same machine, kernel and devices"
+        );
+        assert_eq!(value_after(&a, "-qmp"), ["unix:/q,server=on,wait=off"]);
+        assert_eq!(
+            value_after(&a, "-incoming"),
+            ["exec:cat '/cache/snapshots/k/it'\\''s state'"]
+        );
+        assert_eq!(migrate_uri(Path::new("/x/state")), "exec:cat > '/x/state'");
     }
 }

@@ -1,6 +1,6 @@
 //! Programs, files, modules, time and power: exec, read, write, insmod,
-//! rmmod, sleep, poweroff, and trigger (a read that makes a known kernel
-//! function run).
+//! rmmod, sleep, poweroff, hello (a restored guest's first step), and
+//! trigger (a read that makes a known kernel function run).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use coexist_proto::Answer;
+use coexist_proto::{Answer, AnswerData, HelloData};
 use nix::errno::Errno;
 
-use super::{errno_of, fail, ok};
-use crate::kernel_release;
+use super::{errno_of, fail, ok, with_data};
+use crate::{kernel_release, uptime};
 
 /// Runs a program; stdout and stderr are captured together.
 pub fn exec(id: u64, argv: &[String]) -> Answer {
@@ -176,4 +176,40 @@ pub fn trigger(id: u64, target: &str) -> Answer {
         Ok(b) => ok(id, String::from_utf8_lossy(&b).into_owned()),
         Err(e) => fail(Some(id), errno_of(&e), format!("read {path}: {e}")),
     }
+}
+
+/// Sets the wall clock, mixes the seed into the entropy pool (a restored
+/// guest would otherwise repeat its snapshot's random state), and says who
+/// this guest is.
+pub fn hello(id: u64, now_unix_ns: u64, seed: &str) -> Answer {
+    let ts = nix::sys::time::TimeSpec::new(
+        (now_unix_ns / 1_000_000_000) as i64,
+        (now_unix_ns % 1_000_000_000) as i64,
+    );
+    if let Err(e) = nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts) {
+        return fail(Some(id), Some(e as i32), format!("clock_settime: {e}"));
+    }
+    let bytes: Vec<u8> = (0..seed.len() / 2)
+        .filter_map(|i| u8::from_str_radix(seed.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    if let Err(e) = OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")
+        .and_then(|mut f| f.write_all(&bytes))
+    {
+        return fail(Some(id), errno_of(&e), format!("seed /dev/urandom: {e}"));
+    }
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    with_data(
+        ok(id, format!("hello from {boot_id}")),
+        AnswerData::Hello(HelloData {
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            kernel_release: kernel_release(),
+            uptime_s: uptime(),
+            boot_id,
+        }),
+    )
 }

@@ -43,6 +43,7 @@ pub fn run_step(state: &mut State, id: u64, step: Step) -> Answer {
         Step::Rmmod { name } => basic::rmmod(id, &name),
         Step::Sleep { ms } => basic::sleep(id, ms),
         Step::Poweroff => basic::poweroff(id),
+        Step::Hello { now_unix_ns, seed } => basic::hello(id, now_unix_ns, &seed),
         Step::Trigger { target } => basic::trigger(id, &target),
         Step::LivepatchLoad { module, timeout_ms } => {
             livepatch::livepatch_load(id, &module, timeout_ms)
