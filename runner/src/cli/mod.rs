@@ -76,9 +76,10 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// Run the matrix and print boot-to-ready, per-case and whole-matrix
-    /// times and the runner's CPU overhead over its QEMU processes.
-    Suite(suite::SuiteOpts),
+    /// Run the matrix with fresh boots, then restoring snapshots, and print
+    /// both modes' figures side by side (boot or restore to READY, per job,
+    /// whole matrix, verdicts); --json for scripts.
+    Suite(suite::BenchOpts),
     /// Boot a variant N times: QEMU start -> READY, guest uptime at READY.
     Boot(vm::BenchBootOpts),
 }

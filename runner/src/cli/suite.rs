@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use coexist::report::{self, bench::SuiteFigures, diff, RunReport};
+use coexist::report::bench::{Modes, SuiteFigures};
+use coexist::report::{self, diff, RunReport};
 use coexist::run::{self, RunRequest};
 use coexist::teardown;
 use coexist::ui::Terminal;
@@ -130,13 +131,46 @@ fn exit_code(r: &RunReport) -> u8 {
     }
 }
 
-pub fn bench(ws: &Workspace, o: &SuiteOpts) -> Result<u8> {
-    let Some((report, dir)) = run_or_list(ws, o)? else {
-        return Ok(0);
-    };
-    println!("{}", SuiteFigures::of(&report).text());
-    println!("reports: {}", dir.display());
-    Ok(exit_code(&report))
+/// `bench suite`: the matrix with fresh boots, then with snapshots, on
+/// the same machine; the figures side by side (`--json` for scripts).
+pub fn bench(ws: &Workspace, o: &BenchOpts) -> Result<u8> {
+    if o.suite.list {
+        return run_or_list(ws, &o.suite).map(|_| 0);
+    }
+    let mut fresh_req = o.suite.request();
+    fresh_req.fresh_boot = true;
+    let mut snap_req = o.suite.request();
+    snap_req.fresh_boot = false;
+    if let Some(r) = &o.suite.results {
+        fresh_req.results_dir = Some(r.join("fresh"));
+        snap_req.results_dir = Some(r.join("snapshot"));
+    }
+    let term = Terminal::new();
+    let (fresh, fresh_dir) = run::run_suites(ws, &fresh_req, &term)?;
+    let (snap, snap_dir) = run::run_suites(ws, &snap_req, &term)?;
+    let modes = Modes::of(&fresh, &snap);
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&modes)?);
+    } else {
+        println!("fresh boot:\n{}\n", SuiteFigures::of(&fresh).text());
+        println!("snapshot:\n{}\n", SuiteFigures::of(&snap).text());
+        println!("{}", modes.text());
+        println!(
+            "reports: {} (fresh), {} (snapshot)",
+            fresh_dir.display(),
+            snap_dir.display()
+        );
+    }
+    Ok(exit_code(&fresh).max(exit_code(&snap)))
+}
+
+#[derive(Args, Clone)]
+pub struct BenchOpts {
+    #[command(flatten)]
+    suite: SuiteOpts,
+    /// Print the figures of both modes as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn read_report(p: &Path) -> Result<RunReport> {

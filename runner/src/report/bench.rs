@@ -55,6 +55,10 @@ pub struct SuiteFigures {
     pub qemu_cpu_s: f64,
     pub prepare_s: f64,
     pub unexpected: usize,
+    /// Verdict counts.
+    pub totals: crate::run::Totals,
+    /// Jobs whose guest was restored from a snapshot.
+    pub restored: usize,
 }
 
 impl SuiteFigures {
@@ -75,6 +79,8 @@ impl SuiteFigures {
             qemu_cpu_s: t.qemu_cpu_s,
             prepare_s: t.prepare_s,
             unexpected: r.totals.unexpected,
+            totals: r.totals.clone(),
+            restored: r.results.iter().filter(|c| c.restored).count(),
         }
     }
 
@@ -105,6 +111,105 @@ impl SuiteFigures {
     }
 }
 
+/// `bench suite`: both modes of one matrix, run one after the other on the
+/// same machine, and how they compare.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Modes {
+    pub fresh: SuiteFigures,
+    pub snapshot: SuiteFigures,
+    /// snapshot / fresh: per-job median, matrix without fixed durations.
+    pub per_job_ratio: Option<f64>,
+    pub matrix_ratio: f64,
+    /// (case, variant) cells whose verdict differs between the modes.
+    pub differing: Vec<String>,
+}
+
+impl Modes {
+    pub fn of(fresh: &RunReport, snapshot: &RunReport) -> Modes {
+        let (f, s) = (SuiteFigures::of(fresh), SuiteFigures::of(snapshot));
+        let per_job_ratio = match (&f.per_job, &s.per_job) {
+            (Some(a), Some(b)) if a.median > 0.0 => Some(b.median / a.median),
+            _ => None,
+        };
+        let matrix_ratio = s.matrix_without_fixed_s / f.matrix_without_fixed_s.max(1e-9);
+        let verdicts = |r: &RunReport| -> std::collections::BTreeMap<String, String> {
+            r.results
+                .iter()
+                .map(|c| (c.id.clone(), c.decision.verdict.as_str().to_string()))
+                .collect()
+        };
+        let (vf, vs) = (verdicts(fresh), verdicts(snapshot));
+        let differing = vf
+            .keys()
+            .chain(vs.keys())
+            .filter(|k| vf.get(*k) != vs.get(*k))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Modes {
+            fresh: f,
+            snapshot: s,
+            per_job_ratio,
+            matrix_ratio,
+            differing,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let sp = |s: &Option<Spread>| {
+            s.as_ref()
+                .map(|s| format!("{:.2} s", s.median))
+                .unwrap_or_else(|| "n/a".into())
+        };
+        let t = |f: &SuiteFigures| {
+            format!(
+                "{} pass, {} fail, {} error, {} xfail, {} xpass",
+                f.totals.pass, f.totals.fail, f.totals.error, f.totals.xfail, f.totals.xpass
+            )
+        };
+        format!(
+            "{:<44} {:>16} {:>16} {:>8}\n\
+             {:<44} {:>16} {:>16}\n\
+             {:<44} {:>16} {:>16} {:>8}\n\
+             {:<44} {:>14.1} s {:>14.1} s\n\
+             {:<44} {:>14.1} s {:>14.1} s {:>8.2}\n\
+             {:<44} {:>16} {:>16}\n\
+             verdicts: fresh {}; snapshot {}; {}",
+            "",
+            "fresh boot",
+            "snapshot",
+            "ratio",
+            "boot (or restore) to READY, median",
+            sp(&self.fresh.boot_to_ready),
+            sp(&self.snapshot.boot_to_ready),
+            "per job (start, steps, shutdown), median",
+            sp(&self.fresh.per_job),
+            sp(&self.snapshot.per_job),
+            self.per_job_ratio
+                .map(|r| format!("{r:.2}"))
+                .unwrap_or_else(|| "n/a".into()),
+            "matrix",
+            self.fresh.matrix_s,
+            self.snapshot.matrix_s,
+            "matrix without the fixed durations",
+            self.fresh.matrix_without_fixed_s,
+            self.snapshot.matrix_without_fixed_s,
+            self.matrix_ratio,
+            "jobs restored from a snapshot",
+            self.fresh.restored,
+            self.snapshot.restored,
+            t(&self.fresh),
+            t(&self.snapshot),
+            if self.differing.is_empty() {
+                "the same for every (case, variant)".to_string()
+            } else {
+                format!("DIFFERENT for {}", self.differing.join(", "))
+            }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +231,32 @@ mod tests {
             .contains("whole matrix: 4 cases with -j2 in 10.0 s"));
         assert_eq!(Spread::of(vec![]), None);
         assert_eq!(Spread::of(vec![3.0, 1.0, 2.0]).unwrap().median, 2.0);
+    }
+
+    #[test]
+    fn two_modes_side_by_side() {
+        let fresh = sample();
+        let mut snap = sample();
+        for c in &mut snap.results {
+            c.total_s = 0.5;
+            c.restored = true;
+        }
+        snap.timings.matrix_s = 2.0;
+        let mut fresh = fresh;
+        fresh.timings.matrix_s = 8.0;
+        let m = Modes::of(&fresh, &snap);
+        assert_eq!(m.per_job_ratio, Some(0.25));
+        assert_eq!(m.matrix_ratio, 0.25);
+        assert!(m.differing.is_empty());
+        assert_eq!(m.snapshot.restored, 4);
+        assert!(
+            m.text().contains("the same for every (case, variant)"),
+            "{}",
+            m.text()
+        );
+        snap.results[0].decision.verdict = crate::run::Verdict::Fail;
+        let m = Modes::of(&fresh, &snap);
+        assert_eq!(m.differing, ["s/a/pass@v1"]);
+        assert!(m.text().contains("DIFFERENT for s/a/pass@v1"));
     }
 }

@@ -178,6 +178,28 @@ pub fn trigger(id: u64, target: &str) -> Answer {
     }
 }
 
+nix::ioctl_none!(rnd_reseed_crng, b'R', 0x07);
+nix::ioctl_write_ptr!(rnd_add_entropy, b'R', 0x03, [i32; 2]);
+
+/// RNDADDENTROPY with `bytes` credited as full entropy, then RNDRESEEDCRNG.
+fn reseed(bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = OpenOptions::new().write(true).open("/dev/urandom")?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info: Vec<i32> = vec![(bytes.len() * 8) as i32, bytes.len() as i32];
+    for c in bytes.chunks(4) {
+        let mut w = [0u8; 4];
+        w[..c.len()].copy_from_slice(c);
+        info.push(i32::from_ne_bytes(w));
+    }
+    // SAFETY: `info` is a rand_pool_info with buf_size bytes after its header.
+    unsafe { rnd_add_entropy(f.as_raw_fd(), info.as_ptr() as *const [i32; 2]) }
+        .map_err(std::io::Error::from)?;
+    // SAFETY: RNDRESEEDCRNG takes no argument.
+    unsafe { rnd_reseed_crng(f.as_raw_fd()) }.map_err(std::io::Error::from)?;
+    Ok(())
+}
+
 /// Sets the wall clock, mixes the seed into the entropy pool (a restored
 /// guest would otherwise repeat its snapshot's random state), and says who
 /// this guest is.
@@ -192,12 +214,16 @@ pub fn hello(id: u64, now_unix_ns: u64, seed: &str) -> Answer {
     let bytes: Vec<u8> = (0..seed.len() / 2)
         .filter_map(|i| u8::from_str_radix(seed.get(2 * i..2 * i + 2)?, 16).ok())
         .collect();
-    if let Err(e) = OpenOptions::new()
-        .write(true)
-        .open("/dev/urandom")
-        .and_then(|mut f| f.write_all(&bytes))
-    {
-        return fail(Some(id), errno_of(&e), format!("seed /dev/urandom: {e}"));
+    // Credited to the input pool and the CRNG reseeded from it at once:
+    // without that, guests restored from one snapshot would draw the same
+    // numbers until the kernel reseeds by itself (and a guest with no
+    // entropy source has an uninitialised CRNG until then).
+    if let Err(e) = reseed(&bytes) {
+        return fail(
+            Some(id),
+            errno_of(&e),
+            format!("reseed the kernel's CRNG: {e}"),
+        );
     }
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .unwrap_or_default()
