@@ -39,7 +39,8 @@ fn an_interrupted_run_writes_a_partial_report_of_what_finished() {
     let results = d.path().join("results");
     let child = coexist_cmd()
         .args(["suite", "livepatch-bpf", "--variant", "share-ipmodify"])
-        .args(["-j", "1", "--accel", "tcg", "--root"])
+        // Fresh boots: long enough jobs to be interrupted in the middle.
+        .args(["-j", "1", "--accel", "tcg", "--fresh-boot", "--root"])
         .arg(root())
         .arg("--results")
         .arg(&results)
