@@ -167,14 +167,22 @@ fn writable_results_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A run id: the start time and the runner's pid.
+/// A run id: the start time and the runner's pid (and a count, for a
+/// second run in the same process: `bench suite` runs two).
 pub fn run_id() -> String {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    format!(
+    let id = format!(
         "{}-{}",
         t.trim_end_matches('Z').replace(':', ""),
         std::process::id()
-    )
+    );
+    if n == 0 {
+        id
+    } else {
+        format!("{id}-{}", n + 1)
+    }
 }
 
 /// (this process's CPU seconds, its waited-for children's CPU seconds).
