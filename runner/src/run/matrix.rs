@@ -105,7 +105,15 @@ pub fn run(
             bail!("variant '{}' was not prepared", j.variant);
         }
     }
-    let queue: Mutex<VecDeque<(usize, &Job)>> = Mutex::new(jobs.iter().enumerate().collect());
+    // Jobs that take long on purpose (stress durations) go first, so no
+    // worker is left with one at the end while the others wait; results
+    // stay in job order.
+    let mut order: Vec<(usize, &Job)> = jobs.iter().enumerate().collect();
+    order.sort_by(|(_, a), (_, b)| {
+        let fixed = |j: &Job| suites[j.suite].file.cases[j.case].fixed_seconds;
+        fixed(b).total_cmp(&fixed(a))
+    });
+    let queue: Mutex<VecDeque<(usize, &Job)>> = Mutex::new(order.into_iter().collect());
     let results: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; jobs.len()]);
     let panicked: Mutex<Option<String>> = Mutex::new(None);
     let workers = workers.clamp(1, jobs.len().max(1));
