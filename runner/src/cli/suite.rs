@@ -137,6 +137,11 @@ pub fn bench(ws: &Workspace, o: &BenchOpts) -> Result<u8> {
     if o.suite.list {
         return run_or_list(ws, &o.suite).map(|_| 0);
     }
+    if o.suite.fresh_boot {
+        anyhow::bail!(
+            "--fresh-boot: bench suite runs the matrix both ways (fresh boots, then snapshots)"
+        );
+    }
     let mut fresh_req = o.suite.request();
     fresh_req.fresh_boot = true;
     let mut snap_req = o.suite.request();
