@@ -126,8 +126,7 @@ impl EventSink for Collect {
     }
 }
 
-/// A sink that only turns notes into events: for stage code that has a
-/// message for people.
+/// Sends a `Note`: for stage code that has a message for people.
 pub fn note(sink: &dyn EventSink, s: impl Into<String>) {
     sink.event(&Event::Note(s.into()));
 }

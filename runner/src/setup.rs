@@ -110,7 +110,8 @@ pub fn install_command(missing: &[String]) -> String {
     )
 }
 
-fn installed(packages: &[String]) -> Result<Vec<String>> {
+/// Which of `packages` dpkg does not have installed.
+fn not_installed(packages: &[String]) -> Result<Vec<String>> {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Package} ${Status}\n"])
         .args(packages)
@@ -126,7 +127,7 @@ fn installed(packages: &[String]) -> Result<Vec<String>> {
 /// module doc). Returns the packages it installed.
 pub fn ensure(project: &Project, ev: &dyn EventSink) -> Result<Vec<String>> {
     let packages = project_packages(project)?;
-    let missing = installed(&packages)?;
+    let missing = not_installed(&packages)?;
     if missing.is_empty() {
         return Ok(missing);
     }
@@ -183,7 +184,7 @@ pub fn ensure(project: &Project, ev: &dyn EventSink) -> Result<Vec<String>> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let still = installed(&packages)?;
+    let still = not_installed(&packages)?;
     if !still.is_empty() {
         bail!("setup: still missing after installing: {}", still.join(" "));
     }

@@ -89,11 +89,6 @@ impl Group {
         &mut self.child
     }
 
-    /// Waits for the child; the rest of its group is killed after.
-    pub fn wait(mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.child.wait()
-    }
-
     /// Collects stdout and stderr (both piped) and waits.
     pub fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
         use std::io::Read;

@@ -16,6 +16,9 @@ pub struct Workspace {
     /// once.
     pub sources: source::Sources,
     setup: std::sync::OnceLock<()>,
+    /// The toolchain identity (part of every kernel key), read once, after
+    /// setup.
+    toolchain: std::sync::OnceLock<String>,
 }
 
 /// Parallel jobs by default: the number of cores.
@@ -44,6 +47,7 @@ impl Workspace {
             cache,
             sources: Default::default(),
             setup: Default::default(),
+            toolchain: Default::default(),
         }
     }
 
@@ -61,7 +65,7 @@ impl Workspace {
         Builder {
             cache: &self.cache,
             jobs: jobs.max(1),
-            toolchain: source::toolchain_id(),
+            toolchain: self.toolchain.get_or_init(source::toolchain_id).clone(),
             events,
             sources: &self.sources,
         }

@@ -42,10 +42,6 @@ struct MemoEntry {
     sha256: String,
 }
 
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Fails with the command that installs `packages`: they belong in the
 /// project's package list, which `coexist setup` installs before anything
 /// runs, so missing here means the list or the machine lacks them.

@@ -156,13 +156,7 @@ pub fn splat_titles(r: &CaseResult) -> Vec<String> {
     steps
         .chain(r.unattributed_splats.iter())
         .chain(panic)
-        .map(|sp| {
-            let at = sp
-                .step
-                .map(|i| format!("during step {i}"))
-                .unwrap_or_else(|| "outside any step".into());
-            shown(&format!("{} splat {at}: {}", sp.kind, sp.title))
-        })
+        .map(|sp| shown(&crate::run::verdict::splat_line(sp)))
         .collect()
 }
 

@@ -253,6 +253,8 @@ pub fn run_suites(
         infos.push(report::VariantInfo::of(&p));
         prepared.insert(name, p);
     }
+    // Read once: the QEMU version keys the snapshots and heads the report.
+    let host = report::host();
     let snapshots = if req.fresh_boot {
         None
     } else {
@@ -264,7 +266,7 @@ pub fn run_suites(
             let id = snapshot::Ident {
                 kernel_key: p.manifest.key.clone(),
                 image_key: p.image.key.clone(),
-                qemu_version: report::host().qemu,
+                qemu_version: host.qemu.clone(),
             };
             if let Err(e) = s.prepare(name, &base, req.machine.accel, id, &events) {
                 events::note(
@@ -307,7 +309,7 @@ pub fn run_suites(
         run_id: id,
         started,
         coexist_version: env!("CARGO_PKG_VERSION").into(),
-        host: report::host(),
+        host,
         accel: results.iter().find_map(|r| r.accel).map(|a| a.to_string()),
         shard,
         plan: info,

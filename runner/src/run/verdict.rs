@@ -93,7 +93,8 @@ pub fn effective_expect(
     own.clone()
 }
 
-fn splat_line(s: &Splat) -> String {
+/// One line for a splat: `kind splat during step N: title`.
+pub fn splat_line(s: &Splat) -> String {
     let at = s
         .step
         .map(|i| format!(" during step {i}"))

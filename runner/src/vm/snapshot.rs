@@ -195,14 +195,14 @@ enum Slot {
 
 /// The run's snapshots, by variant, shared by its workers.
 pub struct Snapshots {
-    cache_root: PathBuf,
+    cache: Cache,
     slots: Mutex<BTreeMap<String, (Slot, VmConfig, Ident)>>,
 }
 
 impl Snapshots {
     pub fn new(cache: &Cache) -> Snapshots {
         Snapshots {
-            cache_root: cache.root.clone(),
+            cache: cache.clone(),
             slots: Mutex::new(BTreeMap::new()),
         }
     }
@@ -217,8 +217,7 @@ impl Snapshots {
         id: Ident,
         events: &dyn EventSink,
     ) -> Result<(), String> {
-        let cache = Cache::open(self.cache_root.clone()).map_err(|e| format!("{e:#}"))?;
-        let snap = ensure(&cache, base, choice, &id, events)?;
+        let snap = ensure(&self.cache, base, choice, &id, events)?;
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).insert(
             variant.to_string(),
             (
@@ -315,12 +314,8 @@ impl Snapshots {
                 bad.key
             ),
         );
-        let remake = Cache::open(self.cache_root.clone())
-            .map_err(|e| format!("{e:#}"))
-            .and_then(|cache| {
-                let _ = cache::discard(&bad.dir);
-                make(&cache, base, choice, id, events)
-            });
+        let _ = cache::discard(&bad.dir);
+        let remake = make(&self.cache, base, choice, id, events);
         *slot = match remake {
             Ok(snap) => Slot::Ready { snap, remade: true },
             Err(e) => {
