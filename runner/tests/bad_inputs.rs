@@ -22,6 +22,12 @@ fn scratch() -> tempfile::TempDir {
     ] {
         copy_dir(&root().join(sub), &d.path().join(sub));
     }
+    // The image recipe says which selftests the image has.
+    std::fs::copy(
+        root().join("images/base.yaml"),
+        d.path().join("images/base.yaml"),
+    )
+    .unwrap();
     d
 }
 

@@ -68,6 +68,22 @@ fn setup(warnings: &mut Vec<String>) {
             }
         }
     }
+    // What udev and init scripts make: without them `>>/dev/stdout` (the
+    // kselftest runner's log) creates a plain file, and bash has no
+    // /dev/fd for process substitution.
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        match std::os::unix::fs::symlink(target, link) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                warnings.push(format!("symlink {link}: {e}"))
+            }
+            _ => {}
+        }
+    }
     for d in ["/bin", "/sbin", "/usr/bin", "/usr/sbin"] {
         let _ = std::fs::create_dir_all(d);
     }

@@ -150,6 +150,50 @@ pub enum Step {
         duration_ms: u64,
         lists: Vec<Vec<Step>>,
     },
+    /// Runs one of the kernel's own selftests from the image's
+    /// `/selftests` (see [`SELFTESTS_DIR`]) with bash: a kselftest through
+    /// the kselftest runner (`kselftest/runner.sh`, KTAP output), or an
+    /// ftracetest test case through `ftrace/ftracetest`. The output is
+    /// stdout and stderr together (its middle cut when it is longer than
+    /// [`SELFTEST_OUTPUT_MAX`]; the end, with the results, is kept);
+    /// `exit_code` is the runner's. `ok` says the test ran to its end,
+    /// whatever its result: the results are read from the output by the
+    /// host. After `timeout_ms` the test's process group is killed and
+    /// the step fails with ETIMEDOUT, with the output so far.
+    Selftest {
+        runner: SelftestRunner,
+        /// The directory under [`SELFTESTS_DIR`] (`livepatch`, `ftrace`).
+        collection: String,
+        /// The test, relative to the collection (`test-livepatch.sh`,
+        /// `test.d/direct/ftrace-direct.tc`).
+        test: String,
+        timeout_ms: u64,
+    },
+}
+
+/// Where the image keeps the kernel's selftests (`tools/testing/selftests`).
+pub const SELFTESTS_DIR: &str = "/selftests";
+
+/// The most selftest output an answer carries.
+pub const SELFTEST_OUTPUT_MAX: usize = 56 * 1024;
+
+/// Which of the kernel's test runners a selftest goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelftestRunner {
+    /// `tools/testing/selftests/kselftest/runner.sh` (`run_many`): KTAP.
+    Kselftest,
+    /// `tools/testing/selftests/ftrace/ftracetest`: `[N] description\t[RESULT]`.
+    Ftracetest,
+}
+
+impl SelftestRunner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SelftestRunner::Kselftest => "kselftest",
+            SelftestRunner::Ftracetest => "ftracetest",
+        }
+    }
 }
 
 impl Step {

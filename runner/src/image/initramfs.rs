@@ -1,8 +1,9 @@
 //! Stage 2: built kernel -> guest image. An image recipe (`images/*.yaml`)
 //! names what goes into the initramfs besides the agent (PID 1): busybox,
-//! the variant's modules, extra files. The result is a cpio (newc)
-//! archive, cached by the content hash of its inputs and published
-//! atomically.
+//! the variant's modules, host programs with the shared libraries they
+//! load (`host`), the variant's selftests, extra files. The result is a
+//! cpio (newc) archive, cached by the content hash of its inputs and
+//! published atomically.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use crate::build::variant::Project;
 use crate::events::{Event, EventSink};
 use crate::image::fixtures::Fixtures;
 use crate::input::yaml_error;
+
+use super::host;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +39,15 @@ pub struct Recipe {
     /// Extra files: project-relative source -> guest path.
     #[serde(default)]
     pub files: Vec<ExtraFile>,
+    /// Host programs (names looked up in the host's PATH) copied with the
+    /// shared libraries they load, at their host paths; they take the
+    /// place of busybox's applets of the same name.
+    #[serde(default)]
+    pub host_programs: Vec<String>,
+    /// Directories of the variant's `tools/testing/selftests` to put at
+    /// `/selftests/<dir>` (with the kselftest runner, `kselftest/`).
+    #[serde(default)]
+    pub selftests: Vec<String>,
     /// `none` (the default: the fastest boot) or `gzip`.
     #[serde(default)]
     pub compression: Compression,
@@ -163,6 +175,9 @@ fn push_dirs(entries: &mut Vec<Entry>, dir: &str) {
 }
 
 fn push_file(entries: &mut Vec<Entry>, path: &str, mode: u32, data: Vec<u8>) {
+    if entries.iter().any(|e| e.path() == path) {
+        return;
+    }
     if let Some((parent, _)) = path.rsplit_once('/') {
         push_dirs(entries, parent);
     }
@@ -203,6 +218,31 @@ fn push_tree(entries: &mut Vec<Entry>, host: &Path, guest: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The variant's selftests: `tools/testing/selftests/<dir>` of its source
+/// at `/selftests/<dir>` for each `dir`, and the kselftest runner.
+pub fn selftest_entries(source_dir: &Path, dirs: &[String]) -> Result<Vec<Entry>> {
+    let mut e = Vec::new();
+    if dirs.is_empty() {
+        return Ok(e);
+    }
+    let root = source_dir.join("tools/testing/selftests");
+    for d in std::iter::once("kselftest").chain(dirs.iter().map(String::as_str)) {
+        if d.is_empty() || d.contains('/') || d.starts_with('.') {
+            bail!("'{d}' is not a directory name of tools/testing/selftests");
+        }
+        let host = root.join(d);
+        if !host.is_dir() {
+            bail!("{} does not exist in the variant's source", host.display());
+        }
+        push_tree(
+            &mut e,
+            &host,
+            &format!("{}/{d}", coexist_proto::SELFTESTS_DIR),
+        )?;
+    }
+    Ok(e)
 }
 
 /// A built image.
@@ -276,6 +316,7 @@ pub fn entries(
     busybox: &[u8],
     kernel: &Manifest,
     fixtures: Option<&Fixtures>,
+    extra: &[Entry],
 ) -> Result<Vec<Entry>> {
     let mut e = Vec::new();
     for d in [
@@ -295,6 +336,21 @@ pub fn entries(
         push_dirs(&mut e, d);
     }
     push_file(&mut e, "/init", 0o755, agent.to_vec());
+    // Host programs and selftests: before busybox's links, which give way.
+    for x in extra {
+        match x {
+            Entry::Dir { path, .. } => push_dirs(&mut e, path),
+            Entry::File { path, mode, data } => push_file(&mut e, path, *mode, data.clone()),
+            Entry::Symlink { path, .. } => {
+                if let Some((parent, _)) = path.rsplit_once('/') {
+                    push_dirs(&mut e, parent);
+                }
+                if !e.iter().any(|y| y.path() == path) {
+                    e.push(x.clone());
+                }
+            }
+        }
+    }
     push_file(&mut e, "/bin/busybox", 0o755, busybox.to_vec());
     e.push(Entry::Symlink {
         path: "/bin/sh".into(),
@@ -350,7 +406,17 @@ pub fn build(
     let agent_path = build_agent(project, events)?;
     let agent = std::fs::read(&agent_path)?;
     let busybox = std::fs::read(&recipe.busybox)?;
-    let mut h = KeyHasher::new("image-v1");
+    let recipe_path = project
+        .root
+        .join("images")
+        .join(format!("{recipe_name}.yaml"));
+    let mut extra = host::program_entries(&recipe.host_programs)
+        .map_err(|e| anyhow::anyhow!("{}: host_programs: {e:#}", recipe_path.display()))?;
+    extra.extend(
+        selftest_entries(&kernel.source_dir, &recipe.selftests)
+            .map_err(|e| anyhow::anyhow!("{}: selftests: {e:#}", recipe_path.display()))?,
+    );
+    let mut h = KeyHasher::new("image-v2");
     h.part("recipe", &recipe_bytes)
         .part("agent", &agent)
         .part("busybox", &busybox)
@@ -359,6 +425,15 @@ pub fn build(
             "fixtures",
             fixtures.map(|f| f.key.as_bytes()).unwrap_or_default(),
         );
+    for x in &extra {
+        match x {
+            Entry::Dir { path, .. } => h.part("dir", path.as_bytes()),
+            Entry::File { path, data, .. } => h.part("path", path.as_bytes()).part("data", data),
+            Entry::Symlink { path, target } => h
+                .part("link", path.as_bytes())
+                .part("target", target.as_bytes()),
+        };
+    }
     for f in &recipe.files {
         h.part(
             "file",
@@ -378,7 +453,7 @@ pub fn build(
     events.event(&Event::Preparing {
         what: format!("building image '{recipe_name}' ({key})"),
     });
-    let entries = entries(project, &recipe, &agent, &busybox, kernel, fixtures)?;
+    let entries = entries(project, &recipe, &agent, &busybox, kernel, fixtures, &extra)?;
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
     write_initramfs(
         &entries,

@@ -10,9 +10,12 @@
 //! - `fixtures`: modules (kbuild against the variant's build dir) and BPF
 //!   objects (clang, vmlinux.h from the variant's BTF).
 //! - `initramfs`: recipes, the static agent, the cpio archive.
+//! - `host`: host programs with the shared libraries they load (as
+//!   mkinitramfs' copy_exec does), for the selftests' GNU tools.
 //! - `prepare`: the three together for one variant.
 
 pub mod fixtures;
+pub mod host;
 pub mod initramfs;
 pub mod prepare;
 

@@ -164,8 +164,13 @@ impl Modes {
         };
         let t = |f: &SuiteFigures| {
             format!(
-                "{} pass, {} fail, {} error, {} xfail, {} xpass",
-                f.totals.pass, f.totals.fail, f.totals.error, f.totals.xfail, f.totals.xpass
+                "{} pass, {} fail, {} error, {} xfail, {} xpass, {} skip",
+                f.totals.pass,
+                f.totals.fail,
+                f.totals.error,
+                f.totals.xfail,
+                f.totals.xpass,
+                f.totals.skip
             )
         };
         format!(

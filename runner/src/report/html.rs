@@ -38,7 +38,7 @@ table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:.2em .45em;v
 th{background:#f3f3f3} .mono,pre{font-family:ui-monospace,monospace;font-size:12px}
 pre{background:#f7f7f7;padding:.4em;overflow-x:auto;white-space:pre-wrap;margin:.2em 0}
 .v-PASS{background:#d9f2d9} .v-FAIL{background:#f7c6c6} .v-ERROR{background:#f9d9a6}
-.v-XFAIL{background:#e3dcf5} .v-XPASS{background:#f6e58d} .v-none{background:#fff;color:#999}
+.v-XFAIL{background:#e3dcf5} .v-XPASS{background:#f6e58d} .v-SKIP{background:#e8e8e8} .v-none{background:#fff;color:#999}
 .unexpected{outline:2px solid #b00;font-weight:bold} .exp{display:block;font-size:11px;color:#555}
 td.cell a{color:inherit;text-decoration:none;display:block}
 .incomplete{background:#f7c6c6;padding:.4em;border:1px solid #b00}
@@ -91,6 +91,8 @@ fn expected_short(e: &Expected) -> String {
         Expected::Pass => "expect pass".into(),
         Expected::Fail { errno, .. } => format!("expect {errno}"),
         Expected::Xfail { .. } => "expect xfail".into(),
+        Expected::TestFails => "expect fail".into(),
+        Expected::Skip => "expect skip".into(),
     }
 }
 
@@ -318,8 +320,8 @@ pub fn html(r: &RunReport, results_dir: Option<&Path>) -> String {
     }
     let _ = write!(
         s,
-        "<p id=totals>{} results: {} pass, {} fail, {} error, {} xfail, {} xpass; <b>{} unexpected</b></p>",
-        t.cases, t.pass, t.fail, t.error, t.xfail, t.xpass, t.unexpected
+        "<p id=totals>{} results: {} pass, {} fail, {} error, {} xfail, {} xpass, {} skip; <b>{} unexpected</b></p>",
+        t.cases, t.pass, t.fail, t.error, t.xfail, t.xpass, t.skip, t.unexpected
     );
     s.push_str("<h2>Variants</h2><table><tr><th>variant</th><th>kernel</th><th>key</th><th>series</th><th>fragments</th><th>kernel build</th><th>image</th></tr>");
     for v in &r.variants {
@@ -379,7 +381,7 @@ pub fn html(r: &RunReport, results_dir: Option<&Path>) -> String {
         options(
             "verdict",
             "f-verdict",
-            &["PASS", "FAIL", "ERROR", "XFAIL", "XPASS"].map(String::from)
+            &["PASS", "FAIL", "ERROR", "XFAIL", "XPASS", "SKIP"].map(String::from)
         )
     );
     s.push_str("<table id=matrix><tr><th>case</th>");

@@ -7,7 +7,8 @@ use crate::run::Verdict;
 
 /// JUnit XML: a testsuite per variant, a testcase per case. Unexpected
 /// outcomes are failures (FAIL, XPASS) or errors (ERROR) with the evidence;
-/// XFAIL is reported as skipped with its reason.
+/// XFAIL and a selftest's expected SKIP are reported as skipped with
+/// their reason.
 pub fn junit(report: &RunReport) -> Result<String> {
     use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
     let mut rep = Report::new(format!("coexist {}", report.run_id));
@@ -18,6 +19,11 @@ pub fn junit(report: &RunReport) -> Result<String> {
                 (Verdict::Xfail, _) => {
                     let mut s = TestCaseStatus::skipped();
                     s.set_message(format!("XFAIL: {}", shown(&r.decision.summary)));
+                    s
+                }
+                (Verdict::Skip, true) => {
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(format!("SKIP: {}", shown(&r.decision.summary)));
                     s
                 }
                 (_, true) => TestCaseStatus::success(),

@@ -31,6 +31,11 @@ pub fn ktap(report: &RunReport) -> String {
                     ci + 1,
                     one_line(&shown(&r.decision.summary))
                 ),
+                (Verdict::Skip, true) => format!(
+                    "ok {} {name} # SKIP {}",
+                    ci + 1,
+                    one_line(&shown(&r.decision.summary))
+                ),
                 (_, true) => format!("ok {} {name}", ci + 1),
                 (Verdict::Error, false) => format!(
                     "not ok {} {name} # ERROR {}",

@@ -236,6 +236,8 @@ pub fn expected_text(e: &Expected) -> String {
         Expected::Pass => "pass".into(),
         Expected::Fail { step, errno } => format!("refused at {step} with {errno}"),
         Expected::Xfail { reason, reference } => format!("xfail: {reason} ({reference})"),
+        Expected::TestFails => "the selftest fails".into(),
+        Expected::Skip => "the selftest skips".into(),
     }
 }
 

@@ -98,8 +98,8 @@ pub fn table(report: &RunReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{} results: {} pass, {} fail, {} error, {} xfail, {} xpass; {} unexpected ('!')",
-        t.cases, t.pass, t.fail, t.error, t.xfail, t.xpass, t.unexpected
+        "\n{} results: {} pass, {} fail, {} error, {} xfail, {} xpass, {} skip; {} unexpected ('!')",
+        t.cases, t.pass, t.fail, t.error, t.xfail, t.xpass, t.skip, t.unexpected
     );
     let unexpected: Vec<&CaseResult> = report
         .results

@@ -195,6 +195,9 @@ pub struct Totals {
     pub error: usize,
     pub xfail: usize,
     pub xpass: usize,
+    /// Selftests that skipped as expected.
+    #[serde(default)]
+    pub skip: usize,
     pub unexpected: usize,
 }
 
@@ -210,6 +213,7 @@ pub fn totals(results: &[CaseResult]) -> Totals {
             Verdict::Error => t.error += 1,
             Verdict::Xfail => t.xfail += 1,
             Verdict::Xpass => t.xpass += 1,
+            Verdict::Skip => t.skip += 1,
         }
         if !r.decision.as_expected {
             t.unexpected += 1;

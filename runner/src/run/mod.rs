@@ -155,6 +155,44 @@ fn plan_info(ws: &Workspace, suites: &[Suite], jobs: &[Job]) -> Result<PlanInfo>
     })
 }
 
+/// Every selftest a job runs on this variant is in its source (the image
+/// has the variant's tools/testing/selftests): checked before anything
+/// boots, with the place in the suite file.
+fn selftests_present(suites: &[Suite], jobs: &[Job], p: &crate::image::Prepared) -> Result<()> {
+    for j in jobs.iter().filter(|j| j.variant == p.variant) {
+        let s = &suites[j.suite];
+        let case = &s.file.cases[j.case];
+        for st in &case.steps {
+            if let coexist_proto::Step::Selftest {
+                collection, test, ..
+            } = &st.step
+            {
+                let file = p
+                    .manifest
+                    .source_dir
+                    .join("tools/testing/selftests")
+                    .join(collection)
+                    .join(test);
+                if !file.is_file() {
+                    let text = std::fs::read_to_string(&s.path).unwrap_or_default();
+                    let at = match crate::input::find_from(&text, 1, test) {
+                        Some((l, c)) => format!("{}:{l}:{c}", s.path.display()),
+                        None => s.path.display().to_string(),
+                    };
+                    bail!(
+                        "{at}: {} of case '{}' is not in the source of variant '{}' ({} does not exist)",
+                        test,
+                        case.name,
+                        p.variant,
+                        file.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Creates the results directory and checks that it takes a file, before
 /// anything is built.
 fn writable_results_dir(dir: &Path) -> Result<()> {
@@ -250,6 +288,7 @@ pub fn run_suites(
                 }
                 None => e,
             })?;
+        selftests_present(&suites, &jobs, &p)?;
         infos.push(report::VariantInfo::of(&p));
         prepared.insert(name, p);
     }

@@ -37,6 +37,8 @@ pub enum Verdict {
     Error,
     Xfail,
     Xpass,
+    /// A selftest skipped, as the suite expects on this variant.
+    Skip,
 }
 
 impl Verdict {
@@ -47,6 +49,7 @@ impl Verdict {
             Verdict::Error => "ERROR",
             Verdict::Xfail => "XFAIL",
             Verdict::Xpass => "XPASS",
+            Verdict::Skip => "SKIP",
         }
     }
 }
@@ -75,13 +78,28 @@ pub fn resolve_step(r: &StepRef, labels: &[Option<String>]) -> Option<usize> {
 }
 
 /// The expectation a step is checked against on this variant: the
-/// variant's expected refusal replaces the step's own.
+/// variant's expected refusal replaces the step's own; a selftest must
+/// show the variant's expected outcome (an xfail one is checked for a
+/// pass).
 pub fn effective_expect(
     step_index: usize,
     own: &StepExpect,
     expected: &Expected,
     labels: &[Option<String>],
 ) -> StepExpect {
+    if let Some(st) = &own.selftest {
+        use crate::steps::selftest::Outcome;
+        let mut e = own.clone();
+        e.selftest = Some(crate::steps::selftest::SelftestExpect {
+            outcome: match expected {
+                Expected::TestFails => Outcome::Fail,
+                Expected::Skip => Outcome::Skip,
+                _ => Outcome::Pass,
+            },
+            ..st.clone()
+        });
+        return e;
+    }
     if let Expected::Fail { step, errno } = expected {
         if resolve_step(step, labels) == Some(step_index) {
             return StepExpect {
@@ -205,7 +223,19 @@ pub fn decide(
             true,
             format!("refused at step {i} with {e}, as this variant must; no splat"),
         ),
+        // A selftest's step was checked for the variant's outcome.
+        (Expected::TestFails, Happened::Clean) => (
+            Verdict::Pass,
+            true,
+            "the selftest failed, as it must on this variant; no splat".into(),
+        ),
+        (Expected::Skip, Happened::Clean) => (
+            Verdict::Skip,
+            true,
+            "the selftest skipped, as it must on this variant; no splat".into(),
+        ),
         (Expected::Pass, Happened::RefusedAsExpected(..))
+        | (Expected::TestFails | Expected::Skip, Happened::RefusedAsExpected(..))
         | (Expected::Fail { .. }, Happened::Clean) => {
             (Verdict::Error, false, "inconsistent expectation".into())
         }
@@ -365,6 +395,52 @@ mod tests {
         let d = decide(&exp, &r, 5, None, &[]);
         assert_eq!((d.verdict, d.as_expected), (Verdict::Fail, false));
         assert!(d.summary.contains("succeeded"));
+    }
+
+    #[test]
+    fn a_selftest_is_checked_for_the_outcome_of_its_variant() {
+        use crate::steps::selftest::{Outcome, SelftestExpect};
+        use coexist_proto::SelftestRunner;
+        let own = StepExpect {
+            selftest: Some(SelftestExpect {
+                runner: SelftestRunner::Kselftest,
+                outcome: Outcome::Pass,
+            }),
+            ..Default::default()
+        };
+        let outcome = |e: &Expected| {
+            effective_expect(1, &own, e, &[None])
+                .selftest
+                .unwrap()
+                .outcome
+        };
+        assert_eq!(outcome(&Expected::Skip), Outcome::Skip);
+        assert_eq!(outcome(&Expected::TestFails), Outcome::Fail);
+        assert_eq!(outcome(&Expected::Pass), Outcome::Pass);
+        let x = Expected::Xfail {
+            reason: "known".into(),
+            reference: "https://lore.kernel.org/x".into(),
+        };
+        assert_eq!(outcome(&x), Outcome::Pass, "an xfail is checked for a pass");
+        let skip = "TAP version 13\n1..1\nok 1 selftests: livepatch: t.sh # SKIP\n";
+        let fail = "TAP version 13\n1..1\nnot ok 1 selftests: livepatch: t.sh # exit=1\n";
+        let run = |e: &Expected, out: &str| {
+            let eff = effective_expect(1, &own, e, &[None]);
+            let r = vec![rec(1, None, eff, answer(true, None, out, None), vec![])];
+            decide(e, &r, 1, None, &[])
+        };
+        let d = run(&Expected::Skip, skip);
+        assert_eq!((d.verdict, d.as_expected), (Verdict::Skip, true), "{d:?}");
+        let d = run(&Expected::TestFails, fail);
+        assert_eq!((d.verdict, d.as_expected), (Verdict::Pass, true), "{d:?}");
+        // Skipping where it must pass is a FAIL that says so.
+        let d = run(&Expected::Pass, skip);
+        assert_eq!((d.verdict, d.as_expected), (Verdict::Fail, false));
+        assert!(d.summary.contains("skipped"), "{}", d.summary);
+        let d = run(&x, fail);
+        assert_eq!((d.verdict, d.as_expected), (Verdict::Xfail, true));
+        let d = run(&Expected::Skip, fail);
+        assert_eq!((d.verdict, d.as_expected), (Verdict::Fail, false));
     }
 
     #[test]

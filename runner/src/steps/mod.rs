@@ -16,6 +16,7 @@ pub mod basic;
 pub mod bpf;
 pub mod ftrace;
 pub mod livepatch;
+pub mod selftest;
 pub mod stress;
 
 use coexist_proto::{Answer, Step};
@@ -31,6 +32,7 @@ pub enum Family {
     Bpf,
     Ftrace,
     Stress,
+    Selftest,
 }
 
 impl Family {
@@ -54,13 +56,16 @@ impl Family {
             Step::BpfAttach { .. } | Step::BpfDetach { .. } | Step::BpfStats { .. } => Family::Bpf,
             Step::FtraceState { .. } => Family::Ftrace,
             Step::Repeat { .. } | Step::Concurrently { .. } => Family::Stress,
+            Step::Selftest { .. } => Family::Selftest,
         }
     }
 }
 
 /// The runner's own step kinds: `poweroff` ends every fresh-boot case,
-/// `hello` starts every guest restored from a snapshot.
-pub const RUNNER_KINDS: &[&str] = &["poweroff", "hello"];
+/// `hello` starts every guest restored from a snapshot, and `selftest`
+/// is the one step of each case a suite's `kselftest:`/`ftracetest:`
+/// section gives.
+pub const RUNNER_KINDS: &[&str] = &["poweroff", "hello", "selftest"];
 
 /// Step kinds a suite may use: every kind the agent knows but the
 /// runner's own.
@@ -98,6 +103,8 @@ pub struct StepExpect {
     pub ftrace: Option<ftrace::FtraceExpect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stress: Option<stress::StressExpect>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selftest: Option<selftest::SelftestExpect>,
 }
 
 /// The expectation fields `step` takes beyond [`COMMON_FIELDS`].
@@ -108,6 +115,7 @@ pub fn extra_fields(step: &Step) -> &'static [&'static str] {
         Family::Bpf => bpf::expect_fields(step),
         Family::Ftrace => ftrace::expect_fields(step),
         Family::Stress => stress::expect_fields(step),
+        Family::Selftest => selftest::expect_fields(step),
     }
 }
 
@@ -164,7 +172,7 @@ pub fn parse_expect(step: &Step, v: serde_yaml::Value) -> Result<StepExpect, Str
             Family::Bpf => e.bpf = Some(serde_yaml::from_value(fam).map_err(err)?),
             Family::Ftrace => e.ftrace = Some(serde_yaml::from_value(fam).map_err(err)?),
             Family::Stress => e.stress = Some(serde_yaml::from_value(fam).map_err(err)?),
-            Family::Basic => unreachable!("no extra fields"),
+            Family::Basic | Family::Selftest => unreachable!("no extra fields"),
         }
     }
     Ok(e)
@@ -244,6 +252,9 @@ pub fn check(e: &StepExpect, a: &Answer) -> Vec<String> {
     if let Some(s) = &e.stress {
         stress::check(s, a, &mut m);
     }
+    if let Some(s) = &e.selftest {
+        selftest::check(s, a, &mut m);
+    }
     m
 }
 
@@ -253,7 +264,7 @@ pub fn check_args(step: &Step) -> Result<(), (String, String)> {
     match Family::of(step) {
         Family::Basic => basic::check_args(step),
         Family::Livepatch => livepatch::check_args(step),
-        Family::Bpf | Family::Ftrace => Ok(()),
+        Family::Bpf | Family::Ftrace | Family::Selftest => Ok(()),
         Family::Stress => {
             stress::check_args(step)?;
             stress::inner_steps(step)
@@ -286,7 +297,7 @@ pub fn check_fixtures(step: &Step, fx: &FixtureNames) -> Result<(), (String, Str
         Family::Basic => basic::check_fixtures(step, fx),
         Family::Livepatch => livepatch::check_fixtures(step, fx),
         Family::Bpf => bpf::check_fixtures(step, fx),
-        Family::Ftrace => Ok(()),
+        Family::Ftrace | Family::Selftest => Ok(()),
         Family::Stress => stress::inner_steps(step)
             .into_iter()
             .try_for_each(|s| check_fixtures(s, fx)),
@@ -320,7 +331,11 @@ mod tests {
     #[test]
     fn every_kind_has_a_family_and_suites_use_all_but_poweroff() {
         let kinds = suite_kinds();
-        assert!(!kinds.contains(&"poweroff") && !kinds.contains(&"hello"));
+        assert!(
+            !kinds.contains(&"poweroff")
+                && !kinds.contains(&"hello")
+                && !kinds.contains(&"selftest")
+        );
         assert_eq!(kinds.len() + RUNNER_KINDS.len(), Step::kinds().len());
         assert_eq!(
             Family::of(&Step::BpfAttach {

@@ -7,8 +7,11 @@
 //! and per-variant expected outcomes ([`Expected`]). Every error points at
 //! file, line and column, before anything builds or boots.
 //!
-//! - this module: the file format and its checks.
-//! - `names`: the fixture names suites may use, read from the project.
+//! - this module: the file format and its checks; a `kselftest:` or
+//!   `ftracetest:` section becomes one case per test, each with one
+//!   `selftest` step (`crate::steps::selftest`).
+//! - `names`: the fixture and selftest names suites may use, read from
+//!   the project.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -39,7 +42,86 @@ pub struct SuiteFile {
     /// Default per-step timeout in seconds.
     #[serde(default = "default_timeout")]
     pub timeout: f64,
+    #[serde(default)]
     pub cases: Vec<Case>,
+    /// Kernel selftests run by the kselftest runner: one case per test
+    /// (`kselftest/<collection>/<test>`), added after `cases`.
+    #[serde(default)]
+    pub kselftest: Option<KselftestSection>,
+    /// ftracetest test cases: one case per test
+    /// (`ftracetest/<path under test.d>`), added after `cases`.
+    #[serde(default)]
+    pub ftracetest: Option<FtracetestSection>,
+}
+
+/// `kselftest: {collection: livepatch, tests: [...]}`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KselftestSection {
+    /// A directory of `tools/testing/selftests` the image has.
+    pub collection: String,
+    pub tests: Vec<SelftestDecl>,
+}
+
+/// `ftracetest: {tests: [test.d/direct/ftrace-direct.tc, ...]}`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtracetestSection {
+    pub tests: Vec<SelftestDecl>,
+}
+
+/// One selftest: its name, or `{test, description, expect, timeout}`.
+/// Without `expect`, the test must pass on every variant.
+#[derive(Clone, Debug)]
+pub struct SelftestDecl {
+    pub test: String,
+    pub description: String,
+    pub expect: BTreeMap<String, Expected>,
+    pub timeout: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelftestFull {
+    test: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default, deserialize_with = "input::unique_map")]
+    expect: BTreeMap<String, Expected>,
+    #[serde(default)]
+    timeout: Option<f64>,
+}
+
+impl<'de> Deserialize<'de> for SelftestDecl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SelftestDecl;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a test (`test-livepatch.sh`) or `{test, description, expect, timeout}`",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SelftestDecl, E> {
+                Ok(SelftestDecl {
+                    test: v.to_string(),
+                    description: String::new(),
+                    expect: BTreeMap::new(),
+                    timeout: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SelftestDecl, A::Error> {
+                let f = SelftestFull::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(SelftestDecl {
+                    test: f.test,
+                    description: f.description,
+                    expect: f.expect,
+                    timeout: f.timeout,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn default_timeout() -> f64 {
@@ -67,7 +149,8 @@ pub struct Case {
 
 /// What a case is meant to do on a variant. In YAML: `pass`,
 /// `{fail: {step: <label or index>, errno: EBUSY}}` or
-/// `{xfail: {reason: ..., ref: <upstream reference>}}`.
+/// `{xfail: {reason: ..., ref: <upstream reference>}}`; a selftest case
+/// also takes `fail` (the test reports a failure) and `skip`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Expected {
@@ -76,6 +159,11 @@ pub enum Expected {
     /// The named step (its `as` label, or 1-based index) is refused with
     /// this errno; the case stops there; no splat.
     Fail { step: StepRef, errno: String },
+    /// A selftest case: the test reports a failure; no splat.
+    #[serde(rename = "fail")]
+    TestFails,
+    /// A selftest case: the test reports that it skipped; no splat.
+    Skip,
     /// A known kernel bug: still run, still shown.
     Xfail {
         reason: String,
@@ -105,13 +193,15 @@ impl<'de> Deserialize<'de> for Expected {
         impl<'de> Visitor<'de> for V {
             type Value = Expected;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("`pass`, `{fail: {step, errno}}` or `{xfail: {reason, ref}}`")
+                f.write_str("`pass`, `{fail: {step, errno}}` or `{xfail: {reason, ref}}` (selftests: also `fail`, `skip`)")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Expected, E> {
                 match v {
                     "pass" => Ok(Expected::Pass),
+                    "fail" => Ok(Expected::TestFails),
+                    "skip" => Ok(Expected::Skip),
                     other => Err(E::custom(format!(
-                        "unknown expectation '{other}' (pass, {{fail: ...}}, {{xfail: ...}})"
+                        "unknown expectation '{other}' (pass, {{fail: ...}}, {{xfail: ...}}; selftests: also fail, skip)"
                     ))),
                 }
             }
@@ -373,7 +463,7 @@ pub fn parse(text: &str, path: &Path, variants: &[String], fx: &FixtureNames) ->
         regex::Regex::new(a)
             .map_err(|e| fail(at(1, a), format!("allow_splats: not a regex: {e}")))?;
     }
-    if file.cases.is_empty() {
+    if file.cases.is_empty() && file.kselftest.is_none() && file.ftracetest.is_none() {
         bail!("{}: the suite has no cases", at(1, "cases"));
     }
     let mut from = 1;
@@ -454,14 +544,195 @@ pub fn parse(text: &str, path: &Path, variants: &[String], fx: &FixtureNames) ->
                         );
                     }
                 }
+                Expected::TestFails | Expected::Skip => bail!(
+                    "{}: case '{}', expectation for '{v}': `fail` alone and `skip` are for selftest cases; a case names the step that is refused: {{fail: {{step: <label>, errno: EBUSY}}}}",
+                    at(line, &format!("{v}:")),
+                    case.name
+                ),
                 Expected::Pass => {}
             }
         }
+    }
+    let mut file = file;
+    expand_selftests(&mut file, text, path, fx)?;
+    if file.cases.is_empty() {
+        bail!(
+            "{}: the suite has no cases (and no kselftest or ftracetest tests)",
+            at(1, "cases")
+        );
     }
     Ok(Suite {
         file,
         path: path.to_path_buf(),
     })
+}
+
+/// The time a selftest's agent gets before it stops the test itself,
+/// inside the host's step timeout, so the output so far comes back.
+pub fn agent_timeout_ms(step_timeout_s: f64) -> u64 {
+    let margin = (step_timeout_s * 0.1).clamp(1.0, 10.0);
+    ((step_timeout_s - margin).max(0.5) * 1000.0) as u64
+}
+
+/// Adds one case per `kselftest:` and `ftracetest:` test, after checking
+/// each (its place in the file is given on error).
+fn expand_selftests(
+    file: &mut SuiteFile,
+    text: &str,
+    path: &Path,
+    fx: &FixtureNames,
+) -> Result<()> {
+    use coexist_proto::SelftestRunner;
+    let section_line = |key: &str| find_from(text, 1, key).map(|p| p.0).unwrap_or(1);
+    let mut sections: Vec<(SelftestRunner, String, Vec<SelftestDecl>, usize)> = Vec::new();
+    if let Some(k) = &file.kselftest {
+        let line = section_line("kselftest:");
+        let at = |needle: &str| match find_from(text, line, needle) {
+            Some((l, c)) => format!("{}:{l}:{c}", path.display()),
+            None => format!("{}:{line}", path.display()),
+        };
+        let c = &k.collection;
+        if c.is_empty() || c.contains('/') || c.starts_with('.') {
+            bail!(
+                "{}: kselftest collection '{c}' is not a directory name of tools/testing/selftests",
+                at("collection")
+            );
+        }
+        if !fx.selftests.contains(c) {
+            bail!(
+                "{}: kselftest collection '{c}' is not in the image (images/{}.yaml `selftests`: {})",
+                at("collection"),
+                crate::image::prepare::DEFAULT_RECIPE,
+                fx.selftests.join(", ")
+            );
+        }
+        sections.push((SelftestRunner::Kselftest, c.clone(), k.tests.clone(), line));
+    }
+    if let Some(f) = &file.ftracetest {
+        let line = section_line("ftracetest:");
+        if !fx.selftests.iter().any(|s| s == "ftrace") {
+            bail!(
+                "{}:{line}: ftracetest needs 'ftrace' in the image (images/{}.yaml `selftests`: {})",
+                path.display(),
+                crate::image::prepare::DEFAULT_RECIPE,
+                fx.selftests.join(", ")
+            );
+        }
+        sections.push((
+            SelftestRunner::Ftracetest,
+            "ftrace".into(),
+            f.tests.clone(),
+            line,
+        ));
+    }
+    for (runner, collection, tests, line) in sections {
+        let at = |needle: &str| match find_from(text, line, needle) {
+            Some((l, c)) => format!("{}:{l}:{c}", path.display()),
+            None => format!("{}:{line}", path.display()),
+        };
+        if tests.is_empty() {
+            bail!("{}: {} lists no tests", at("tests"), runner.as_str());
+        }
+        let mut cursor = line;
+        for t in &tests {
+            let name = &t.test;
+            // Positions inside this test's entry.
+            let tline = find_from(text, cursor, name).map(|p| p.0).unwrap_or(cursor);
+            cursor = tline + 1;
+            let at = |needle: &str| match find_from(text, tline, needle) {
+                Some((l, c)) => format!("{}:{l}:{c}", path.display()),
+                None => format!("{}:{tline}", path.display()),
+            };
+            let parts_ok = !name.is_empty()
+                && name
+                    .split('/')
+                    .all(|p| !p.is_empty() && p != "." && p != "..");
+            let case_name = match runner {
+                SelftestRunner::Kselftest if parts_ok && !name.contains('/') => {
+                    format!("kselftest/{collection}/{name}")
+                }
+                SelftestRunner::Ftracetest if parts_ok && name.ends_with(".tc") => {
+                    match name.strip_prefix("test.d/") {
+                        Some(rest) => format!("ftracetest/{rest}"),
+                        None => bail!(
+                            "{}: ftracetest test '{name}' must be a path under test.d/ (test.d/direct/ftrace-direct.tc)",
+                            at(name)
+                        ),
+                    }
+                }
+                SelftestRunner::Kselftest => bail!(
+                    "{}: kselftest test '{name}' must be a file name in tools/testing/selftests/{collection}",
+                    at(name)
+                ),
+                SelftestRunner::Ftracetest => bail!(
+                    "{}: ftracetest test '{name}' must be a .tc file under test.d/",
+                    at(name)
+                ),
+            };
+            input::check_case_name(&case_name).map_err(|m| anyhow::anyhow!("{}: {m}", at(name)))?;
+            if file.cases.iter().any(|c| c.name == case_name) {
+                bail!("{}: test '{name}' is listed twice", at(name));
+            }
+            let timeout = t.timeout.unwrap_or(file.timeout);
+            if let Some(x) = t.timeout {
+                input::check_seconds("timeout", x, 0.0, MAX_SECONDS)
+                    .map_err(|m| anyhow::anyhow!("{}: test '{name}': {m}", at(name)))?;
+            }
+            for (v, e) in &t.expect {
+                if v != "default" && !file.variants.contains(v) {
+                    bail!(
+                        "{}: test '{name}' has an expectation for '{v}', which the suite does not run on ({})",
+                        at(&format!("{v}:")),
+                        file.variants.join(", ")
+                    );
+                }
+                match e {
+                    Expected::Fail { .. } => bail!(
+                        "{}: test '{name}', expectation for '{v}': a selftest fails as a whole; write `fail`",
+                        at(&format!("{v}:"))
+                    ),
+                    Expected::Xfail { reason, reference }
+                        if reason.trim().is_empty() || reference.trim().is_empty() =>
+                    {
+                        bail!(
+                            "{}: test '{name}': an xfail needs a reason and an upstream reference",
+                            at("xfail")
+                        )
+                    }
+                    _ => {}
+                }
+            }
+            let step = Step::Selftest {
+                runner,
+                collection: collection.clone(),
+                test: name.clone(),
+                timeout_ms: agent_timeout_ms(timeout),
+            };
+            let expect = StepExpect {
+                selftest: steps::selftest::expect_for(&step, steps::selftest::Outcome::Pass),
+                ..Default::default()
+            };
+            file.cases.push(Case {
+                name: case_name,
+                description: if t.description.is_empty() {
+                    format!("{} {collection}/{name}", runner.as_str())
+                } else {
+                    t.description.clone()
+                },
+                variants: None,
+                fixed_seconds: 0.0,
+                steps: vec![SuiteStep {
+                    step,
+                    label: None,
+                    handle_ref: None,
+                    expect,
+                    timeout: Some(timeout),
+                }],
+                expect: t.expect.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Errno names the expectations may use.
@@ -613,6 +884,7 @@ mod tests {
             modules: vec!["livepatch-sample".into(), "coexist_target".into()],
             bpf_programs: vec!["cx_fentry".into(), "cx_fexit".into()],
             triggers: vec!["cmdline_proc_show".into()],
+            selftests: vec!["livepatch".into(), "ftrace".into()],
         }
     }
 
@@ -733,6 +1005,70 @@ cases:
             "baseline: {xfail: {reason: x}}",
         );
         assert!(err(&t).contains("missing field `ref`"), "{}", err(&t));
+    }
+
+    #[test]
+    fn selftest_sections_become_cases() {
+        let t = "\
+suite: st
+variants: [baseline, share-ipmodify]
+timeout: 100
+kselftest:
+  collection: livepatch
+  tests:
+    - test-livepatch.sh
+    - test: test-callbacks.sh
+      timeout: 400
+      expect:
+        baseline: skip
+        share-ipmodify: {xfail: {reason: known, ref: https://lore.kernel.org/x}}
+ftracetest:
+  tests:
+    - test: test.d/direct/ftrace-direct.tc
+      expect: {baseline: fail}
+";
+        let s = parse(t, Path::new("s.yaml"), &vars(), &fx()).unwrap();
+        let names: Vec<&str> = s.file.cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "kselftest/livepatch/test-livepatch.sh",
+                "kselftest/livepatch/test-callbacks.sh",
+                "ftracetest/direct/ftrace-direct.tc"
+            ]
+        );
+        let c = &s.file.cases[1];
+        assert_eq!(c.steps[0].timeout, Some(400.0));
+        match &c.steps[0].step {
+            Step::Selftest {
+                runner,
+                collection,
+                test,
+                timeout_ms,
+            } => {
+                assert_eq!(*runner, coexist_proto::SelftestRunner::Kselftest);
+                assert_eq!(
+                    (collection.as_str(), test.as_str()),
+                    ("livepatch", "test-callbacks.sh")
+                );
+                // The agent stops the test before the host gives up on the step.
+                assert_eq!(*timeout_ms, 390_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.expected(c, "baseline"), Expected::Skip);
+        assert_eq!(s.expected(&s.file.cases[0], "baseline"), Expected::Pass);
+        assert_eq!(
+            s.expected(&s.file.cases[2], "baseline"),
+            Expected::TestFails
+        );
+        assert_eq!(s.file.cases[0].steps[0].timeout, Some(100.0));
+        assert_eq!(agent_timeout_ms(5.0), 4000);
+        // Expectations round-trip through a report.
+        for e in [Expected::Skip, Expected::TestFails] {
+            let j = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Expected>(&j).unwrap(), e, "{j}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The fixture names a suite may use, read from the project: kernel
 //! sample modules and the modules of `images/fixtures/modules/`, the BPF
-//! programs of `images/fixtures/bpf/`, and the trigger targets the agent
-//! knows.
+//! programs of `images/fixtures/bpf/`, the trigger targets the agent
+//! knows, and the selftest directories the default image recipe has.
 
 use std::path::Path;
 
@@ -11,6 +11,9 @@ pub struct FixtureNames {
     pub modules: Vec<String>,
     pub bpf_programs: Vec<String>,
     pub triggers: Vec<String>,
+    /// `tools/testing/selftests` directories in the image (the default
+    /// recipe's `selftests`).
+    pub selftests: Vec<String>,
 }
 
 /// The project's fixture names: modules (samples and own), BPF programs
@@ -58,9 +61,24 @@ pub fn project_fixtures(root: &Path) -> FixtureNames {
     }
     modules.sort();
     bpf_programs.sort();
+    let recipe = root
+        .join("images")
+        .join(format!("{}.yaml", crate::image::prepare::DEFAULT_RECIPE));
+    let selftests = std::fs::read_to_string(recipe)
+        .ok()
+        .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
+        .and_then(|v| {
+            v.get("selftests")?.as_sequence().map(|s| {
+                s.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
     FixtureNames {
         modules,
         bpf_programs,
         triggers: vec!["cmdline_proc_show".into(), "coexist_target_value".into()],
+        selftests,
     }
 }

@@ -14,7 +14,8 @@
 //! - livepatch_load, livepatch_disable, livepatch_unload: [`livepatch`];
 //! - bpf_attach, bpf_detach, bpf_stats: [`bpf`];
 //! - ftrace_state: [`ftrace`];
-//! - repeat, concurrently (steps that run other steps): [`stress`].
+//! - repeat, concurrently (steps that run other steps): [`stress`];
+//! - selftest (the kernel's own selftests): [`selftest`].
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ mod basic;
 mod bpf;
 mod ftrace;
 mod livepatch;
+mod selftest;
 mod stress;
 
 /// What outlives one step: attached BPF programs, by handle.
@@ -67,6 +69,12 @@ pub fn run_step(state: &mut State, id: u64, step: Step) -> Answer {
         Step::FtraceState { function } => ftrace::ftrace_state(id, &function),
         Step::Repeat { times, steps } => stress::repeat(state, id, times, &steps),
         Step::Concurrently { duration_ms, lists } => stress::concurrently(id, duration_ms, lists),
+        Step::Selftest {
+            runner,
+            collection,
+            test,
+            timeout_ms,
+        } => selftest::selftest(id, runner, &collection, &test, timeout_ms),
     }
 }
 

@@ -1,0 +1,204 @@
+//! selftest: one of the kernel's own selftests, from the image's
+//! `/selftests` (the variant's `tools/testing/selftests`), run with bash
+//! through the kernel's own runner. The host reads the results from the
+//! output; here the test only has to run to its end, or be stopped at its
+//! timeout.
+
+use std::io::Read;
+use std::path::{Component, Path};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coexist_proto::{Answer, SelftestRunner, SELFTESTS_DIR, SELFTEST_OUTPUT_MAX};
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use super::{errno_of, fail, ok};
+
+/// The kselftest runner's `run_many`, as `run_kselftest.sh` calls it for
+/// one collection: `$1` the selftests, `$2` the collection, `$3` the test.
+const KSELFTEST: &str = r#"export BASE_DIR="$1"; . "$BASE_DIR/kselftest/runner.sh" && cd "$BASE_DIR/$2" && run_many "$3""#;
+
+/// ftracetest with its output inline (`-l -`): `$1` its directory, `$2`
+/// the test case.
+const FTRACETEST: &str = r#"cd "$1" && exec bash ./ftracetest -l - "$2""#;
+
+/// A relative path that stays below its directory.
+fn plain_relative(p: &str) -> bool {
+    !p.is_empty()
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// `out` cut to at most `max` bytes: its head and, after a marker, its
+/// tail (where the results are).
+pub fn cap_middle(out: &[u8], max: usize) -> String {
+    if out.len() <= max {
+        return String::from_utf8_lossy(out).into_owned();
+    }
+    let head = max / 5;
+    let tail = max - head;
+    format!(
+        "{}\n[coexist: {} bytes of output cut here]\n{}",
+        String::from_utf8_lossy(&out[..head]),
+        out.len() - head - tail,
+        String::from_utf8_lossy(&out[out.len() - tail..])
+    )
+}
+
+pub fn selftest(
+    id: u64,
+    runner: SelftestRunner,
+    collection: &str,
+    test: &str,
+    timeout_ms: u64,
+) -> Answer {
+    if !plain_relative(collection) || !plain_relative(test) {
+        return fail(
+            Some(id),
+            Some(Errno::EINVAL as i32),
+            format!("selftest: '{collection}' and '{test}' must be relative paths without '..'"),
+        );
+    }
+    let base = Path::new(SELFTESTS_DIR);
+    let dir = base.join(collection);
+    if !dir.join(test).is_file() {
+        return fail(
+            Some(id),
+            Some(Errno::ENOENT as i32),
+            format!(
+                "selftest: {} is not in the image (its recipe's `selftests` must list '{collection}')",
+                dir.join(test).display()
+            ),
+        );
+    }
+    // In a session of its own (busybox setsid execs bash in place), so
+    // that everything the test starts can be stopped with its group.
+    // (Not `process_group`/`pre_exec`: the static agent's spawn then fails
+    // with ENOSYS in the guest.)
+    let mut cmd = Command::new("/bin/busybox");
+    cmd.args(["setsid", "/bin/bash"]);
+    match runner {
+        SelftestRunner::Kselftest => {
+            cmd.args([
+                "-c",
+                KSELFTEST,
+                "kselftest",
+                SELFTESTS_DIR,
+                collection,
+                test,
+            ]);
+        }
+        SelftestRunner::Ftracetest => {
+            cmd.args(["-c", FTRACETEST, "ftracetest"])
+                .arg(&dir)
+                .arg(test);
+        }
+    }
+    let (r, w) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => return fail(Some(id), Some(e as i32), format!("pipe: {e}")),
+    };
+    let w2 = match w.try_clone() {
+        Ok(f) => f,
+        Err(e) => return fail(Some(id), errno_of(&e), format!("dup: {e}")),
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(w))
+        .stderr(Stdio::from(w2));
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(Some(id), errno_of(&e), format!("setsid bash: {e}")),
+    };
+    drop(cmd); // closes our copies of the write ends
+    let pgid = Pid::from_raw(child.id() as i32);
+    // Read as it comes, so what the test printed before a timeout is kept
+    // even if something it started keeps the pipe open.
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::from(r);
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = f.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                output
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&buf[..n]);
+            }
+            let _ = done_tx.send(());
+        });
+    }
+    let t0 = Instant::now();
+    let limit = Duration::from_millis(timeout_ms);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if t0.elapsed() >= limit => break None,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return fail(Some(id), errno_of(&e), format!("wait: {e}")),
+        }
+    };
+    // Whatever the test left running goes with it.
+    let _ = killpg(pgid, Signal::SIGKILL);
+    if status.is_none() {
+        let _ = child.wait();
+    }
+    let _ = done_rx.recv_timeout(Duration::from_secs(2));
+    let out = output.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let text = cap_middle(&out, SELFTEST_OUTPUT_MAX);
+    match status {
+        Some(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            let mut a = ok(id, text);
+            a.exit_code = s.code().or(s.signal().map(|sig| 128 + sig));
+            a
+        }
+        None => {
+            let mut a = fail(
+                Some(id),
+                Some(Errno::ETIMEDOUT as i32),
+                format!(
+                    "selftest {collection}/{test} did not finish within {:.1} s; its process group was killed",
+                    limit.as_secs_f64()
+                ),
+            );
+            a.output = text;
+            a
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_below_the_selftests() {
+        assert!(plain_relative("test.d/direct/ftrace-direct.tc"));
+        assert!(plain_relative("livepatch"));
+        for bad in ["", "/etc/passwd", "../x", "a/../../b", "./x"] {
+            assert!(!plain_relative(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn long_output_keeps_its_end() {
+        let out: Vec<u8> = (0..1000)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let c = cap_middle(&out, 2000);
+        assert!(c.starts_with("line 0\n"), "{c}");
+        assert!(c.ends_with("line 999\n"), "{c}");
+        assert!(c.contains("bytes of output cut here"));
+        assert!(c.len() < 2100);
+        assert_eq!(cap_middle(b"short", 2000), "short");
+    }
+}
