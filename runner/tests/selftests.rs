@@ -18,6 +18,12 @@ fn boot(name: &str, dir: &std::path::Path) -> Vm {
     accel::boot(AccelChoice::Tcg, c, &common::Quiet).unwrap_or_else(|f| panic!("{f}"))
 }
 
+/// Runs one step; a VM failure fails the test.
+fn step(vm: &mut Vm, s: Step, secs: u64) -> coexist::vm::StepOutcome {
+    vm.run(s, Duration::from_secs(secs))
+        .unwrap_or_else(|f| panic!("{f}"))
+}
+
 fn selftest(runner: SelftestRunner, collection: &str, test: &str, timeout_ms: u64) -> Step {
     Step::Selftest {
         runner,
@@ -31,17 +37,16 @@ fn selftest(runner: SelftestRunner, collection: &str, test: &str, timeout_ms: u6
 fn a_livepatch_selftest_runs_in_the_guest_and_its_ktap_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let mut vm = boot("share-ipmodify", dir.path());
-    let out = vm
-        .run(
-            selftest(
-                SelftestRunner::Kselftest,
-                "livepatch",
-                "test-livepatch.sh",
-                120_000,
-            ),
-            Duration::from_secs(130),
-        )
-        .unwrap_or_else(|f| panic!("{f}"));
+    let out = step(
+        &mut vm,
+        selftest(
+            SelftestRunner::Kselftest,
+            "livepatch",
+            "test-livepatch.sh",
+            120_000,
+        ),
+        130,
+    );
     let a = &out.answer;
     assert!(a.ok, "{a:?}");
     assert!(out.splats.is_empty(), "{:#?}", out.splats);
@@ -85,17 +90,16 @@ fn a_livepatch_selftest_runs_in_the_guest_and_its_ktap_is_read() {
 
     // A test that does not finish in time: stopped by the agent, with the
     // output so far; nothing of it is left running.
-    let out = vm
-        .run(
-            selftest(
-                SelftestRunner::Kselftest,
-                "livepatch",
-                "test-callbacks.sh",
-                3_000,
-            ),
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|f| panic!("{f}"));
+    let out = step(
+        &mut vm,
+        selftest(
+            SelftestRunner::Kselftest,
+            "livepatch",
+            "test-callbacks.sh",
+            3_000,
+        ),
+        30,
+    );
     let a = &out.answer;
     assert!(!a.ok, "{a:?}");
     assert_eq!(a.errno_name.as_deref(), Some("ETIMEDOUT"), "{a:?}");
@@ -109,29 +113,27 @@ fn a_livepatch_selftest_runs_in_the_guest_and_its_ktap_is_read() {
         selftest::observe(SelftestRunner::Kselftest, &a.output),
         Observed::NoResult(_)
     ));
-    let ps = vm
-        .run(
-            Step::Exec {
-                argv: vec!["/bin/busybox".into(), "ps".into()],
-            },
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|f| panic!("{f}"));
+    let ps = step(
+        &mut vm,
+        Step::Exec {
+            argv: vec!["/bin/busybox".into(), "ps".into()],
+        },
+        30,
+    );
     for gone in ["test-callbacks", "runner.sh", "modprobe"] {
         assert!(!ps.answer.output.contains(gone), "{}", ps.answer.output);
     }
     // A test the image does not have is refused, naming the file.
-    let out = vm
-        .run(
-            selftest(
-                SelftestRunner::Ftracetest,
-                "ftrace",
-                "test.d/nope.tc",
-                5_000,
-            ),
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|f| panic!("{f}"));
+    let out = step(
+        &mut vm,
+        selftest(
+            SelftestRunner::Ftracetest,
+            "ftrace",
+            "test.d/nope.tc",
+            5_000,
+        ),
+        30,
+    );
     assert_eq!(out.answer.errno_name.as_deref(), Some("ENOENT"));
     assert!(
         out.answer

@@ -4,15 +4,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use coexist_proto::{Answer, AnswerData, HelloData};
 use nix::errno::Errno;
 
-use super::{errno_of, fail, ok, with_data};
+use super::{errno_of, fail, ok, spawn_piped, with_data};
 use crate::{kernel_release, uptime};
 
 /// Runs a program; stdout and stderr are captured together.
@@ -20,26 +19,14 @@ pub fn exec(id: u64, argv: &[String]) -> Answer {
     let Some((prog, args)) = argv.split_first() else {
         return fail(Some(id), None, "exec: empty argv".into());
     };
-    let (r, w) = match nix::unistd::pipe() {
-        Ok(p) => p,
-        Err(e) => return fail(Some(id), Some(e as i32), format!("pipe: {e}")),
-    };
-    let w2: OwnedFd = match w.try_clone() {
-        Ok(f) => f,
-        Err(e) => return fail(Some(id), errno_of(&e), format!("dup: {e}")),
-    };
     let mut cmd = Command::new(prog);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(w))
-        .stderr(Stdio::from(w2));
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return fail(Some(id), errno_of(&e), format!("exec {prog}: {e}")),
+    cmd.args(args);
+    let (mut child, mut r) = match spawn_piped(id, cmd, &format!("exec {prog}")) {
+        Ok(x) => x,
+        Err(a) => return a,
     };
-    drop(cmd); // closes our copies of the write ends
     let mut out = Vec::new();
-    let _ = File::from(r).read_to_end(&mut out);
+    let _ = r.read_to_end(&mut out);
     let status = child.wait();
     let mut a = ok(id, String::from_utf8_lossy(&out).into_owned());
     match status {

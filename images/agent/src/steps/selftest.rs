@@ -6,7 +6,7 @@
 
 use std::io::Read;
 use std::path::{Component, Path};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::{errno_of, fail, ok};
+use super::{errno_of, fail, ok, spawn_piped};
 
 /// The kselftest runner's `run_many`, as `run_kselftest.sh` calls it for
 /// one collection: `$1` the selftests, `$2` the collection, `$3` the test.
@@ -98,22 +98,10 @@ pub fn selftest(
                 .arg(test);
         }
     }
-    let (r, w) = match nix::unistd::pipe() {
-        Ok(p) => p,
-        Err(e) => return fail(Some(id), Some(e as i32), format!("pipe: {e}")),
+    let (mut child, mut f) = match spawn_piped(id, cmd, "setsid bash") {
+        Ok(x) => x,
+        Err(a) => return a,
     };
-    let w2 = match w.try_clone() {
-        Ok(f) => f,
-        Err(e) => return fail(Some(id), errno_of(&e), format!("dup: {e}")),
-    };
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(w))
-        .stderr(Stdio::from(w2));
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return fail(Some(id), errno_of(&e), format!("setsid bash: {e}")),
-    };
-    drop(cmd); // closes our copies of the write ends
     let pgid = Pid::from_raw(child.id() as i32);
     // Read as it comes, so what the test printed before a timeout is kept
     // even if something it started keeps the pipe open.
@@ -122,7 +110,6 @@ pub fn selftest(
     {
         let output = output.clone();
         std::thread::spawn(move || {
-            let mut f = std::fs::File::from(r);
             let mut buf = [0u8; 8192];
             while let Ok(n) = f.read(&mut buf) {
                 if n == 0 {
