@@ -161,6 +161,37 @@ fn a_suite_saved_as_yml_is_refused_not_skipped() {
 }
 
 #[test]
+fn a_selftest_missing_from_the_source_is_refused_before_any_build() {
+    let p = scratch();
+    std::fs::write(
+        p.path().join("suites/t.yaml"),
+        "suite: t\nvariants: [baseline]\nkselftest:\n  collection: livepatch\n  tests:\n    - test-livepatch.sh\n    - test-nope.sh\n",
+    )
+    .unwrap();
+    // It lists: the names are well formed.
+    let out = coexist(&["suite", "t", "--list", "--root", p.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // Running it stops before any kernel is built (a scratch cache that
+    // holds no kernel stays without one).
+    let cache = tempfile::tempdir().unwrap();
+    let err = refused(
+        p.path(),
+        &["suite", "t", "--cache-dir", cache.path().to_str().unwrap()],
+    );
+    assert!(
+        has_position(&err, "ROOT/suites/t.yaml", 7)
+            && err.contains("test-nope.sh of case 'kselftest/livepatch/test-nope.sh' is not in the source of variant 'baseline'"),
+        "{err}"
+    );
+    for d in ["kernels", "trees"] {
+        let n = std::fs::read_dir(cache.path().join(d))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{d}/ is not empty: something was built");
+    }
+}
+
+#[test]
 fn out_of_range_options_are_usage_errors() {
     let p = scratch();
     for args in [

@@ -155,11 +155,14 @@ fn plan_info(ws: &Workspace, suites: &[Suite], jobs: &[Job]) -> Result<PlanInfo>
     })
 }
 
-/// Every selftest a job runs on this variant is in its source (the image
-/// has the variant's tools/testing/selftests): checked before anything
-/// boots, with the place in the suite file.
-fn selftests_present(suites: &[Suite], jobs: &[Job], p: &crate::image::Prepared) -> Result<()> {
-    for j in jobs.iter().filter(|j| j.variant == p.variant) {
+/// The selftests the jobs run, by variant: (suite, case, test, path in
+/// the kernel tree).
+fn selftests_by_variant<'a>(
+    suites: &'a [Suite],
+    jobs: &[Job],
+) -> BTreeMap<String, Vec<(&'a Suite, &'a str, &'a str, String)>> {
+    let mut m: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for j in jobs {
         let s = &suites[j.suite];
         let case = &s.file.cases[j.case];
         for st in &case.steps {
@@ -167,27 +170,140 @@ fn selftests_present(suites: &[Suite], jobs: &[Job], p: &crate::image::Prepared)
                 collection, test, ..
             } = &st.step
             {
-                let file = p
-                    .manifest
-                    .source_dir
-                    .join("tools/testing/selftests")
-                    .join(collection)
-                    .join(test);
-                if !file.is_file() {
-                    let text = std::fs::read_to_string(&s.path).unwrap_or_default();
-                    let at = match crate::input::find_from(&text, 1, test) {
-                        Some((l, c)) => format!("{}:{l}:{c}", s.path.display()),
-                        None => s.path.display().to_string(),
-                    };
-                    bail!(
-                        "{at}: {} of case '{}' is not in the source of variant '{}' ({} does not exist)",
-                        test,
-                        case.name,
-                        p.variant,
-                        file.display()
-                    );
-                }
+                m.entry(j.variant.clone()).or_default().push((
+                    s,
+                    case.name.as_str(),
+                    test.as_str(),
+                    format!("tools/testing/selftests/{collection}/{test}"),
+                ));
             }
+        }
+    }
+    m
+}
+
+/// `file:line:column` of a test's name in its suite file.
+fn test_position(s: &Suite, test: &str) -> String {
+    let text = std::fs::read_to_string(&s.path).unwrap_or_default();
+    match crate::input::find_from(&text, 1, test) {
+        Some((l, c)) => format!("{}:{l}:{c}", s.path.display()),
+        None => s.path.display().to_string(),
+    }
+}
+
+/// Before anything builds: every selftest a job runs is in its variant's
+/// source, or a patch of the variant's series touches it. A tarball is
+/// listed once (`<cache>/sources/<id>.selftests`) unless it is unpacked
+/// already.
+fn selftests_in_sources(
+    ws: &Workspace,
+    suites: &[Suite],
+    jobs: &[Job],
+    variants: &[Variant],
+    events: &dyn EventSink,
+) -> Result<()> {
+    let wanted = selftests_by_variant(suites, jobs);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    ws.setup(events)?;
+    for (name, tests) in wanted {
+        let v = variant::select(variants, std::slice::from_ref(&name))?[0];
+        let touched: Vec<String> = v
+            .series
+            .iter()
+            .flat_map(|s| &s.patches)
+            .flat_map(|p| {
+                crate::build::series::touched_files(
+                    &String::from_utf8_lossy(&p.contents),
+                    p.r.strip,
+                )
+            })
+            .collect();
+        let listing = source_listing(ws, v, events)?;
+        for (s, case, test, rel) in tests {
+            let there = match &listing {
+                Listing::Dir(d) => d.join(&rel).is_file(),
+                Listing::Paths(p) => p.contains(&rel),
+            };
+            if !there && !touched.contains(&rel) {
+                bail!(
+                    "{}: {test} of case '{case}' is not in the source of variant '{name}' (no {rel})",
+                    test_position(s, test)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+enum Listing {
+    /// A tree on disk.
+    Dir(PathBuf),
+    /// The selftest paths of a tarball, without its top directory.
+    Paths(BTreeSet<String>),
+}
+
+fn source_listing(ws: &Workspace, v: &Variant, events: &dyn EventSink) -> Result<Listing> {
+    let decl = match &v.source {
+        variant::Source::Tree(t) => return Ok(Listing::Dir(t.clone())),
+        variant::Source::Tarball(d) => d,
+    };
+    let id = ws.sources.identify(&ws.cache, &v.source, events)?;
+    let unpacked = ws.cache.dir("sources").join(&id.id);
+    if unpacked.is_dir() {
+        return Ok(Listing::Dir(unpacked));
+    }
+    let memo = ws.cache.dir("sources").join(format!("{}.selftests", id.id));
+    if !memo.is_file() {
+        let tarball = id.tarball.as_deref().unwrap_or(&decl.tarball);
+        events::note(
+            events,
+            format!("listing the selftests of {}", tarball.display()),
+        );
+        let out = std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(tarball)
+            .args(["--wildcards", "*tools/testing/selftests/*"])
+            .output()
+            .context("cannot run tar")?;
+        if !out.status.success() {
+            bail!(
+                "cannot list {}: {}",
+                tarball.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        std::fs::create_dir_all(ws.cache.dir("sources"))?;
+        crate::build::cache::write_atomic(&memo, &out.stdout)?;
+    }
+    let text = std::fs::read_to_string(&memo)?;
+    Ok(Listing::Paths(
+        text.lines()
+            .filter_map(|l| {
+                // Without the top directory (linux-source-6.1/).
+                let i = l.find("tools/testing/selftests/")?;
+                Some(l[i..].to_string())
+            })
+            .collect(),
+    ))
+}
+
+/// Every selftest a job runs on this variant is in its source as built
+/// (the image has the variant's tools/testing/selftests, after its
+/// series): checked before anything boots, with the place in the suite
+/// file.
+fn selftests_present(suites: &[Suite], jobs: &[Job], p: &crate::image::Prepared) -> Result<()> {
+    let wanted = selftests_by_variant(suites, jobs);
+    for (s, case, test, rel) in wanted.get(&p.variant).into_iter().flatten() {
+        let file = p.manifest.source_dir.join(rel);
+        if !file.is_file() {
+            bail!(
+                "{}: {test} of case '{case}' is not in the source of variant '{}' ({} does not exist)",
+                test_position(s, test),
+                p.variant,
+                file.display()
+            );
         }
     }
     Ok(())
@@ -262,6 +378,7 @@ pub fn run_suites(
     if jobs.is_empty() && shard.is_none() {
         bail!("no (case, variant) matches the filters");
     }
+    selftests_in_sources(ws, &suites, &jobs, &variants, events)?;
     let id = run_id();
     let dir = req
         .results_dir
