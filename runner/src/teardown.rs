@@ -1,7 +1,12 @@
 //! Teardown: every child that could outlive the runner (QEMU, kernel
 //! builds) runs in its own process group, dies with the runner
 //! (PR_SET_PDEATHSIG), and is killed on timeouts, Ctrl-C, SIGTERM, SIGHUP
-//! and panics. Run directories registered here are removed too.
+//! and panics. Run directories registered here are removed too. QEMU gets
+//! SIGKILL at once; a build ([`Group`]) gets SIGTERM first and up to
+//! [`BUILD_GRACE`] to stop, so that make deletes the file it was writing
+//! (a linker killed outright leaves a half-written tool, such as
+//! `fixdep`, that the next build in the same directory would take as
+//! made), then SIGKILL.
 //!
 //! While a [`Graceful`] guard is alive (a suite run), the first signal
 //! kills every registered group and sets [`stopping`], so the run can
@@ -19,7 +24,12 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// Registered process groups: (pgid, whether it is a build that gets
+/// SIGTERM and [`BUILD_GRACE`] before SIGKILL).
+static GROUPS: Mutex<Vec<(i32, bool)>> = Mutex::new(Vec::new());
+
+/// How long a build's process group has, after SIGTERM, to clean up.
+pub const BUILD_GRACE: Duration = Duration::from_secs(5);
 static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
 static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
@@ -40,14 +50,50 @@ pub fn isolate(cmd: &mut Command) {
 }
 
 pub fn register_group(pgid: i32) {
-    GROUPS.lock().unwrap_or_else(|e| e.into_inner()).push(pgid);
+    GROUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((pgid, false));
 }
 
 pub fn unregister_group(pgid: i32) {
     GROUPS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .retain(|g| *g != pgid);
+        .retain(|(g, _)| *g != pgid);
+}
+
+/// Whether a process of group `pgid` is still running (zombies, which
+/// only wait to be reaped, do not count).
+pub fn group_running(pgid: i32) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    rd.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid pgrp ...
+            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            f.first() != Some(&"Z") && f.get(2).and_then(|p| p.parse::<i32>().ok()) == Some(pgid)
+        })
+}
+
+/// SIGTERM to a build's group, up to [`BUILD_GRACE`] for it to stop, then
+/// SIGKILL for whatever is left.
+fn stop_build(pgid: i32) {
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + BUILD_GRACE;
+    while group_running(pgid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
 pub fn register_dir(p: PathBuf) {
@@ -81,7 +127,10 @@ impl Group {
         isolate(cmd);
         let child = cmd.spawn()?;
         let pgid = child.id() as i32;
-        register_group(pgid);
+        GROUPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((pgid, true));
         Ok(Group { child, pgid })
     }
 
@@ -116,21 +165,37 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        if let Ok(None) = self.child.try_wait() {
+            stop_build(self.pgid);
+        } else {
+            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        }
         let _ = self.child.wait();
         unregister_group(self.pgid);
     }
 }
 
-/// Kills every registered process group and removes registered dirs.
+/// Kills every registered process group (VMs at once, builds after
+/// their grace) and removes registered dirs.
 pub fn kill_all() {
-    let groups: Vec<i32> = GROUPS
+    let groups: Vec<(i32, bool)> = GROUPS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .drain(..)
         .collect();
-    for g in groups {
-        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+    for (g, _) in groups.iter().filter(|(_, build)| !build) {
+        let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
+    }
+    let builds: Vec<std::thread::JoinHandle<()>> = groups
+        .iter()
+        .filter(|(_, build)| *build)
+        .map(|(g, _)| {
+            let g = *g;
+            std::thread::spawn(move || stop_build(g))
+        })
+        .collect();
+    for b in builds {
+        let _ = b.join();
     }
     let dirs: Vec<PathBuf> = DIRS
         .lock()

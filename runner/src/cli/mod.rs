@@ -173,7 +173,12 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            // A build stopped by a signal fails as soon as its make exits,
+            // which may be before the signal thread exits: say the signal.
+            match coexist::teardown::interrupted() {
+                Some(sig) => ExitCode::from((128 + sig) as u8),
+                None => ExitCode::from(2),
+            }
         }
     }
 }
