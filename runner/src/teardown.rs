@@ -270,3 +270,38 @@ pub fn install_handlers() {
         }));
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Group {
+        Group::spawn(Command::new("sh").args(["-c", script])).unwrap()
+    }
+
+    #[test]
+    fn a_dropped_build_gets_sigterm_to_clean_up_then_sigkill() {
+        let d = tempfile::tempdir().unwrap();
+        let done = d.path().join("cleaned-up");
+        // Like make: on SIGTERM it removes what it was writing, then exits.
+        let g = sh(&format!(
+            "trap 'touch {}; exit 1' TERM; while :; do sleep 0.05; done",
+            done.display()
+        ));
+        let pgid = g.pgid;
+        std::thread::sleep(Duration::from_millis(200));
+        drop(g);
+        assert!(done.is_file(), "the group did not get SIGTERM first");
+        assert!(!group_running(pgid));
+
+        // One that ignores SIGTERM is killed after the grace.
+        let g = sh("trap '' TERM; while :; do sleep 0.05; done");
+        let pgid = g.pgid;
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = std::time::Instant::now();
+        drop(g);
+        assert!(!group_running(pgid));
+        let took = t0.elapsed();
+        assert!(took >= BUILD_GRACE, "killed before its grace: {took:?}");
+    }
+}
