@@ -23,7 +23,7 @@ pub fn exec(id: u64, argv: &[String]) -> Answer {
     cmd.args(args);
     let (mut child, mut r) = match spawn_piped(id, cmd, &format!("exec {prog}")) {
         Ok(x) => x,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     let mut out = Vec::new();
     let _ = r.read_to_end(&mut out);

@@ -79,25 +79,25 @@ pub fn run_step(state: &mut State, id: u64, step: Step) -> Answer {
 }
 
 /// Starts `cmd` with stdin from /dev/null and stdout and stderr into one
-/// pipe; returns the child and the pipe's read end. `what` names the
-/// program in the failure.
+/// pipe; returns the child and the pipe's read end, or the step's failed
+/// answer. `what` names the program in the failure.
 fn spawn_piped(
     id: u64,
     mut cmd: std::process::Command,
     what: &str,
-) -> Result<(std::process::Child, std::fs::File), Answer> {
+) -> Result<(std::process::Child, std::fs::File), Box<Answer>> {
     use std::process::Stdio;
-    let (r, w) =
-        nix::unistd::pipe().map_err(|e| fail(Some(id), Some(e as i32), format!("pipe: {e}")))?;
+    let failed = |errno: Option<i32>, what: String| Box::new(fail(Some(id), errno, what));
+    let (r, w) = nix::unistd::pipe().map_err(|e| failed(Some(e as i32), format!("pipe: {e}")))?;
     let w2 = w
         .try_clone()
-        .map_err(|e| fail(Some(id), errno_of(&e), format!("dup: {e}")))?;
+        .map_err(|e| failed(errno_of(&e), format!("dup: {e}")))?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(w))
         .stderr(Stdio::from(w2));
     let child = cmd
         .spawn()
-        .map_err(|e| fail(Some(id), errno_of(&e), format!("{what}: {e}")))?;
+        .map_err(|e| failed(errno_of(&e), format!("{what}: {e}")))?;
     drop(cmd); // closes our copies of the write ends
     Ok((child, std::fs::File::from(r)))
 }

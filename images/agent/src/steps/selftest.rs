@@ -100,7 +100,7 @@ pub fn selftest(
     }
     let (mut child, mut f) = match spawn_piped(id, cmd, "setsid bash") {
         Ok(x) => x,
-        Err(a) => return a,
+        Err(a) => return *a,
     };
     let pgid = Pid::from_raw(child.id() as i32);
     // Read as it comes, so what the test printed before a timeout is kept
