@@ -308,6 +308,34 @@ pub fn load_recipe(project: &Project, name: &str) -> Result<(Recipe, Vec<u8>)> {
     Ok((r, text.into_bytes()))
 }
 
+/// Checks a recipe before anything is built: it parses, its host
+/// programs are on this machine, its selftest directories are names.
+/// Errors name the recipe file, and the line of the entry.
+pub fn check_recipe(project: &Project, name: &str) -> Result<Recipe> {
+    let (recipe, bytes) = load_recipe(project, name)?;
+    let path = project.root.join("images").join(format!("{name}.yaml"));
+    let text = String::from_utf8_lossy(&bytes);
+    let at = |needle: &str| match crate::input::find_from(&text, 1, needle) {
+        Some((l, c)) => format!("{}:{l}:{c}", path.display()),
+        None => path.display().to_string(),
+    };
+    for (i, p) in recipe.host_programs.iter().enumerate() {
+        if recipe.host_programs[..i].contains(p) {
+            bail!("{}: host program '{p}' is listed twice", at(p));
+        }
+        host::find(p).map_err(|e| anyhow::anyhow!("{}: {e:#}", at(p)))?;
+    }
+    for d in &recipe.selftests {
+        if d.is_empty() || d.contains('/') || d.starts_with('.') || d == "kselftest" {
+            bail!(
+                "{}: selftests: '{d}' is not a directory name of tools/testing/selftests (kselftest/ comes along by itself)",
+                at(d)
+            );
+        }
+    }
+    Ok(recipe)
+}
+
 /// The archive's entries for a recipe, agent and kernel.
 pub fn entries(
     project: &Project,
@@ -468,6 +496,41 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recipe_is_checked_before_anything_builds() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("images")).unwrap();
+        let project = Project {
+            root: d.path().to_path_buf(),
+        };
+        let write = |text: &str| std::fs::write(d.path().join("images/t.yaml"), text).unwrap();
+        let err = |text: &str| {
+            write(text);
+            format!("{:#}", check_recipe(&project, "t").unwrap_err())
+        };
+        let head = "busybox: /bin/busybox\n";
+        write(&format!(
+            "{head}host_programs: [bash, sed]\nselftests: [livepatch]\n"
+        ));
+        let r = check_recipe(&project, "t").unwrap();
+        assert_eq!(r.host_programs, ["bash", "sed"]);
+        let e = err(&format!("{head}host_programs: [bash,\n  no-such-tool-x]\n"));
+        assert!(
+            e.contains("images/t.yaml:3:3: ")
+                && e.contains("'no-such-tool-x' is not on this machine"),
+            "{e}"
+        );
+        let e = err(&format!("{head}host_programs: [bash, bash]\n"));
+        assert!(e.contains("listed twice"), "{e}");
+        let e = err(&format!("{head}selftests: [../net]\n"));
+        assert!(
+            e.contains("images/t.yaml:2:") && e.contains("not a directory name"),
+            "{e}"
+        );
+        let e = err(&format!("{head}host_program: [bash]\n"));
+        assert!(e.contains("unknown field `host_program`"), "{e}");
+    }
 
     #[test]
     fn archive_reads_back() {

@@ -34,6 +34,8 @@ pub fn prepare(
     v: &Variant,
     events: &dyn EventSink,
 ) -> Result<Prepared> {
+    // The recipe is input too: checked before the kernel builds.
+    initramfs::check_recipe(project, DEFAULT_RECIPE)?;
     if source::which("qemu-system-x86_64").is_none() {
         source::require(&["qemu-system-x86"], "qemu-system-x86_64 is missing")?;
     }
