@@ -53,24 +53,10 @@ pub fn prepare(name: &str) -> Prepared {
     ws.prepare(v, &Quiet).unwrap()
 }
 
-/// Whether any process is still in process group `pgid`.
+/// Whether a process of group `pgid` is still running (the runner's own
+/// check, which leaves out zombies waiting to be reaped).
 pub fn group_alive(pgid: u32) -> bool {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .any(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            // pid (comm) state ppid pgrp ...
-            let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid)
-        })
+    coexist::teardown::group_running(pgid as i32)
 }
 
 /// Waits up to 2 s for process group `pgid` to be gone.
