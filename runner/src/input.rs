@@ -25,6 +25,16 @@ pub fn find_from(text: &str, from: usize, needle: &str) -> Option<(usize, usize)
         .find_map(|(i, l)| l.find(needle).map(|c| (i + 1, c + 1)))
 }
 
+/// `path:line:column` of the first `needle` at or after line `from`
+/// (outside comment lines), or `path:from` when it is not there: where an
+/// error message points.
+pub fn place(path: &Path, text: &str, from: usize, needle: &str) -> String {
+    match find_from(text, from, needle) {
+        Some((l, c)) => format!("{}:{l}:{c}", path.display()),
+        None => format!("{}:{from}", path.display()),
+    }
+}
+
 /// A serde_yaml error for a mapping key given twice ([`unique_map`])
 /// placed at the key's second appearance, which serde cannot point at.
 pub fn yaml_error_in(text: &str, path: &Path, e: &serde_yaml::Error) -> anyhow::Error {

@@ -310,6 +310,50 @@ pub fn identify(cache: &Cache, source: &Source, ev: &dyn EventSink) -> Result<So
     }
 }
 
+/// Where [`unpack`] puts a tarball source: `sources/<id>`.
+pub fn unpacked_dir(cache: &Cache, id: &SourceId) -> PathBuf {
+    cache.dir("sources").join(&id.id)
+}
+
+/// The paths under `tools/testing/selftests/` a tarball source holds
+/// (without its top directory), listed once into `sources/<id>.selftests`.
+pub fn tarball_selftests(
+    cache: &Cache,
+    decl: &SourceDecl,
+    id: &SourceId,
+    note: &dyn Fn(&str),
+) -> Result<std::collections::BTreeSet<String>> {
+    let memo = cache.dir("sources").join(format!("{}.selftests", id.id));
+    if !memo.is_file() {
+        let tarball = id.tarball.as_deref().unwrap_or(&decl.tarball);
+        note(&format!("listing the selftests of {}", tarball.display()));
+        let out = Command::new("tar")
+            .arg("-tf")
+            .arg(tarball)
+            .args(["--wildcards", "*tools/testing/selftests/*"])
+            .output()
+            .context("cannot run tar")?;
+        if !out.status.success() {
+            bail!(
+                "cannot list {}: {}",
+                tarball.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        std::fs::create_dir_all(cache.dir("sources"))?;
+        cache::write_atomic(&memo, &out.stdout)?;
+    }
+    let text = std::fs::read_to_string(&memo)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            // Without the top directory (linux-source-6.1/).
+            let i = l.find("tools/testing/selftests/")?;
+            Some(l[i..].to_string())
+        })
+        .collect())
+}
+
 /// Unpacks a tarball source into `sources/<id>` once (locked, atomic).
 pub fn unpack(
     cache: &Cache,
@@ -317,7 +361,7 @@ pub fn unpack(
     id: &SourceId,
     note: &dyn Fn(&str),
 ) -> Result<PathBuf> {
-    let dest = cache.dir("sources").join(&id.id);
+    let dest = unpacked_dir(cache, id);
     if dest.is_dir() {
         return Ok(dest);
     }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::build::kconfig::{self, Fragment};
 use crate::build::series::Series;
-use crate::input::{self, line_of, yaml_error};
+use crate::input::{self, yaml_error};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,10 +126,7 @@ pub fn parse_variants(
     kernel_tree: Option<&Path>,
 ) -> Result<Vec<Variant>> {
     let mut file: VariantsFile = serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?;
-    let at = |needle: &str| match input::find_from(text, 1, needle) {
-        Some((l, c)) => format!("{}:{l}:{c}", path.display()),
-        None => format!("{}:{}", path.display(), line_of(text, needle)),
-    };
+    let at = |needle: &str| input::place(path, text, 1, needle);
     if file.variants.is_empty() {
         bail!(
             "{}: no variants are declared under 'variants:'",

@@ -220,6 +220,12 @@ fn push_tree(entries: &mut Vec<Entry>, host: &Path, guest: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether `d` names a directory of `tools/testing/selftests` (one path
+/// part, not hidden).
+pub fn is_selftest_dir(d: &str) -> bool {
+    !d.is_empty() && !d.contains('/') && !d.starts_with('.')
+}
+
 /// The variant's selftests: `tools/testing/selftests/<dir>` of its source
 /// at `/selftests/<dir>` for each `dir`, and the kselftest runner.
 pub fn selftest_entries(source_dir: &Path, dirs: &[String]) -> Result<Vec<Entry>> {
@@ -229,7 +235,7 @@ pub fn selftest_entries(source_dir: &Path, dirs: &[String]) -> Result<Vec<Entry>
     }
     let root = source_dir.join("tools/testing/selftests");
     for d in std::iter::once("kselftest").chain(dirs.iter().map(String::as_str)) {
-        if d.is_empty() || d.contains('/') || d.starts_with('.') {
+        if !is_selftest_dir(d) {
             bail!("'{d}' is not a directory name of tools/testing/selftests");
         }
         let host = root.join(d);
@@ -315,10 +321,7 @@ pub fn check_recipe(project: &Project, name: &str) -> Result<Recipe> {
     let (recipe, bytes) = load_recipe(project, name)?;
     let path = project.root.join("images").join(format!("{name}.yaml"));
     let text = String::from_utf8_lossy(&bytes);
-    let at = |needle: &str| match crate::input::find_from(&text, 1, needle) {
-        Some((l, c)) => format!("{}:{l}:{c}", path.display()),
-        None => path.display().to_string(),
-    };
+    let at = |needle: &str| crate::input::place(&path, &text, 1, needle);
     for (i, p) in recipe.host_programs.iter().enumerate() {
         if recipe.host_programs[..i].contains(p) {
             bail!("{}: host program '{p}' is listed twice", at(p));
@@ -326,7 +329,7 @@ pub fn check_recipe(project: &Project, name: &str) -> Result<Recipe> {
         host::find(p).map_err(|e| anyhow::anyhow!("{}: {e:#}", at(p)))?;
     }
     for d in &recipe.selftests {
-        if d.is_empty() || d.contains('/') || d.starts_with('.') || d == "kselftest" {
+        if !is_selftest_dir(d) || d == "kselftest" {
             bail!(
                 "{}: selftests: '{d}' is not a directory name of tools/testing/selftests (kselftest/ comes along by itself)",
                 at(d)

@@ -27,7 +27,7 @@ pub use matrix::{Job, Totals};
 pub use verdict::{Decision, StepRecord, Verdict};
 
 use crate::build::cache::KeyHasher;
-use crate::build::{variant, Variant};
+use crate::build::{source, variant, Variant};
 use crate::events::{self, Event, EventSink, Fanout};
 use crate::report::{self, stream::ResultsJsonl, PlanInfo, RunReport};
 use crate::suite::{self, Suite};
@@ -157,10 +157,9 @@ fn plan_info(ws: &Workspace, suites: &[Suite], jobs: &[Job]) -> Result<PlanInfo>
 
 /// The selftests the jobs run, by variant: (suite, case, test, path in
 /// the kernel tree).
-fn selftests_by_variant<'a>(
-    suites: &'a [Suite],
-    jobs: &[Job],
-) -> BTreeMap<String, Vec<(&'a Suite, &'a str, &'a str, String)>> {
+type SelftestsByVariant<'a> = BTreeMap<String, Vec<(&'a Suite, &'a str, &'a str, String)>>;
+
+fn selftests_by_variant<'a>(suites: &'a [Suite], jobs: &[Job]) -> SelftestsByVariant<'a> {
     let mut m: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for j in jobs {
         let s = &suites[j.suite];
@@ -185,10 +184,7 @@ fn selftests_by_variant<'a>(
 /// `file:line:column` of a test's name in its suite file.
 fn test_position(s: &Suite, test: &str) -> String {
     let text = std::fs::read_to_string(&s.path).unwrap_or_default();
-    match crate::input::find_from(&text, 1, test) {
-        Some((l, c)) => format!("{}:{l}:{c}", s.path.display()),
-        None => s.path.display().to_string(),
-    }
+    crate::input::place(&s.path, &text, 1, test)
 }
 
 /// Before anything builds: every selftest a job runs is in its variant's
@@ -197,18 +193,16 @@ fn test_position(s: &Suite, test: &str) -> String {
 /// already.
 fn selftests_in_sources(
     ws: &Workspace,
-    suites: &[Suite],
-    jobs: &[Job],
+    wanted: &SelftestsByVariant,
     variants: &[Variant],
     events: &dyn EventSink,
 ) -> Result<()> {
-    let wanted = selftests_by_variant(suites, jobs);
     if wanted.is_empty() {
         return Ok(());
     }
     ws.setup(events)?;
     for (name, tests) in wanted {
-        let v = variant::select(variants, std::slice::from_ref(&name))?[0];
+        let v = variant::select(variants, std::slice::from_ref(name))?[0];
         let touched: Vec<String> = v
             .series
             .iter()
@@ -223,10 +217,10 @@ fn selftests_in_sources(
         let listing = source_listing(ws, v, events)?;
         for (s, case, test, rel) in tests {
             let there = match &listing {
-                Listing::Dir(d) => d.join(&rel).is_file(),
-                Listing::Paths(p) => p.contains(&rel),
+                Listing::Dir(d) => d.join(rel).is_file(),
+                Listing::Paths(p) => p.contains(rel),
             };
-            if !there && !touched.contains(&rel) {
+            if !there && !touched.contains(rel) {
                 bail!(
                     "{}: {test} of case '{case}' is not in the source of variant '{name}' (no {rel})",
                     test_position(s, test)
@@ -250,51 +244,21 @@ fn source_listing(ws: &Workspace, v: &Variant, events: &dyn EventSink) -> Result
         variant::Source::Tarball(d) => d,
     };
     let id = ws.sources.identify(&ws.cache, &v.source, events)?;
-    let unpacked = ws.cache.dir("sources").join(&id.id);
+    let unpacked = source::unpacked_dir(&ws.cache, &id);
     if unpacked.is_dir() {
         return Ok(Listing::Dir(unpacked));
     }
-    let memo = ws.cache.dir("sources").join(format!("{}.selftests", id.id));
-    if !memo.is_file() {
-        let tarball = id.tarball.as_deref().unwrap_or(&decl.tarball);
-        events::note(
-            events,
-            format!("listing the selftests of {}", tarball.display()),
-        );
-        let out = std::process::Command::new("tar")
-            .arg("-tf")
-            .arg(tarball)
-            .args(["--wildcards", "*tools/testing/selftests/*"])
-            .output()
-            .context("cannot run tar")?;
-        if !out.status.success() {
-            bail!(
-                "cannot list {}: {}",
-                tarball.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        std::fs::create_dir_all(ws.cache.dir("sources"))?;
-        crate::build::cache::write_atomic(&memo, &out.stdout)?;
-    }
-    let text = std::fs::read_to_string(&memo)?;
-    Ok(Listing::Paths(
-        text.lines()
-            .filter_map(|l| {
-                // Without the top directory (linux-source-6.1/).
-                let i = l.find("tools/testing/selftests/")?;
-                Some(l[i..].to_string())
-            })
-            .collect(),
-    ))
+    let note = |m: &str| events::note(events, m.to_string());
+    Ok(Listing::Paths(source::tarball_selftests(
+        &ws.cache, decl, &id, &note,
+    )?))
 }
 
 /// Every selftest a job runs on this variant is in its source as built
 /// (the image has the variant's tools/testing/selftests, after its
 /// series): checked before anything boots, with the place in the suite
 /// file.
-fn selftests_present(suites: &[Suite], jobs: &[Job], p: &crate::image::Prepared) -> Result<()> {
-    let wanted = selftests_by_variant(suites, jobs);
+fn selftests_present(wanted: &SelftestsByVariant, p: &crate::image::Prepared) -> Result<()> {
     for (s, case, test, rel) in wanted.get(&p.variant).into_iter().flatten() {
         let file = p.manifest.source_dir.join(rel);
         if !file.is_file() {
@@ -378,7 +342,8 @@ pub fn run_suites(
     if jobs.is_empty() && shard.is_none() {
         bail!("no (case, variant) matches the filters");
     }
-    selftests_in_sources(ws, &suites, &jobs, &variants, events)?;
+    let selftests = selftests_by_variant(&suites, &jobs);
+    selftests_in_sources(ws, &selftests, &variants, events)?;
     let id = run_id();
     let dir = req
         .results_dir
@@ -405,7 +370,7 @@ pub fn run_suites(
                 }
                 None => e,
             })?;
-        selftests_present(&suites, &jobs, &p)?;
+        selftests_present(&selftests, &p)?;
         infos.push(report::VariantInfo::of(&p));
         prepared.insert(name, p);
     }

@@ -448,12 +448,7 @@ pub fn load(path: &Path, variants: &[String], fixtures: &FixtureNames) -> Result
 pub fn parse(text: &str, path: &Path, variants: &[String], fx: &FixtureNames) -> Result<Suite> {
     let file: SuiteFile =
         serde_yaml::from_str(text).map_err(|e| input::yaml_error_in(text, path, &e))?;
-    let at = |from: usize, needle: &str| -> String {
-        match find_from(text, from, needle) {
-            Some((l, c)) => format!("{}:{l}:{c}", path.display()),
-            None => format!("{}:{from}", path.display()),
-        }
-    };
+    let at = |from: usize, needle: &str| input::place(path, text, from, needle);
     let fail = |pos: String, m: String| anyhow::anyhow!("{pos}: {m}");
     input::check_name("suite", &file.suite).map_err(|m| fail(at(1, "suite:"), m))?;
     check_variant_list(&file.variants, variants).map_err(|(n, m)| fail(at(1, &n), m))?;
@@ -583,16 +578,12 @@ fn expand_selftests(
     fx: &FixtureNames,
 ) -> Result<()> {
     use coexist_proto::SelftestRunner;
-    let section_line = |key: &str| find_from(text, 1, key).map(|p| p.0).unwrap_or(1);
     let mut sections: Vec<(SelftestRunner, String, Vec<SelftestDecl>, usize)> = Vec::new();
     if let Some(k) = &file.kselftest {
-        let line = section_line("kselftest:");
-        let at = |needle: &str| match find_from(text, line, needle) {
-            Some((l, c)) => format!("{}:{l}:{c}", path.display()),
-            None => format!("{}:{line}", path.display()),
-        };
+        let line = input::line_of(text, "kselftest:");
+        let at = |needle: &str| input::place(path, text, line, needle);
         let c = &k.collection;
-        if c.is_empty() || c.contains('/') || c.starts_with('.') {
+        if !crate::image::initramfs::is_selftest_dir(c) {
             bail!(
                 "{}: kselftest collection '{c}' is not a directory name of tools/testing/selftests",
                 at("collection")
@@ -609,7 +600,7 @@ fn expand_selftests(
         sections.push((SelftestRunner::Kselftest, c.clone(), k.tests.clone(), line));
     }
     if let Some(f) = &file.ftracetest {
-        let line = section_line("ftracetest:");
+        let line = input::line_of(text, "ftracetest:");
         if !fx.selftests.iter().any(|s| s == "ftrace") {
             bail!(
                 "{}:{line}: ftracetest needs 'ftrace' in the image (images/{}.yaml `selftests`: {})",
@@ -626,10 +617,7 @@ fn expand_selftests(
         ));
     }
     for (runner, collection, tests, line) in sections {
-        let at = |needle: &str| match find_from(text, line, needle) {
-            Some((l, c)) => format!("{}:{l}:{c}", path.display()),
-            None => format!("{}:{line}", path.display()),
-        };
+        let at = |needle: &str| input::place(path, text, line, needle);
         if tests.is_empty() {
             bail!("{}: {} lists no tests", at("tests"), runner.as_str());
         }
@@ -639,10 +627,7 @@ fn expand_selftests(
             // Positions inside this test's entry.
             let tline = find_from(text, cursor, name).map(|p| p.0).unwrap_or(cursor);
             cursor = tline + 1;
-            let at = |needle: &str| match find_from(text, tline, needle) {
-                Some((l, c)) => format!("{}:{l}:{c}", path.display()),
-                None => format!("{}:{tline}", path.display()),
-            };
+            let at = |needle: &str| input::place(path, text, tline, needle);
             let parts_ok = !name.is_empty()
                 && name
                     .split('/')
