@@ -3,16 +3,15 @@
 //! preparation of fixtures and images, the accelerator decision, the
 //! matrix (run start, each case's start and finish) and free-form notes.
 //!
-//! Consumers: the terminal UI (`ui::Terminal`), the streaming results file
-//! (`report::stream::ResultsJsonl`), and tests (`Collect`). Nothing in the
-//! library prints; stages emit events, sinks decide what to show or keep.
+//! Consumers: the terminal UI (`ui::Terminal`) and tests (`Collect`).
+//! Nothing in the library prints; stages emit events, sinks decide what to
+//! show or keep. This module sits below every stage and imports none: a
+//! finished case travels as a [`CaseLine`] here, and as its whole record
+//! through `record::RecordSink` (`results.jsonl`).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
-
-use crate::run::CaseResult;
-use crate::vm::Accel;
 
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -49,7 +48,6 @@ pub enum Event {
     },
     /// What `--accel auto` decided, and why (once per run).
     AccelDecided {
-        accel: Accel,
         reason: String,
     },
     /// The matrix starts: `total` jobs, reports in `results_dir`.
@@ -61,13 +59,27 @@ pub enum Event {
     CaseStarted {
         id: String,
     },
-    CaseFinished(Box<CaseResult>),
+    CaseFinished(CaseLine),
     /// The matrix is over; `complete` is false when it stopped early.
     RunFinished {
         complete: bool,
     },
     /// Anything else worth a line.
     Note(String),
+}
+
+/// A finished job, as one line for people. The whole record goes to the
+/// run's `record::RecordSink`s.
+#[derive(Clone, Debug)]
+pub struct CaseLine {
+    /// `suite/case@variant`.
+    pub id: String,
+    /// PASS, FAIL, ERROR, XFAIL, XPASS, SKIP.
+    pub verdict: &'static str,
+    /// Whether that is what the suite expects on this variant.
+    pub as_expected: bool,
+    pub total_s: f64,
+    pub summary: String,
 }
 
 /// Something that consumes events. Sinks are shared by the workers of a

@@ -28,6 +28,7 @@ pub mod build;
 pub mod events;
 pub mod image;
 pub mod input;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod setup;

@@ -6,8 +6,11 @@
 //! Missing packages are installed in ONE apt transaction, after one
 //! `apt-get update`, and only if apt would remove or downgrade nothing
 //! (`--no-remove`, checked first with a simulation); otherwise setup stops
-//! and prints the exact command for the user to decide. Not root: it
-//! prints the command.
+//! and prints the exact command for the user to decide. With
+//! [`Removals::Allow`] (`setup --allow-remove`, the user's explicit
+//! consent) it runs that same transaction when apt would only remove
+//! packages; a downgrade is still refused. Not root: it prints the
+//! command.
 
 use std::process::Command;
 
@@ -123,9 +126,26 @@ fn not_installed(packages: &[String]) -> Result<Vec<String>> {
     ))
 }
 
+/// Whether setup may run a transaction in which apt removes packages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removals {
+    /// Stop and print the command (the default).
+    Refuse,
+    /// The user consented (`setup --allow-remove`).
+    Allow,
+}
+
+/// What stops a transaction: every downgrade, and removals unless allowed.
+pub fn refused_changes(harm: &[String], removals: Removals) -> Vec<String> {
+    harm.iter()
+        .filter(|h| removals == Removals::Refuse || !h.starts_with("remove "))
+        .cloned()
+        .collect()
+}
+
 /// Makes sure every package the project needs is installed (see the
 /// module doc). Returns the packages it installed.
-pub fn ensure(project: &Project, ev: &dyn EventSink) -> Result<Vec<String>> {
+pub fn ensure(project: &Project, ev: &dyn EventSink, removals: Removals) -> Result<Vec<String>> {
     let packages = project_packages(project)?;
     let missing = not_installed(&packages)?;
     if missing.is_empty() {
@@ -163,19 +183,33 @@ pub fn ensure(project: &Project, ev: &dyn EventSink) -> Result<Vec<String>> {
     sim_args.extend(missing.iter().map(String::as_str));
     let sim = apt(&sim_args)?;
     let harm = harmful_changes(&String::from_utf8_lossy(&sim.stdout));
-    if !harm.is_empty() || !sim.status.success() {
+    let refused = refused_changes(&harm, removals);
+    if !refused.is_empty() || !sim.status.success() {
         bail!(
-            "setup: installing {} would {}; nothing was changed. To accept that, run:\n  {}",
+            "setup: installing {} would {}; nothing was changed. To accept that, run:\n  {}{}",
             missing.join(" "),
-            if harm.is_empty() {
+            if refused.is_empty() {
                 format!("fail:\n{}", String::from_utf8_lossy(&sim.stderr).trim())
             } else {
-                harm.join(", ")
+                refused.join(", ")
             },
-            cmd.replace(" --no-remove", "")
+            cmd.replace(" --no-remove", ""),
+            if refused.iter().all(|h| h.starts_with("remove ")) {
+                "\n(or: cargo run -- setup --allow-remove)"
+            } else {
+                ""
+            }
         );
     }
-    let mut args = vec!["install", "--no-remove", "-y", "-q"];
+    let mut args = vec!["install", "-y", "-q"];
+    if harm.is_empty() {
+        args.push("--no-remove");
+    } else {
+        events::note(
+            ev,
+            format!("setup: --allow-remove: apt will {}", harm.join(", ")),
+        );
+    }
     args.extend(missing.iter().map(String::as_str));
     let out = apt(&args)?;
     if !out.status.success() {
@@ -194,6 +228,20 @@ pub fn ensure(project: &Project, ev: &dyn EventSink) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removals_stop_setup_unless_allowed_and_downgrades_always() {
+        let harm = vec![
+            "remove qemu-utils".to_string(),
+            "downgrade libc6 from 2 to 1".to_string(),
+        ];
+        assert_eq!(refused_changes(&harm, Removals::Refuse), harm);
+        assert_eq!(
+            refused_changes(&harm, Removals::Allow),
+            vec!["downgrade libc6 from 2 to 1".to_string()]
+        );
+        assert!(refused_changes(&harm[..1], Removals::Allow).is_empty());
+    }
 
     #[test]
     fn package_list_with_comments() {

@@ -86,10 +86,19 @@ impl Workspace {
     /// Installs what the project needs (once per workspace), before
     /// anything is keyed: see [`crate::setup`].
     pub fn setup(&self, events: &dyn EventSink) -> Result<()> {
+        self.setup_with(events, crate::setup::Removals::Refuse)
+    }
+
+    /// [`Workspace::setup`], saying whether apt may remove packages.
+    pub fn setup_with(
+        &self,
+        events: &dyn EventSink,
+        removals: crate::setup::Removals,
+    ) -> Result<()> {
         if self.setup.get().is_some() {
             return Ok(());
         }
-        crate::setup::ensure(&self.project, events)?;
+        crate::setup::ensure(&self.project, events, removals)?;
         let _ = self.setup.set(());
         Ok(())
     }

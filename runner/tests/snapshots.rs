@@ -29,7 +29,7 @@ fn ident(p: &Prepared) -> Ident {
     Ident {
         kernel_key: p.manifest.key.clone(),
         image_key: p.image.key.clone(),
-        qemu_version: coexist::report::host().qemu,
+        qemu_version: coexist::record::Host::current().qemu,
     }
 }
 

@@ -38,7 +38,13 @@ enum Cmd {
     /// Install every Debian package the project needs that is missing, in
     /// one apt transaction that removes and downgrades nothing (every other
     /// command does this first).
-    Setup,
+    Setup {
+        /// Consent to a transaction in which apt removes packages (for
+        /// example a newer qemu-utils that qemu-system-x86 conflicts
+        /// with); a downgrade is still refused.
+        #[arg(long)]
+        allow_remove: bool,
+    },
     /// Build and list kernel variants.
     #[command(subcommand)]
     Kernel(kernel::KernelCmd),
@@ -149,9 +155,13 @@ fn dispatch(cli: Cli) -> Result<u8> {
     }
     let ws = Workspace::open(cli.root, cli.cache_dir)?;
     // Before anything is keyed: the toolchain is part of every key.
-    ws.setup(&coexist::ui::Terminal::new())?;
+    let removals = match cli.cmd {
+        Cmd::Setup { allow_remove: true } => coexist::setup::Removals::Allow,
+        _ => coexist::setup::Removals::Refuse,
+    };
+    ws.setup_with(&coexist::ui::Terminal::new(), removals)?;
     match cli.cmd {
-        Cmd::Setup => {
+        Cmd::Setup { .. } => {
             eprintln!("setup: every package the project needs is installed");
             Ok(0)
         }

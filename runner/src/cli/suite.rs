@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
+use coexist::record::RunReport;
 use coexist::report::bench::{Modes, SuiteFigures};
-use coexist::report::{self, diff, RunReport};
+use coexist::report::{self, diff, stream::ResultsJsonl};
 use coexist::run::{self, RunRequest};
 use coexist::teardown;
 use coexist::ui::Terminal;
@@ -108,7 +109,23 @@ fn run_or_list(ws: &Workspace, o: &SuiteOpts) -> Result<Option<(RunReport, PathB
         eprintln!("{} job(s)", plan.jobs.len());
         return Ok(None);
     }
-    Ok(Some(run::run_suites(ws, &req, &Terminal::new())?))
+    Ok(Some(run_and_report(ws, &req, &Terminal::new())?))
+}
+
+/// Runs a request and writes its reports: `results.jsonl` as cases
+/// finish, the others at the end (also for a run stopped early, from
+/// what finished). Returns the report and the results directory.
+fn run_and_report(
+    ws: &Workspace,
+    req: &RunRequest,
+    term: &Terminal,
+) -> Result<(RunReport, PathBuf)> {
+    let started = run::start(ws, req, term)?;
+    let dir = started.dir.clone();
+    let stream = ResultsJsonl::create(&dir)?;
+    let report = started.execute(ws, term, &stream)?;
+    report::write_all(&dir, &report)?;
+    Ok((report, dir))
 }
 
 pub fn suite(ws: &Workspace, o: &SuiteOpts) -> Result<u8> {
@@ -151,8 +168,8 @@ pub fn bench(ws: &Workspace, o: &BenchOpts) -> Result<u8> {
         snap_req.results_dir = Some(r.join("snapshot"));
     }
     let term = Terminal::new();
-    let (fresh, fresh_dir) = run::run_suites(ws, &fresh_req, &term)?;
-    let (snap, snap_dir) = run::run_suites(ws, &snap_req, &term)?;
+    let (fresh, fresh_dir) = run_and_report(ws, &fresh_req, &term)?;
+    let (snap, snap_dir) = run_and_report(ws, &snap_req, &term)?;
     let modes = Modes::of(&fresh, &snap);
     if o.json {
         println!("{}", serde_json::to_string_pretty(&modes)?);

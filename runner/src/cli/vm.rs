@@ -8,7 +8,7 @@ use clap::Args;
 
 use coexist::build::variant;
 use coexist::image::Prepared;
-use coexist::report::shown;
+use coexist::text::shown;
 use coexist::ui::Terminal;
 use coexist::vm::{self, StepOutcome, Vm, VmFailure};
 use coexist::Workspace;

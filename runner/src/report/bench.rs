@@ -56,7 +56,7 @@ pub struct SuiteFigures {
     pub prepare_s: f64,
     pub unexpected: usize,
     /// Verdict counts.
-    pub totals: crate::run::Totals,
+    pub totals: crate::record::Totals,
     /// Jobs whose guest was restored from a snapshot.
     pub restored: usize,
 }
@@ -259,7 +259,7 @@ mod tests {
             "{}",
             m.text()
         );
-        snap.results[0].decision.verdict = crate::run::Verdict::Fail;
+        snap.results[0].decision.verdict = crate::record::Verdict::Fail;
         let m = Modes::of(&fresh, &snap);
         assert_eq!(m.differing, ["s/a/pass@v1"]);
         assert!(m.text().contains("DIFFERENT for s/a/pass@v1"));

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::{expected_text, shown, RunReport};
-use crate::run::CaseResult;
+use crate::record::CaseResult;
 
 /// A timing change counts when the new time is at least this many times
 /// the old one (or the old one that many times the new one)...
@@ -322,9 +322,8 @@ pub fn markdown(d: &Diff) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{Expected, Verdict};
     use crate::report::testdata::sample;
-    use crate::run::Verdict;
-    use crate::suite::Expected;
 
     fn find<'a>(d: &'a Diff, key: &str) -> &'a Row {
         d.rows

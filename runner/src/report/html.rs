@@ -12,8 +12,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::{expected_text, shown, variant_order, RunReport};
-use crate::run::{CaseResult, StepRecord, Verdict};
-use crate::suite::Expected;
+use crate::record::{CaseResult, Expected, StepRecord, Verdict};
 
 /// Text for HTML: control characters escaped, then markup.
 pub fn esc(s: &str) -> String {

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 
 use super::{expected_text, failure_text, shown, variant_order, RunReport};
-use crate::run::Verdict;
+use crate::record::Verdict;
 
 /// JUnit XML: a testsuite per variant, a testcase per case. Unexpected
 /// outcomes are failures (FAIL, XPASS) or errors (ERROR) with the evidence;

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{failure_text, shown, variant_order, RunReport};
-use crate::run::{CaseResult, Verdict};
+use crate::record::{CaseResult, Verdict};
 
 /// KTAP v1: the run is a test with a subtest per variant, each with a
 /// result line per case. XFAIL carries the `# XFAIL` directive; lines

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
 
-use super::{RunReport, Timings, VariantInfo, SCHEMA};
-use crate::run::{matrix, CaseResult};
+use crate::record::{self, CaseResult};
+use crate::record::{RunReport, Timings, VariantInfo, SCHEMA};
 
 /// Merges shard reports into one, as if the run had not been sharded:
 /// results in the order of the whole job list. The parts must be shards of
@@ -94,7 +94,7 @@ pub fn merge(parts: Vec<RunReport>, allow_partial: bool) -> Result<RunReport> {
         incomplete: (!problems.is_empty()).then(|| problems.join("; ")),
         suites: first.suites.clone(),
         variants,
-        totals: matrix::totals(&results),
+        totals: record::totals(&results),
         results,
         timings: Timings {
             prepare_s: parts
@@ -129,7 +129,7 @@ mod tests {
                     .filter(|(k, _)| k % n == i - 1)
                     .map(|(_, r)| r.clone())
                     .collect();
-                p.totals = crate::run::matrix::totals(&p.results);
+                p.totals = record::totals(&p.results);
                 p
             })
             .collect();

@@ -1,8 +1,9 @@
 //! Stage 5: case results -> reports.
 //!
-//! In: a [`RunReport`] (built by `crate::run`, or read back from
-//! `report.json` files). Out, in `results/<run-id>/`: `report.json` (the
-//! [`RunReport`] itself, schema [`SCHEMA`]), `junit.xml`, `results.ktap`,
+//! In: a [`RunReport`] (`crate::record`: built by `crate::run`, or read
+//! back from `report.json` files). Out, in `results/<run-id>/`:
+//! `report.json` (the [`RunReport`] itself, schema
+//! [`crate::record::SCHEMA`]), `junit.xml`, `results.ktap`,
 //! `index.html` (the page people look at),
 //! and, written while the run goes, `results.jsonl` (one finished case a
 //! line); console logs are written by the VMs next to them. Also the
@@ -16,11 +17,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
 
-use crate::image::Prepared;
-use crate::run::{CaseResult, Totals};
-use crate::suite::Expected;
+use crate::record::{CaseResult, Expected, RunReport};
 
 pub mod bench;
 pub mod diff;
@@ -37,157 +35,6 @@ pub use junit::junit;
 pub use ktap::ktap;
 pub use merge::merge;
 pub use table::table;
-
-/// The report format. /2: answers carry typed data (`{"type": ...}`), and a
-/// step's expectation holds its family's fields in `bpf`, `ftrace`, `stress`.
-pub const SCHEMA: &str = "coexist-report/2";
-
-/// A variant as it was used in the run.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct VariantInfo {
-    pub name: String,
-    /// "6.1.192 (Debian linux-source-6.1 6.1.192-3)".
-    #[serde(default)]
-    pub kernel_version: String,
-    /// Patches of the variant's series already in its source (skipped).
-    #[serde(default)]
-    pub already_in_source: Vec<String>,
-    /// The snapshot its jobs were restored from (None: fresh boots).
-    #[serde(default)]
-    pub snapshot: Option<String>,
-    pub kernel_key: String,
-    pub kernel_release: String,
-    pub source: String,
-    pub series: Vec<String>,
-    pub fragments: Vec<String>,
-    pub fixtures_key: String,
-    pub image_key: String,
-    /// Time to get the kernel (a build, or the cache hit).
-    pub build_s: f64,
-    pub kernel_cached: bool,
-    /// Fixtures and image (build or cache hit).
-    pub image_s: f64,
-}
-
-impl VariantInfo {
-    pub fn of(p: &Prepared) -> VariantInfo {
-        let m = &p.manifest;
-        VariantInfo {
-            name: p.variant.clone(),
-            kernel_version: match &m.source_origin {
-                Some(o) => format!("{} ({o})", m.kernel_version),
-                None => m.kernel_version.clone(),
-            },
-            already_in_source: m.already_in_source.clone(),
-            snapshot: None,
-            kernel_key: p.manifest.key.clone(),
-            kernel_release: p.manifest.kernel_release.clone(),
-            source: p.manifest.source.clone(),
-            series: p.manifest.series.clone(),
-            fragments: p.manifest.fragments.clone(),
-            fixtures_key: p.fixtures.key.clone(),
-            image_key: p.image.key.clone(),
-            build_s: p.build_s,
-            kernel_cached: p.kernel_cached,
-            image_s: p.image_s,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Host {
-    pub hostname: String,
-    pub kernel: String,
-    pub cpus: usize,
-    pub qemu: String,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Timings {
-    /// Kernels, fixtures and images.
-    pub prepare_s: f64,
-    /// The matrix, wall clock.
-    pub matrix_s: f64,
-    pub jobs: usize,
-    /// CPU seconds of the runner itself during the matrix.
-    #[serde(default)]
-    pub runner_cpu_s: f64,
-    /// CPU seconds of its QEMU processes during the matrix.
-    #[serde(default)]
-    pub qemu_cpu_s: f64,
-}
-
-/// `report.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunReport {
-    pub schema: String,
-    pub run_id: String,
-    pub started: String,
-    pub coexist_version: String,
-    pub host: Host,
-    /// The accelerator the VMs used ("kvm", "tcg"), or null if none booted.
-    pub accel: Option<String>,
-    pub shard: Option<(usize, usize)>,
-    /// The job list this run (or shard) was cut from.
-    pub plan: PlanInfo,
-    /// Jobs this report is meant to hold (the shard's, when sharded).
-    pub jobs: usize,
-    /// Whether every one of them has its result here.
-    pub complete: bool,
-    /// Why not (a signal, a runner panic, missing shards).
-    pub incomplete: Option<String>,
-    pub suites: Vec<String>,
-    pub variants: Vec<VariantInfo>,
-    pub results: Vec<CaseResult>,
-    pub totals: Totals,
-    pub timings: Timings,
-}
-
-/// The whole job list before sharding: shards of one run share it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanInfo {
-    /// A hash of the job ids, the suite files and the variants file.
-    pub key: String,
-    /// Jobs in the whole run (all shards).
-    pub jobs: usize,
-}
-
-impl RunReport {
-    /// 2: the run is incomplete, or the harness itself failed (QEMU did not
-    /// start, the agent broke the protocol); 1: an outcome was not the
-    /// expected one; 0: every outcome was.
-    pub fn exit_code(&self) -> u8 {
-        let infra = self
-            .results
-            .iter()
-            .filter_map(|r| r.failure.as_ref())
-            .any(|f| f.kind.is_infrastructure());
-        if !self.complete || infra {
-            2
-        } else if self.totals.unexpected > 0 {
-            1
-        } else {
-            0
-        }
-    }
-}
-
-pub fn host() -> Host {
-    Host {
-        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .unwrap_or_default()
-            .trim()
-            .into(),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .into(),
-        cpus: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        qemu: crate::build::source::first_line("qemu-system-x86_64", &["--version"]),
-    }
-}
 
 /// Variants in the order they first appear in the results.
 pub fn variant_order(results: &[CaseResult]) -> Vec<String> {
@@ -262,8 +109,7 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>> {
 pub(crate) mod testdata {
     //! A small report with one case of each kind, for the format tests.
     use super::*;
-    use crate::run::{Decision, StepRecord, Verdict};
-    use crate::suite::Expected;
+    use crate::record::{Decision, Host, PlanInfo, StepRecord, Timings, Verdict, SCHEMA};
     use crate::vm::Splat;
     use coexist_proto::{Answer, Step};
 
@@ -368,7 +214,7 @@ pub(crate) mod testdata {
             incomplete: None,
             suites: vec!["s".into()],
             variants: vec![],
-            totals: crate::run::matrix::totals(&results),
+            totals: crate::record::totals(&results),
             results,
             timings: Timings::default(),
         }
@@ -405,7 +251,7 @@ mod tests {
         for c in &mut r.results {
             c.decision.as_expected = true;
         }
-        r.totals = crate::run::matrix::totals(&r.results);
+        r.totals = crate::record::totals(&r.results);
         assert_eq!(r.exit_code(), 0);
         let mut infra = r.clone();
         infra.results[0].failure = Some(crate::vm::VmFailure {
@@ -449,7 +295,7 @@ mod tests {
             junit(&r).unwrap(),
             ktap(&r),
             table(&r),
-            crate::ui::terminal::case_line(&r.results[1]),
+            crate::ui::terminal::case_line(&r.results[1].line()),
         ];
         for out in &outputs {
             assert!(

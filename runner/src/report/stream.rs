@@ -1,4 +1,4 @@
-//! `results.jsonl`: an event sink that appends each finished case to the
+//! `results.jsonl`: a record sink that appends each finished case to the
 //! results directory as one JSON line, flushed at once, so a run that
 //! stops early keeps what it finished.
 
@@ -9,8 +9,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
-use crate::events::{Event, EventSink};
-use crate::run::CaseResult;
+use crate::record::{CaseResult, RecordSink};
 
 pub const FILE: &str = "results.jsonl";
 
@@ -36,17 +35,15 @@ impl ResultsJsonl {
     }
 }
 
-impl EventSink for ResultsJsonl {
-    fn event(&self, e: &Event) {
-        if let Event::CaseFinished(r) = e {
-            let Ok(line) = serde_json::to_string(r.as_ref()) else {
-                return;
-            };
-            let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-            // One write per line: concurrent workers never interleave.
-            let _ = f.write_all(format!("{line}\n").as_bytes());
-            let _ = f.flush();
-        }
+impl RecordSink for ResultsJsonl {
+    fn case_finished(&self, r: &CaseResult) {
+        let Ok(line) = serde_json::to_string(r) else {
+            return;
+        };
+        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        // One write per line: concurrent workers never interleave.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
+        let _ = f.flush();
     }
 }
 
@@ -70,9 +67,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = ResultsJsonl::create(d.path()).unwrap();
         let r = sample();
-        s.event(&Event::Note("ignored".into()));
         for c in &r.results {
-            s.event(&Event::CaseFinished(Box::new(c.clone())));
+            s.case_finished(c);
             // Each line is on disk as soon as its case finished.
             let now = read(s.path()).unwrap();
             assert_eq!(now.last().map(|x| &x.id), Some(&c.id));

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::{expected_text, shown, variant_order, RunReport};
-use crate::run::{CaseResult, Verdict};
-use crate::suite::Expected;
+use crate::record::{CaseResult, Expected, Verdict};
 
 fn cell(r: &CaseResult) -> String {
     let mark = if r.decision.as_expected { "" } else { "!" };
@@ -156,7 +155,7 @@ pub fn splat_titles(r: &CaseResult) -> Vec<String> {
     steps
         .chain(r.unattributed_splats.iter())
         .chain(panic)
-        .map(|sp| shown(&crate::run::verdict::splat_line(sp)))
+        .map(|sp| shown(&sp.line()))
         .collect()
 }
 

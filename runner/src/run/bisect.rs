@@ -12,9 +12,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{run_case, CaseOptions, CaseResult, Verdict};
+use super::{run_case, CaseOptions};
 use crate::build::{source::git_text, variant, KernelDoesNotBuild};
 use crate::events::{self, EventSink};
+use crate::record::{CaseResult, Verdict};
 use crate::suite::{self, Expected, StepRef};
 use crate::vm::{AccelChoice, FailureKind};
 use crate::workspace::Workspace;

@@ -5,54 +5,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::verdict::{self, Decision, StepRecord};
+use super::verdict;
 use crate::events::EventSink;
 use crate::image::Prepared;
+use crate::record::{CaseResult, StepRecord};
 use crate::steps;
-use crate::suite::{Case, Expected, Suite};
+use crate::suite::{Case, Suite};
 use crate::vm::snapshot::Snapshots;
-use crate::vm::{accel, Accel, AccelChoice, Splat, VmFailure};
-
-/// A case's result on one variant: everything the reports need.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CaseResult {
-    /// The job's position in the whole (unsharded) job list.
-    #[serde(default)]
-    pub job: usize,
-    /// The worker that ran it, and when it started (seconds after the
-    /// matrix started): the run's timeline.
-    #[serde(default)]
-    pub worker: usize,
-    #[serde(default)]
-    pub started_s: f64,
-    pub id: String,
-    pub suite: String,
-    pub case: String,
-    pub description: String,
-    pub variant: String,
-    pub expected: Expected,
-    #[serde(flatten)]
-    pub decision: Decision,
-    pub steps: Vec<StepRecord>,
-    /// Steps the case has (fewer ran when it stopped early).
-    pub steps_total: usize,
-    pub failure: Option<VmFailure>,
-    /// Splats outside any step (boot, between steps).
-    pub unattributed_splats: Vec<Splat>,
-    pub console_log: PathBuf,
-    pub accel: Option<Accel>,
-    /// QEMU start to READY (restored: QEMU start to the hello's answer).
-    pub boot_s: Option<f64>,
-    /// The guest was restored from a snapshot (else booted).
-    #[serde(default)]
-    pub restored: bool,
-    /// Boot, steps and shutdown.
-    pub total_s: f64,
-    /// Time the case spends on purpose (stress durations).
-    pub fixed_s: f64,
-}
+use crate::vm::{accel, AccelChoice};
 
 /// How each job's VM is made and where its console log goes.
 #[derive(Clone)]

@@ -4,15 +4,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
-use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
-
-use super::case::{run_case, CaseOptions, CaseResult};
-use super::verdict::Verdict;
+use super::case::{run_case, CaseOptions};
 use crate::events::{Event, EventSink};
 use crate::image::Prepared;
+use crate::record::{CaseResult, RecordSink};
 use crate::suite::Suite;
 use crate::teardown;
+use anyhow::{bail, Result};
 
 /// One cell of the matrix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +97,7 @@ pub fn run(
     opts: &CaseOptions,
     workers: usize,
     events: &dyn EventSink,
+    records: &dyn RecordSink,
 ) -> Result<Outcome> {
     for j in jobs {
         if !prepared.contains_key(&j.variant) {
@@ -144,7 +143,8 @@ pub fn run(
                         r.job = job.index;
                         r.worker = worker;
                         r.started_s = started_s;
-                        events.event(&Event::CaseFinished(Box::new(r.clone())));
+                        events.event(&Event::CaseFinished(r.line()));
+                        records.case_finished(&r);
                         results.lock().unwrap_or_else(|e| e.into_inner())[k] = Some(r);
                     }
                     Err(p) => {
@@ -184,42 +184,6 @@ pub fn run(
             .collect(),
         stopped,
     })
-}
-
-/// Counts of verdicts, and of outcomes that are not the expected ones.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Totals {
-    pub cases: usize,
-    pub pass: usize,
-    pub fail: usize,
-    pub error: usize,
-    pub xfail: usize,
-    pub xpass: usize,
-    /// Selftests that skipped as expected.
-    #[serde(default)]
-    pub skip: usize,
-    pub unexpected: usize,
-}
-
-pub fn totals(results: &[CaseResult]) -> Totals {
-    let mut t = Totals {
-        cases: results.len(),
-        ..Default::default()
-    };
-    for r in results {
-        match r.decision.verdict {
-            Verdict::Pass => t.pass += 1,
-            Verdict::Fail => t.fail += 1,
-            Verdict::Error => t.error += 1,
-            Verdict::Xfail => t.xfail += 1,
-            Verdict::Xpass => t.xpass += 1,
-            Verdict::Skip => t.skip += 1,
-        }
-        if !r.decision.as_expected {
-            t.unexpected += 1;
-        }
-    }
-    t
 }
 
 #[cfg(test)]

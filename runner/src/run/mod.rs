@@ -1,11 +1,14 @@
 //! Stage 4: suites x prepared variants -> case results -> a run report.
 //!
 //! In: a [`RunRequest`] (which suites, variants, cases, shard; workers;
-//! the machine; where results go). Out: a [`crate::report::RunReport`] with
-//! one [`CaseResult`] per (case, variant) job, written to the results
-//! directory, and events for every case as it starts and finishes.
+//! the machine; where results go). Out: a [`RunReport`] with one
+//! [`record::CaseResult`] per (case, variant) job, events for every case as it
+//! starts and finishes, and each finished case's record to the caller's
+//! [`RecordSink`]. The caller writes the reports (`crate::report`): this
+//! stage imports nothing above it.
 //!
-//! - this module: planning the jobs and running a whole request.
+//! - this module: planning the jobs ([`start`]) and running them
+//!   ([`Started::execute`]).
 //! - `matrix`: job lists, shards, the worker pool.
 //! - `case`: one job in a fresh VM, step by step.
 //! - `verdict`: a case's outcome against what the variant is meant to do.
@@ -22,14 +25,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-pub use case::{run_case, CaseOptions, CaseResult};
-pub use matrix::{Job, Totals};
-pub use verdict::{Decision, StepRecord, Verdict};
+pub use case::{run_case, CaseOptions};
+pub use matrix::Job;
 
 use crate::build::cache::KeyHasher;
 use crate::build::{source, variant, Variant};
-use crate::events::{self, Event, EventSink, Fanout};
-use crate::report::{self, stream::ResultsJsonl, PlanInfo, RunReport};
+use crate::events::{self, Event, EventSink};
+use crate::record::{self, Host, PlanInfo, RecordSink, RunReport, VariantInfo};
 use crate::suite::{self, Suite};
 use crate::teardown;
 use crate::vm::snapshot::{self, Snapshots};
@@ -155,11 +157,11 @@ fn plan_info(ws: &Workspace, suites: &[Suite], jobs: &[Job]) -> Result<PlanInfo>
     })
 }
 
-/// The selftests the jobs run, by variant: (suite, case, test, path in
-/// the kernel tree).
-type SelftestsByVariant<'a> = BTreeMap<String, Vec<(&'a Suite, &'a str, &'a str, String)>>;
+/// The selftests the jobs run, by variant: (suite file, case, test, path
+/// in the kernel tree).
+type SelftestsByVariant = BTreeMap<String, Vec<(PathBuf, String, String, String)>>;
 
-fn selftests_by_variant<'a>(suites: &'a [Suite], jobs: &[Job]) -> SelftestsByVariant<'a> {
+fn selftests_by_variant(suites: &[Suite], jobs: &[Job]) -> SelftestsByVariant {
     let mut m: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for j in jobs {
         let s = &suites[j.suite];
@@ -170,9 +172,9 @@ fn selftests_by_variant<'a>(suites: &'a [Suite], jobs: &[Job]) -> SelftestsByVar
             } = &st.step
             {
                 m.entry(j.variant.clone()).or_default().push((
-                    s,
-                    case.name.as_str(),
-                    test.as_str(),
+                    s.path.clone(),
+                    case.name.clone(),
+                    test.clone(),
                     format!("tools/testing/selftests/{collection}/{test}"),
                 ));
             }
@@ -182,9 +184,9 @@ fn selftests_by_variant<'a>(suites: &'a [Suite], jobs: &[Job]) -> SelftestsByVar
 }
 
 /// `file:line:column` of a test's name in its suite file.
-fn test_position(s: &Suite, test: &str) -> String {
-    let text = std::fs::read_to_string(&s.path).unwrap_or_default();
-    crate::input::place(&s.path, &text, 1, test)
+fn test_position(suite_file: &Path, test: &str) -> String {
+    let text = std::fs::read_to_string(suite_file).unwrap_or_default();
+    crate::input::place(suite_file, &text, 1, test)
 }
 
 /// Before anything builds: every selftest a job runs is in its variant's
@@ -318,137 +320,176 @@ fn cpu_times() -> (f64, f64) {
     (secs(UsageWho::RUSAGE_SELF), secs(UsageWho::RUSAGE_CHILDREN))
 }
 
-/// Runs a request: prepares every variant it needs (kernel, fixtures,
-/// image), runs the jobs, writes the reports. Returns the report and the
-/// results directory. Each finished case is also appended to
-/// `results.jsonl` as it finishes. A run stopped by a signal or a runner
-/// panic still writes its reports, from the cases that finished, marked
-/// incomplete.
-pub fn run_suites(
-    ws: &Workspace,
-    req: &RunRequest,
-    events: &dyn EventSink,
-) -> Result<(RunReport, PathBuf)> {
-    let _graceful = teardown::graceful();
-    let Plan {
-        variants,
-        suites,
-        jobs,
-        shard,
-        info,
-    } = plan(ws, req)?;
+/// A checked run, before anything is built: its plan, its id and its
+/// results directory (created, and known to take a file).
+pub struct Started {
+    plan: Plan,
+    selftests: SelftestsByVariant,
+    pub id: String,
+    pub dir: PathBuf,
+    started: String,
+    req: RunRequest,
+}
+
+/// Starts a request: plans its jobs, checks that every selftest they run
+/// is in its variant's source, and makes the results directory; nothing
+/// is built yet. The caller then opens its record sinks (`results.jsonl`)
+/// in [`Started::dir`] and calls [`Started::execute`].
+pub fn start(ws: &Workspace, req: &RunRequest, events: &dyn EventSink) -> Result<Started> {
+    let plan = plan(ws, req)?;
     // An empty shard is a complete (empty) part of its run; an empty
     // unsharded run is a filter that matches nothing.
-    if jobs.is_empty() && shard.is_none() {
+    if plan.jobs.is_empty() && plan.shard.is_none() {
         bail!("no (case, variant) matches the filters");
     }
-    let selftests = selftests_by_variant(&suites, &jobs);
-    selftests_in_sources(ws, &selftests, &variants, events)?;
+    let selftests = selftests_by_variant(&plan.suites, &plan.jobs);
+    selftests_in_sources(ws, &selftests, &plan.variants, events)?;
     let id = run_id();
     let dir = req
         .results_dir
         .clone()
         .unwrap_or_else(|| ws.project.root.join("results").join(&id));
     writable_results_dir(&dir)?;
-    let stream = ResultsJsonl::create(&dir)?;
-    let events = Fanout(vec![events, &stream]);
-    let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let t_prep = Instant::now();
-    let mut prepared = BTreeMap::new();
-    let mut infos = Vec::new();
-    for name in jobs
-        .iter()
-        .map(|j| j.variant.clone())
-        .collect::<BTreeSet<_>>()
-    {
-        let v = variant::select(&variants, std::slice::from_ref(&name))?[0];
-        let p = ws
-            .prepare(v, &events)
-            .map_err(|e| match teardown::interrupted() {
-                Some(sig) => {
-                    anyhow::anyhow!("interrupted by signal {sig} while preparing {name}: {e:#}")
-                }
-                None => e,
-            })?;
-        selftests_present(&selftests, &p)?;
-        infos.push(report::VariantInfo::of(&p));
-        prepared.insert(name, p);
-    }
-    // Read once: the QEMU version keys the snapshots and heads the report.
-    let host = report::host();
-    let snapshots = if req.fresh_boot {
-        None
-    } else {
-        let s = Snapshots::new(&ws.cache);
-        for (name, p) in &prepared {
-            let mut base = p.vm_config(dir.join("snapshot-boot.log"));
-            base.memory_mb = req.machine.memory_mb;
-            base.cpus = req.machine.cpus;
-            let id = snapshot::Ident {
-                kernel_key: p.manifest.key.clone(),
-                image_key: p.image.key.clone(),
-                qemu_version: host.qemu.clone(),
-            };
-            if let Err(e) = s.prepare(name, &base, req.machine.accel, id, &events) {
-                events::note(
-                    &events,
-                    format!("no snapshot for {name} ({e}); its jobs boot fresh"),
-                );
-            }
-            if let (Some(snap), Some(info)) =
-                (s.get(name), infos.iter_mut().find(|i| &i.name == name))
-            {
-                info.snapshot = Some(snap.key.clone());
-            }
+    Ok(Started {
+        plan,
+        selftests,
+        id,
+        dir,
+        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        req: req.clone(),
+    })
+}
+
+impl Started {
+    /// Prepares every variant the jobs need (kernel, fixtures, image),
+    /// runs the jobs, and returns the run's report. Each finished case
+    /// goes to `records` as it finishes. A run stopped by a signal or a
+    /// runner panic still returns its report, from the cases that
+    /// finished, marked incomplete.
+    pub fn execute(
+        self,
+        ws: &Workspace,
+        events: &dyn EventSink,
+        records: &dyn RecordSink,
+    ) -> Result<RunReport> {
+        let _graceful = teardown::graceful();
+        let Started {
+            plan:
+                Plan {
+                    variants,
+                    suites,
+                    jobs,
+                    shard,
+                    info,
+                },
+            selftests,
+            id,
+            dir,
+            started,
+            req,
+        } = self;
+        let t_prep = Instant::now();
+        let mut prepared = BTreeMap::new();
+        let mut infos = Vec::new();
+        for name in jobs
+            .iter()
+            .map(|j| j.variant.clone())
+            .collect::<BTreeSet<_>>()
+        {
+            let v = variant::select(&variants, std::slice::from_ref(&name))?[0];
+            let p = ws
+                .prepare(v, events)
+                .map_err(|e| match teardown::interrupted() {
+                    Some(sig) => {
+                        anyhow::anyhow!("interrupted by signal {sig} while preparing {name}: {e:#}")
+                    }
+                    None => e,
+                })?;
+            selftests_present(&selftests, &p)?;
+            infos.push(VariantInfo::of(&p));
+            prepared.insert(name, p);
         }
-        Some(std::sync::Arc::new(s))
-    };
-    let prepare_s = t_prep.elapsed().as_secs_f64();
-    let opts = CaseOptions {
-        accel: req.machine.accel,
-        results_dir: dir.clone(),
-        memory_mb: req.machine.memory_mb,
-        cpus: req.machine.cpus,
-        snapshots,
-    };
-    events.event(&Event::RunStarted {
-        run_id: id.clone(),
-        total: jobs.len(),
-        results_dir: dir.clone(),
-    });
-    let cpu0 = cpu_times();
-    let t_matrix = Instant::now();
-    let matrix::Outcome { results, stopped } =
-        matrix::run(&jobs, &suites, &prepared, &opts, req.workers, &events)?;
-    let matrix_s = t_matrix.elapsed().as_secs_f64();
-    let cpu1 = cpu_times();
-    events.event(&Event::RunFinished {
-        complete: stopped.is_none(),
-    });
-    let report = RunReport {
-        schema: report::SCHEMA.into(),
-        run_id: id,
-        started,
-        coexist_version: env!("CARGO_PKG_VERSION").into(),
-        host,
-        accel: results.iter().find_map(|r| r.accel).map(|a| a.to_string()),
-        shard,
-        plan: info,
-        jobs: jobs.len(),
-        complete: stopped.is_none(),
-        incomplete: stopped,
-        suites: suites.iter().map(|s| s.file.suite.clone()).collect(),
-        variants: infos,
-        totals: matrix::totals(&results),
-        results,
-        timings: report::Timings {
-            prepare_s,
-            matrix_s,
-            jobs: req.workers.max(1),
-            runner_cpu_s: cpu1.0 - cpu0.0,
-            qemu_cpu_s: cpu1.1 - cpu0.1,
-        },
-    };
-    report::write_all(&dir, &report)?;
-    Ok((report, dir))
+        // Read once: the QEMU version keys the snapshots and heads the report.
+        let host = Host::current();
+        let snapshots = if req.fresh_boot {
+            None
+        } else {
+            let s = Snapshots::new(&ws.cache);
+            for (name, p) in &prepared {
+                let mut base = p.vm_config(dir.join("snapshot-boot.log"));
+                base.memory_mb = req.machine.memory_mb;
+                base.cpus = req.machine.cpus;
+                let id = snapshot::Ident {
+                    kernel_key: p.manifest.key.clone(),
+                    image_key: p.image.key.clone(),
+                    qemu_version: host.qemu.clone(),
+                };
+                if let Err(e) = s.prepare(name, &base, req.machine.accel, id, events) {
+                    events::note(
+                        events,
+                        format!("no snapshot for {name} ({e}); its jobs boot fresh"),
+                    );
+                }
+                if let (Some(snap), Some(info)) =
+                    (s.get(name), infos.iter_mut().find(|i| &i.name == name))
+                {
+                    info.snapshot = Some(snap.key.clone());
+                }
+            }
+            Some(std::sync::Arc::new(s))
+        };
+        let prepare_s = t_prep.elapsed().as_secs_f64();
+        let opts = CaseOptions {
+            accel: req.machine.accel,
+            results_dir: dir.clone(),
+            memory_mb: req.machine.memory_mb,
+            cpus: req.machine.cpus,
+            snapshots,
+        };
+        events.event(&Event::RunStarted {
+            run_id: id.clone(),
+            total: jobs.len(),
+            results_dir: dir,
+        });
+        let cpu0 = cpu_times();
+        let t_matrix = Instant::now();
+        let matrix::Outcome { results, stopped } = matrix::run(
+            &jobs,
+            &suites,
+            &prepared,
+            &opts,
+            req.workers,
+            events,
+            records,
+        )?;
+        let matrix_s = t_matrix.elapsed().as_secs_f64();
+        let cpu1 = cpu_times();
+        events.event(&Event::RunFinished {
+            complete: stopped.is_none(),
+        });
+        Ok(RunReport {
+            schema: record::SCHEMA.into(),
+            run_id: id,
+            started,
+            coexist_version: env!("CARGO_PKG_VERSION").into(),
+            host,
+            accel: results.iter().find_map(|r| r.accel).map(|a| a.to_string()),
+            shard,
+            plan: info,
+            jobs: jobs.len(),
+            complete: stopped.is_none(),
+            incomplete: stopped,
+            suites: suites.iter().map(|s| s.file.suite.clone()).collect(),
+            variants: infos,
+            totals: record::totals(&results),
+            results,
+            timings: record::Timings {
+                prepare_s,
+                matrix_s,
+                jobs: req.workers.max(1),
+                runner_cpu_s: cpu1.0 - cpu0.0,
+                qemu_cpu_s: cpu1.1 - cpu0.1,
+            },
+        })
+    }
 }

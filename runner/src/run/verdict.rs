@@ -2,69 +2,11 @@
 //! Pure functions over recorded steps (each already checked by its step
 //! family, `crate::steps`), tested without a VM.
 
-use coexist_proto::{Answer, Step};
-use serde::{Deserialize, Serialize};
-
+use crate::record::{Decision, StepRecord, Verdict};
 use crate::steps::StepExpect;
 use crate::suite::{Expected, StepRef};
 use crate::vm::splat::Splat;
 use crate::vm::{FailureKind, VmFailure};
-
-/// One executed step, as recorded in reports.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StepRecord {
-    /// 1-based position in the case.
-    pub index: usize,
-    /// The step's id in its VM (its console markers say `coexist: step
-    /// <id>`); a restored guest's hello comes first.
-    #[serde(default)]
-    pub vm_step: u64,
-    pub label: Option<String>,
-    pub request: Step,
-    pub expect: StepExpect,
-    pub answer: Answer,
-    pub splats: Vec<Splat>,
-    pub host_s: f64,
-    /// What the step showed that it must not have (empty: as required).
-    pub mismatches: Vec<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    Pass,
-    Fail,
-    Error,
-    Xfail,
-    Xpass,
-    /// A selftest skipped, as the suite expects on this variant.
-    Skip,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Pass => "PASS",
-            Verdict::Fail => "FAIL",
-            Verdict::Error => "ERROR",
-            Verdict::Xfail => "XFAIL",
-            Verdict::Xpass => "XPASS",
-            Verdict::Skip => "SKIP",
-        }
-    }
-}
-
-/// The case's result on one variant.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Decision {
-    pub verdict: Verdict,
-    /// Whether this is the outcome the suite expects on this variant.
-    pub as_expected: bool,
-    /// One line for people.
-    pub summary: String,
-    /// Evidence for unexpected outcomes: mismatches, splats, errors.
-    pub evidence: Vec<String>,
-}
 
 /// The 1-based index of the step an expected failure names.
 pub fn resolve_step(r: &StepRef, labels: &[Option<String>]) -> Option<usize> {
@@ -111,15 +53,6 @@ pub fn effective_expect(
     own.clone()
 }
 
-/// One line for a splat: `kind splat during step N: title`.
-pub fn splat_line(s: &Splat) -> String {
-    let at = s
-        .step
-        .map(|i| format!(" during step {i}"))
-        .unwrap_or_else(|| " outside any step".into());
-    format!("{} splat{at}: {}", s.kind, s.title)
-}
-
 /// Decides a case from its records, the VM failure (if any) and splats
 /// seen outside steps.
 pub fn decide(
@@ -142,14 +75,14 @@ pub fn decide(
     let mut happened = Happened::Clean;
     for r in records {
         for s in &r.splats {
-            evidence.push(splat_line(s));
+            evidence.push(s.line());
         }
         for mm in &r.mismatches {
             evidence.push(format!("step {} ({}): {mm}", r.index, r.request.kind()));
         }
     }
     for s in unattributed {
-        evidence.push(splat_line(s));
+        evidence.push(s.line());
     }
     if let Some(f) = failure {
         let msg = format!(
@@ -159,7 +92,7 @@ pub fn decide(
             f.message
         );
         if let Some(p) = &f.panic {
-            evidence.push(splat_line(p));
+            evidence.push(p.line());
         }
         evidence.push(msg.clone());
         happened = if f.kind == FailureKind::Panic {
@@ -177,11 +110,11 @@ pub fn decide(
                 "step {} ({}): {}",
                 r.index,
                 r.request.kind(),
-                splat_line(&r.splats[0])
+                r.splats[0].line()
             ),
         });
     } else if !unattributed.is_empty() {
-        happened = Happened::Failed(splat_line(&unattributed[0]));
+        happened = Happened::Failed(unattributed[0].line());
     } else if let Expected::Fail { step, errno } = expected {
         match resolve_step(step, &labels) {
             Some(i) if i <= records.len() => {
@@ -254,6 +187,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coexist_proto::{Answer, Step};
     use std::path::PathBuf;
 
     fn answer(

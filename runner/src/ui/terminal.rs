@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::events::{Event, EventSink};
-use crate::run::CaseResult;
+use crate::events::{CaseLine, Event, EventSink};
 
 pub fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -21,14 +20,14 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 /// The line printed for a finished case.
-pub fn case_line(r: &CaseResult) -> String {
-    let mark = if r.decision.as_expected { " " } else { "!" };
+pub fn case_line(r: &CaseLine) -> String {
+    let mark = if r.as_expected { " " } else { "!" };
     format!(
         "{:<5}{mark} {:<60} {:>6.1}s  {}",
-        r.decision.verdict.as_str(),
+        r.verdict,
         r.id,
         r.total_s,
-        crate::report::shown(&r.decision.summary)
+        crate::text::shown(&r.summary)
     )
 }
 

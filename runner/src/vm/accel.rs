@@ -75,8 +75,10 @@ pub fn decided() -> Option<Accel> {
     *DECIDED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn decide(events: &dyn EventSink, accel: Accel, reason: String) {
-    events.event(&Event::AccelDecided { accel, reason });
+/// Remembers `auto`'s decision for the run and says why.
+fn decide(d: &mut Option<Accel>, events: &dyn EventSink, accel: Accel, reason: String) {
+    *d = Some(accel);
+    events.event(&Event::AccelDecided { reason });
 }
 
 /// Boots with the chosen accelerator; `auto` reports its decision once.
@@ -104,11 +106,11 @@ pub fn boot(
             }
             if let Err(why) = Accel::Kvm.probe() {
                 decide(
+                    &mut d,
                     events,
                     Accel::Tcg,
                     format!("KVM unavailable ({why}); using TCG"),
                 );
-                *d = Some(Accel::Tcg);
                 drop(d);
                 cfg.accel = Accel::Tcg;
                 return Vm::boot(cfg);
@@ -118,8 +120,12 @@ pub fn boot(
             probe.banner_timeout = Some(KVM_BANNER_DEADLINE);
             match Vm::boot(probe) {
                 Ok(vm) => {
-                    decide(events, Accel::Kvm, "KVM works here; using KVM".into());
-                    *d = Some(Accel::Kvm);
+                    decide(
+                        &mut d,
+                        events,
+                        Accel::Kvm,
+                        "KVM works here; using KVM".into(),
+                    );
                     Ok(vm)
                 }
                 Err(f)
@@ -140,21 +146,21 @@ pub fn boot(
                     match Vm::boot(cfg) {
                         Ok(vm) => {
                             decide(
+                                &mut d,
                                 events,
                                 Accel::Tcg,
                                 format!("KVM unusable here ({why}); falling back to TCG"),
                             );
-                            *d = Some(Accel::Tcg);
                             Ok(vm)
                         }
                         Err(t) if t.kind == FailureKind::QemuFailed || !t.kernel_ran() => Err(t),
                         Err(t) => {
                             decide(
+                                &mut d,
                                 events,
                                 Accel::Tcg,
                                 format!("KVM unusable here ({why}); falling back to TCG"),
                             );
-                            *d = Some(Accel::Tcg);
                             Err(t)
                         }
                     }

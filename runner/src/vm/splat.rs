@@ -23,6 +23,17 @@ pub struct Splat {
     pub text: Vec<String>,
 }
 
+impl Splat {
+    /// One line for a splat: `kind splat during step N: title`.
+    pub fn line(&self) -> String {
+        let at = self
+            .step
+            .map(|i| format!(" during step {i}"))
+            .unwrap_or_else(|| " outside any step".into());
+        format!("{} splat{at}: {}", self.kind, self.title)
+    }
+}
+
 const MAX_BLOCK: usize = 400;
 
 /// Strips the printk timestamp `[   12.345678] ` (and a `<N>` level) from a line.
