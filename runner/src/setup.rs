@@ -16,6 +16,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::source::install_command;
 use crate::build::variant::VariantsFile;
 use crate::build::Project;
 use crate::events::{self, EventSink};
@@ -103,14 +104,6 @@ fn dpkg_lt(a: &str, b: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
-}
-
-/// The command a user runs to install `missing`.
-pub fn install_command(missing: &[String]) -> String {
-    format!(
-        "apt-get update && apt-get install --no-remove -y {}",
-        missing.join(" ")
-    )
 }
 
 /// Which of `packages` dpkg does not have installed.

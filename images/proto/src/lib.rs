@@ -126,9 +126,8 @@ pub enum Step {
     BpfStats {
         handle: u32,
     },
-    /// Makes the target function run and returns what userspace saw:
-    /// `cmdline_proc_show` reads /proc/cmdline, `coexist_target_value`
-    /// reads /sys/kernel/debug/coexist_target/value.
+    /// Makes the target function run and returns what userspace saw
+    /// (see [`TRIGGER_TARGETS`]).
     Trigger {
         target: String,
     },
@@ -214,6 +213,19 @@ pub struct Request {
     #[serde(flatten)]
     pub step: Step,
 }
+
+/// The functions a `trigger` step can make run, and what userspace reads
+/// to run each: one list for the agent and the runner's suite checks.
+pub const TRIGGER_TARGETS: &[(&str, &str)] = &[
+    ("cmdline_proc_show", "/proc/cmdline"),
+    (
+        "coexist_target_value",
+        "/sys/kernel/debug/coexist_target/value",
+    ),
+];
+
+/// Where the image puts the BPF fixture objects, and the agent loads them.
+pub const BPF_FIXTURE_DIR: &str = "/fixtures/bpf";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -42,6 +42,14 @@ struct MemoEntry {
     sha256: String,
 }
 
+/// The command a user runs to install `missing` (setup prints it too).
+pub fn install_command(missing: &[String]) -> String {
+    format!(
+        "apt-get update && apt-get install --no-remove -y {}",
+        missing.join(" ")
+    )
+}
+
 /// Fails with the command that installs `packages`: they belong in the
 /// project's package list, which `coexist setup` installs before anything
 /// runs, so missing here means the list or the machine lacks them.
@@ -51,7 +59,7 @@ pub fn require(packages: &[&str], why: &str) -> Result<()> {
         "{why}; the Debian package(s) {} are not installed (add them to .ci/packages, which \
          `coexist setup` installs); as root:\n  {}",
         list.join(" "),
-        crate::setup::install_command(&list)
+        install_command(&list)
     )
 }
 

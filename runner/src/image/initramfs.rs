@@ -396,7 +396,10 @@ pub fn entries(
     }
     if let (true, Some(fx)) = (recipe.fixtures, fixtures) {
         let extra = format!("/lib/modules/{}/extra", kernel.kernel_release);
-        for (dir, files) in [(extra.as_str(), &fx.modules), ("/fixtures/bpf", &fx.bpf)] {
+        for (dir, files) in [
+            (extra.as_str(), &fx.modules),
+            (coexist_proto::BPF_FIXTURE_DIR, &fx.bpf),
+        ] {
             for f in files {
                 let name = f.file_name().unwrap().to_string_lossy();
                 push_file(&mut e, &format!("{dir}/{name}"), 0o644, std::fs::read(f)?);

@@ -13,12 +13,16 @@
 //! - `host`: host programs with the shared libraries they load (as
 //!   mkinitramfs' copy_exec does), for the selftests' GNU tools.
 //! - `prepare`: the three together for one variant.
+//! - `inventory`: the fixture names a guest will have, read from the
+//!   sources before anything builds (for the suite checks).
 
 pub mod fixtures;
 pub mod host;
 pub mod initramfs;
+pub mod inventory;
 pub mod prepare;
 
 pub use fixtures::Fixtures;
 pub use initramfs::Image;
+pub use inventory::{project_fixtures, BpfProgram, FixtureNames};
 pub use prepare::{prepare, Prepared};

@@ -173,7 +173,7 @@ pub fn judge_commit(ws: &Workspace, req: &BisectRequest, ev: &dyn EventSink) -> 
     let variants = ws.variants(Some(&req.tree))?;
     let v = variant::select(&variants, std::slice::from_ref(&req.variant))?[0];
     let names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
-    let fx = suite::project_fixtures(&ws.project.root);
+    let fx = crate::image::project_fixtures(&ws.project.root);
     let path = ws
         .project
         .root

@@ -1,7 +1,6 @@
 //! One (case, variant) job: a fresh VM, the case's steps in order, each
 //! checked by its family as it answers, then the verdict.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -70,25 +69,22 @@ pub fn run_case(
             // A restore that fell back to a fresh boot is a boot.
             restored &= vm.restored();
             let labels: Vec<Option<String>> = case.steps.iter().map(|s| s.label.clone()).collect();
-            let mut handles: BTreeMap<String, u32> = BTreeMap::new();
+            let mut handles = steps::bpf::Handles::default();
             for (i, s) in case.steps.iter().enumerate() {
                 let index = i + 1;
                 let mut step = s.step.clone();
                 if let Some(r) = &s.handle_ref {
-                    match handles.get(r) {
-                        Some(h) => steps::bpf::set_handle(&mut step, *h),
-                        // The attach it names did not give a handle: it
-                        // failed, and the case stopped there.
-                        None => break,
+                    // The attach it names did not give a handle: it
+                    // failed, and the case stopped there.
+                    if !handles.resolve(&mut step, r) {
+                        break;
                     }
                 }
                 let eff = verdict::effective_expect(index, &s.expect, &expected, &labels);
                 let timeout = Duration::from_secs_f64(s.timeout.unwrap_or(suite.file.timeout));
                 match vm.run(step.clone(), timeout) {
                     Ok(out) => {
-                        if let (Some(l), Some(h)) = (&s.label, steps::bpf::handle_of(&out.answer)) {
-                            handles.insert(l.clone(), h);
-                        }
+                        handles.record(s.label.as_deref(), &out.answer);
                         let mismatches = steps::check(&eff, &out.answer);
                         let refused_as_expected = eff.errno.is_some()
                             && s.expect.errno.is_none()

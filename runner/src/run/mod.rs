@@ -92,7 +92,7 @@ pub struct Plan {
 /// Loads the suites the request names, checked against the variants.
 pub fn load_suites(ws: &Workspace, name: &str, variants: &[Variant]) -> Result<Vec<Suite>> {
     let names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
-    let fx = suite::project_fixtures(&ws.project.root);
+    let fx = crate::image::project_fixtures(&ws.project.root);
     let files = suite::list_files(&ws.project.root)?;
     let chosen: Vec<PathBuf> = if name == "all" {
         files

@@ -3,7 +3,7 @@
 
 use coexist_proto::Step;
 
-use crate::suite::FixtureNames;
+use crate::image::FixtureNames;
 
 /// A module name the project has (samples and own fixtures), or a path.
 pub fn check_module(m: &str, fx: &FixtureNames) -> Result<(), (String, String)> {

@@ -1,14 +1,19 @@
 //! bpf_attach, bpf_detach, bpf_stats. Expectation fields (bpf_stats):
 //! `hits`, `hits_min`, `ret` (fexit's view of the return value), `arg0`,
 //! `seen` (what a seq_file show function wrote, cx_fexit_seq). Fixtures:
-//! bpf_attach's program. Handles: a suite names an attachment by the label
-//! of its bpf_attach; the runner puts the handle the agent gave in its place.
+//! bpf_attach's program, one of the inventory's programs in a section it
+//! attaches ([`attaches`]). Handles ([`Handle`], [`Handles`]): a suite
+//! names an attachment by the label of the step that gave it
+//! ([`gives_handle`]); the runner puts the handle the agent gave in its
+//! place ([`takes_handle`]).
 
-use coexist_proto::{Answer, Step};
+use std::collections::BTreeMap;
+
+use coexist_proto::{Answer, BpfKind, Step};
 use serde::{Deserialize, Serialize};
 
 use super::data_of;
-use crate::suite::FixtureNames;
+use crate::image::FixtureNames;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,17 +75,41 @@ pub fn check(e: &BpfExpect, a: &Answer, m: &mut Vec<String>) {
     }
 }
 
+/// Whether `bpf_attach` attaches a program of this ELF section: a BPF
+/// trampoline kind (fentry, fexit, fmod_ret).
+pub fn attaches(section: &str) -> bool {
+    [BpfKind::Fentry, BpfKind::Fexit, BpfKind::FmodRet]
+        .iter()
+        .any(|k| section == k.section() || section.starts_with(&format!("{}/", k.section())))
+}
+
 pub fn check_fixtures(step: &Step, fx: &FixtureNames) -> Result<(), (String, String)> {
+    let known = || -> Vec<&str> {
+        fx.bpf_programs
+            .iter()
+            .filter(|p| attaches(&p.section))
+            .map(|p| p.name.as_str())
+            .collect()
+    };
     match step {
-        Step::BpfAttach { program, .. } if !fx.bpf_programs.contains(program) => Err((
+        Step::BpfAttach { program, .. } if !known().contains(&program.as_str()) => Err((
             program.clone(),
             format!(
                 "unknown BPF program '{program}' (known: {})",
-                fx.bpf_programs.join(", ")
+                known().join(", ")
             ),
         )),
         _ => Ok(()),
     }
+}
+
+/// An attachment, as the agent numbers them in one guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handle(pub u32);
+
+/// Step kinds that answer with a handle a later step may name by label.
+pub fn gives_handle(kind: &str) -> bool {
+    kind == "bpf_attach"
 }
 
 /// Step kinds whose `handle` a suite may give as a label.
@@ -89,16 +118,41 @@ pub fn takes_handle(kind: &str) -> bool {
 }
 
 /// The handle an attach answered with.
-pub fn handle_of(a: &Answer) -> Option<u32> {
-    data_of!(a, Attach).map(|d| d.handle)
+pub fn handle_of(a: &Answer) -> Option<Handle> {
+    data_of!(a, Attach).map(|d| Handle(d.handle))
 }
 
 /// Puts a resolved handle into a step that names one.
-pub fn set_handle(step: &mut Step, h: u32) {
+pub fn set_handle(step: &mut Step, h: Handle) {
     match step {
-        Step::BpfStats { handle } => *handle = h,
-        Step::BpfDetach { handle } => *handle = Some(h),
+        Step::BpfStats { handle } => *handle = h.0,
+        Step::BpfDetach { handle } => *handle = Some(h.0),
         _ => {}
+    }
+}
+
+/// The handles one case's steps gave, by the label of the step.
+#[derive(Debug, Default)]
+pub struct Handles(BTreeMap<String, Handle>);
+
+impl Handles {
+    /// Keeps the handle a labelled step answered with, if it gave one.
+    pub fn record(&mut self, label: Option<&str>, a: &Answer) {
+        if let (Some(l), Some(h)) = (label, handle_of(a)) {
+            self.0.insert(l.to_string(), h);
+        }
+    }
+
+    /// Puts the handle of step `label` into `step`; false when that step
+    /// gave none (it failed, and the case stopped there).
+    pub fn resolve(&self, step: &mut Step, label: &str) -> bool {
+        match self.0.get(label) {
+            Some(h) => {
+                set_handle(step, *h);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -160,15 +214,35 @@ mod tests {
             data: Some(AnswerData::Attach(AttachData { handle: 4 })),
             ..Default::default()
         };
-        assert_eq!(handle_of(&a), Some(4));
+        assert_eq!(handle_of(&a), Some(Handle(4)));
         assert_eq!(handle_of(&stats(BpfStats::default())), None);
         let mut s = Step::BpfStats { handle: 0 };
-        set_handle(&mut s, 4);
+        set_handle(&mut s, Handle(4));
         assert_eq!(s, Step::BpfStats { handle: 4 });
         let mut d = Step::BpfDetach { handle: None };
-        set_handle(&mut d, 4);
+        set_handle(&mut d, Handle(4));
         assert_eq!(d, Step::BpfDetach { handle: Some(4) });
         assert!(takes_handle("bpf_stats") && takes_handle("bpf_detach"));
         assert!(!takes_handle("bpf_attach"));
+        assert!(gives_handle("bpf_attach") && !gives_handle("bpf_stats"));
+        // A case's handles by label: an unlabelled or failed attach gives none.
+        let mut hs = Handles::default();
+        hs.record(Some("a"), &a);
+        hs.record(None, &a);
+        hs.record(Some("failed"), &Answer::default());
+        let mut s = Step::BpfStats { handle: 0 };
+        assert!(hs.resolve(&mut s, "a"));
+        assert_eq!(s, Step::BpfStats { handle: 4 });
+        assert!(!hs.resolve(&mut s, "failed"));
+    }
+
+    #[test]
+    fn attach_takes_the_trampoline_sections_only() {
+        for s in ["fentry", "fexit", "fmod_ret", "fentry/cmdline_proc_show"] {
+            assert!(attaches(s), "{s}");
+        }
+        for s in [".maps", "license", "kprobe/x", "fentryx", "tp_btf/x"] {
+            assert!(!attaches(s), "{s}");
+        }
     }
 }

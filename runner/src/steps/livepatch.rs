@@ -6,7 +6,7 @@ use coexist_proto::{Answer, Step};
 use serde::{Deserialize, Serialize};
 
 use super::data_of;
-use crate::suite::FixtureNames;
+use crate::image::FixtureNames;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -22,7 +22,7 @@ pub mod stress;
 use coexist_proto::{Answer, Step};
 use serde::{Deserialize, Serialize};
 
-use crate::suite::FixtureNames;
+use crate::image::FixtureNames;
 
 /// The families, one module each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,8 +25,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::input::{self, find_from};
 use crate::steps::{self, StepExpect};
 
-mod names;
-pub use names::{project_fixtures, FixtureNames};
+use crate::image::FixtureNames;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -805,7 +804,7 @@ fn check_steps<'a>(
                     "{}: case '{case}': handle '{r}' names no earlier step (label it with `as: {r}`)",
                     at(&format!("handle: {r}"))
                 ),
-                Some((_, kind)) if *kind != "bpf_attach" => bail!(
+                Some((_, kind)) if !steps::bpf::gives_handle(kind) => bail!(
                     "{}: case '{case}': handle '{r}' names a '{kind}' step; a handle names a bpf_attach",
                     at(&format!("handle: {r}"))
                 ),
@@ -867,7 +866,17 @@ mod tests {
     fn fx() -> FixtureNames {
         FixtureNames {
             modules: vec!["livepatch-sample".into(), "coexist_target".into()],
-            bpf_programs: vec!["cx_fentry".into(), "cx_fexit".into()],
+            bpf_programs: [
+                ("cx_fentry", "fentry"),
+                ("cx_fexit", "fexit"),
+                ("cx_map", ".maps"),
+            ]
+            .iter()
+            .map(|(n, s)| crate::image::BpfProgram {
+                name: n.to_string(),
+                section: s.to_string(),
+            })
+            .collect(),
             triggers: vec!["cmdline_proc_show".into()],
             selftests: vec!["livepatch".into(), "ftrace".into()],
         }
@@ -972,6 +981,13 @@ cases:
         assert!(e.starts_with("s.yaml:11:"), "{e}");
         let e = err(&GOOD.replace("program: cx_fentry,", "program: cx_nope,"));
         assert!(e.contains("unknown BPF program 'cx_nope'"), "{e}");
+        // A program that is not in a section bpf_attach attaches is not one
+        // it may name; the names it may are listed.
+        let e = err(&GOOD.replace("program: cx_fentry,", "program: cx_map,"));
+        assert!(
+            e.contains("unknown BPF program 'cx_map' (known: cx_fentry, cx_fexit)"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("errno: EBUSY", "errno: EBUZY"));
         assert!(e.contains("unknown errno name 'EBUZY'"), "{e}");
         let e = err(&GOOD.replace("step: fentry, errno", "step: 9, errno"));
@@ -1059,12 +1075,12 @@ ftracetest:
     #[test]
     fn the_project_suites_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let fx = project_fixtures(&root);
-        assert!(
-            fx.bpf_programs.contains(&"cx_fexit_seq".to_string()),
-            "{:?}",
-            fx.bpf_programs
-        );
+        let fx = crate::image::project_fixtures(&root);
+        let seq = crate::image::BpfProgram {
+            name: "cx_fexit_seq".into(),
+            section: "fexit".into(),
+        };
+        assert!(fx.bpf_programs.contains(&seq), "{:?}", fx.bpf_programs);
         let vs: Vec<String> = crate::build::variant::Project { root: root.clone() }
             .load_variants(None)
             .unwrap()

@@ -143,11 +143,10 @@ pub fn poweroff(id: u64) -> Answer {
 
 /// What userspace reads to make each known function run.
 pub fn trigger_path(target: &str) -> Option<&'static str> {
-    match target {
-        "cmdline_proc_show" => Some("/proc/cmdline"),
-        "coexist_target_value" => Some("/sys/kernel/debug/coexist_target/value"),
-        _ => None,
-    }
+    coexist_proto::TRIGGER_TARGETS
+        .iter()
+        .find(|(t, _)| *t == target)
+        .map(|(_, p)| *p)
 }
 
 /// Makes `target` run; the output is what userspace read.
@@ -156,7 +155,14 @@ pub fn trigger(id: u64, target: &str) -> Answer {
         return fail(
             Some(id),
             Some(Errno::EINVAL as i32),
-            format!("trigger: unknown target '{target}' (known: cmdline_proc_show, coexist_target_value)"),
+            format!(
+                "trigger: unknown target '{target}' (known: {})",
+                coexist_proto::TRIGGER_TARGETS
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         );
     };
     match std::fs::read(path) {

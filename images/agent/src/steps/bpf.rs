@@ -12,7 +12,7 @@ use nix::errno::Errno;
 
 use super::{fail, ok, with_data};
 
-pub const FIXTURE_DIR: &str = "/fixtures/bpf";
+pub const FIXTURE_DIR: &str = coexist_proto::BPF_FIXTURE_DIR;
 pub const DEFAULT_OBJECT: &str = "coexist.bpf.o";
 
 struct Attached {

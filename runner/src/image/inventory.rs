@@ -1,15 +1,27 @@
-//! The fixture names a suite may use, read from the project: kernel
-//! sample modules and the modules of `images/fixtures/modules/`, the BPF
-//! programs of `images/fixtures/bpf/`, the trigger targets the agent
-//! knows, and the selftest directories the default image recipe has.
+//! The fixture inventory: what the image stage puts in a guest, read from
+//! the project's sources before anything builds. Kernel sample modules
+//! and the modules of `images/fixtures/modules/`, every BPF program of
+//! `images/fixtures/bpf/` with its ELF section, the trigger targets the
+//! agent knows (`coexist_proto::TRIGGER_TARGETS`), and the selftest
+//! directories the default image recipe has. Each step family decides
+//! which of these names its steps may use (`crate::steps`).
 
 use std::path::Path;
 
-/// Names the suite checks against.
+/// A program of a BPF fixture and the section it is in (`fentry`,
+/// `fexit`, `fmod_ret`, ...): which steps may use it is the BPF step
+/// family's rule.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BpfProgram {
+    pub name: String,
+    pub section: String,
+}
+
+/// What the guest has, by name.
 #[derive(Clone, Debug, Default)]
 pub struct FixtureNames {
     pub modules: Vec<String>,
-    pub bpf_programs: Vec<String>,
+    pub bpf_programs: Vec<BpfProgram>,
     pub triggers: Vec<String>,
     /// `tools/testing/selftests` directories in the image (the default
     /// recipe's `selftests`).
@@ -44,17 +56,21 @@ pub fn project_fixtures(root: &Path) -> FixtureNames {
     if let Ok(rd) = std::fs::read_dir(root.join("images/fixtures/bpf")) {
         for e in rd.flatten() {
             if let Ok(src) = std::fs::read_to_string(e.path()) {
-                // `SEC("...")\nint name(`: the program names.
-                let mut prev_sec = false;
+                // `SEC("<section>")\nint name(`: the programs.
+                let mut section: Option<&str> = None;
                 for l in src.lines() {
-                    if prev_sec {
-                        if let Some(rest) = l.trim().strip_prefix("int ") {
-                            if let Some(name) = rest.split('(').next() {
-                                bpf_programs.push(name.trim().to_string());
-                            }
+                    if let (Some(sec), Some(rest)) = (section, l.trim().strip_prefix("int ")) {
+                        if let Some(name) = rest.split('(').next() {
+                            bpf_programs.push(BpfProgram {
+                                name: name.trim().to_string(),
+                                section: sec.to_string(),
+                            });
                         }
                     }
-                    prev_sec = l.trim_start().starts_with("SEC(\"f");
+                    section = l
+                        .trim_start()
+                        .strip_prefix("SEC(\"")
+                        .and_then(|r| r.strip_suffix("\")"));
                 }
             }
         }
@@ -63,7 +79,7 @@ pub fn project_fixtures(root: &Path) -> FixtureNames {
     bpf_programs.sort();
     let recipe = root
         .join("images")
-        .join(format!("{}.yaml", crate::image::prepare::DEFAULT_RECIPE));
+        .join(format!("{}.yaml", super::prepare::DEFAULT_RECIPE));
     let selftests = std::fs::read_to_string(recipe)
         .ok()
         .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
@@ -78,7 +94,10 @@ pub fn project_fixtures(root: &Path) -> FixtureNames {
     FixtureNames {
         modules,
         bpf_programs,
-        triggers: vec!["cmdline_proc_show".into(), "coexist_target_value".into()],
+        triggers: coexist_proto::TRIGGER_TARGETS
+            .iter()
+            .map(|(t, _)| t.to_string())
+            .collect(),
         selftests,
     }
 }
