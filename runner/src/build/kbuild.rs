@@ -69,10 +69,6 @@ impl Plan {
         }
         Ok(Some(m))
     }
-
-    pub fn is_cached(&self) -> bool {
-        matches!(self.cached(), Ok(Some(_)))
-    }
 }
 
 /// What `kernels/<key>/manifest.json` records. Paths are absolute.
