@@ -29,9 +29,10 @@ pub use case::{run_case, CaseOptions};
 pub use matrix::Job;
 
 use crate::build::cache::KeyHasher;
-use crate::build::{source, variant, Variant};
+use crate::build::{variant, Variant};
 use crate::events::{self, Event, EventSink};
 use crate::record::{self, Host, PlanInfo, RecordSink, RunReport, VariantInfo};
+use crate::steps::selftest::{self, SelftestsByVariant};
 use crate::suite::{self, Suite};
 use crate::teardown;
 use crate::vm::snapshot::{self, Snapshots};
@@ -157,122 +158,27 @@ fn plan_info(ws: &Workspace, suites: &[Suite], jobs: &[Job]) -> Result<PlanInfo>
     })
 }
 
-/// The selftests the jobs run, by variant: (suite file, case, test, path
-/// in the kernel tree).
-type SelftestsByVariant = BTreeMap<String, Vec<(PathBuf, String, String, String)>>;
-
+/// The selftests the jobs run, by variant, for the selftest family's
+/// checks (`steps::selftest::sources`).
 fn selftests_by_variant(suites: &[Suite], jobs: &[Job]) -> SelftestsByVariant {
-    let mut m: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    let mut m: SelftestsByVariant = BTreeMap::new();
     for j in jobs {
         let s = &suites[j.suite];
         let case = &s.file.cases[j.case];
         for st in &case.steps {
-            if let coexist_proto::Step::Selftest {
-                collection, test, ..
-            } = &st.step
-            {
-                m.entry(j.variant.clone()).or_default().push((
-                    s.path.clone(),
-                    case.name.clone(),
-                    test.clone(),
-                    format!("tools/testing/selftests/{collection}/{test}"),
-                ));
+            if let Some(rel) = selftest::source_path(&st.step) {
+                m.entry(j.variant.clone())
+                    .or_default()
+                    .push(selftest::Wanted {
+                        suite_file: s.path.clone(),
+                        case: case.name.clone(),
+                        test: selftest::test_name(&st.step).to_string(),
+                        rel,
+                    });
             }
         }
     }
     m
-}
-
-/// `file:line:column` of a test's name in its suite file.
-fn test_position(suite_file: &Path, test: &str) -> String {
-    let text = std::fs::read_to_string(suite_file).unwrap_or_default();
-    crate::input::place(suite_file, &text, 1, test)
-}
-
-/// Before anything builds: every selftest a job runs is in its variant's
-/// source, or a patch of the variant's series touches it. A tarball is
-/// listed once (`<cache>/sources/<id>.selftests`) unless it is unpacked
-/// already.
-fn selftests_in_sources(
-    ws: &Workspace,
-    wanted: &SelftestsByVariant,
-    variants: &[Variant],
-    events: &dyn EventSink,
-) -> Result<()> {
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    ws.setup(events)?;
-    for (name, tests) in wanted {
-        let v = variant::select(variants, std::slice::from_ref(name))?[0];
-        let touched: Vec<String> = v
-            .series
-            .iter()
-            .flat_map(|s| &s.patches)
-            .flat_map(|p| {
-                crate::build::series::touched_files(
-                    &String::from_utf8_lossy(&p.contents),
-                    p.r.strip,
-                )
-            })
-            .collect();
-        let listing = source_listing(ws, v, events)?;
-        for (s, case, test, rel) in tests {
-            let there = match &listing {
-                Listing::Dir(d) => d.join(rel).is_file(),
-                Listing::Paths(p) => p.contains(rel),
-            };
-            if !there && !touched.contains(rel) {
-                bail!(
-                    "{}: {test} of case '{case}' is not in the source of variant '{name}' (no {rel})",
-                    test_position(s, test)
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-enum Listing {
-    /// A tree on disk.
-    Dir(PathBuf),
-    /// The selftest paths of a tarball, without its top directory.
-    Paths(BTreeSet<String>),
-}
-
-fn source_listing(ws: &Workspace, v: &Variant, events: &dyn EventSink) -> Result<Listing> {
-    let decl = match &v.source {
-        variant::Source::Tree(t) => return Ok(Listing::Dir(t.clone())),
-        variant::Source::Tarball(d) => d,
-    };
-    let id = ws.sources.identify(&ws.cache, &v.source, events)?;
-    let unpacked = source::unpacked_dir(&ws.cache, &id);
-    if unpacked.is_dir() {
-        return Ok(Listing::Dir(unpacked));
-    }
-    let note = |m: &str| events::note(events, m.to_string());
-    Ok(Listing::Paths(source::tarball_selftests(
-        &ws.cache, decl, &id, &note,
-    )?))
-}
-
-/// Every selftest a job runs on this variant is in its source as built
-/// (the image has the variant's tools/testing/selftests, after its
-/// series): checked before anything boots, with the place in the suite
-/// file.
-fn selftests_present(wanted: &SelftestsByVariant, p: &crate::image::Prepared) -> Result<()> {
-    for (s, case, test, rel) in wanted.get(&p.variant).into_iter().flatten() {
-        let file = p.manifest.source_dir.join(rel);
-        if !file.is_file() {
-            bail!(
-                "{}: {test} of case '{case}' is not in the source of variant '{}' ({} does not exist)",
-                test_position(s, test),
-                p.variant,
-                file.display()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Creates the results directory and checks that it takes a file, before
@@ -343,7 +249,7 @@ pub fn start(ws: &Workspace, req: &RunRequest, events: &dyn EventSink) -> Result
         bail!("no (case, variant) matches the filters");
     }
     let selftests = selftests_by_variant(&plan.suites, &plan.jobs);
-    selftests_in_sources(ws, &selftests, &plan.variants, events)?;
+    selftest::sources::in_sources(ws, &selftests, &plan.variants, events)?;
     let id = run_id();
     let dir = req
         .results_dir
@@ -405,7 +311,7 @@ impl Started {
                     }
                     None => e,
                 })?;
-            selftests_present(&selftests, &p)?;
+            selftest::sources::present(&selftests, &p)?;
             infos.push(VariantInfo::of(&p));
             prepared.insert(name, p);
         }

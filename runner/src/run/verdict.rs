@@ -29,17 +29,7 @@ pub fn effective_expect(
     expected: &Expected,
     labels: &[Option<String>],
 ) -> StepExpect {
-    if let Some(st) = &own.selftest {
-        use crate::steps::selftest::Outcome;
-        let mut e = own.clone();
-        e.selftest = Some(crate::steps::selftest::SelftestExpect {
-            outcome: match expected {
-                Expected::TestFails => Outcome::Fail,
-                Expected::Skip => Outcome::Skip,
-                _ => Outcome::Pass,
-            },
-            ..st.clone()
-        });
+    if let Some(e) = crate::steps::selftest::on_variant(own, expected.selftest_outcome()) {
         return e;
     }
     if let Expected::Fail { step, errno } = expected {

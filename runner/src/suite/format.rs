@@ -156,6 +156,19 @@ pub enum Expected {
     },
 }
 
+impl Expected {
+    /// What a selftest must report on a variant with this expectation (an
+    /// xfail is checked for a pass).
+    pub fn selftest_outcome(&self) -> crate::steps::selftest::Outcome {
+        use crate::steps::selftest::Outcome;
+        match self {
+            Expected::TestFails => Outcome::Fail,
+            Expected::Skip => Outcome::Skip,
+            _ => Outcome::Pass,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FailSpec {

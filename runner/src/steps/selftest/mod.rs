@@ -18,12 +18,17 @@
 
 pub mod ftracetest;
 pub mod ktap;
+pub mod sources;
+
+pub use sources::{source_path, test_name, SelftestsByVariant, Wanted};
 
 pub use ftracetest::{parse_ftracetest, FtraceCase, FtraceResult};
 pub use ktap::{parse_ktap, Ktap, TapResult};
 
 use coexist_proto::{Answer, SelftestRunner, Step};
 use serde::{Deserialize, Serialize};
+
+use super::StepExpect;
 
 /// What a selftest does, or must do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +148,19 @@ pub fn check(e: &SelftestExpect, a: &Answer, m: &mut Vec<String>) {
 }
 
 /// The step's runner and outcome, for a selftest step.
+/// A selftest step's expectation on one variant: the variant's expected
+/// outcome replaces the step's own (an xfail one is checked for a pass).
+/// None for a step that runs no selftest.
+pub fn on_variant(own: &StepExpect, outcome: Outcome) -> Option<StepExpect> {
+    let st = own.selftest.as_ref()?;
+    let mut e = own.clone();
+    e.selftest = Some(SelftestExpect {
+        outcome,
+        ..st.clone()
+    });
+    Some(e)
+}
+
 pub fn expect_for(step: &Step, outcome: Outcome) -> Option<SelftestExpect> {
     match step {
         Step::Selftest { runner, .. } => Some(SelftestExpect {
