@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::grid::verdict_counts;
 use super::RunReport;
 
 /// min, median, max of a sample.
@@ -162,17 +163,7 @@ impl Modes {
                 .map(|s| format!("{:.2} s", s.median))
                 .unwrap_or_else(|| "n/a".into())
         };
-        let t = |f: &SuiteFigures| {
-            format!(
-                "{} pass, {} fail, {} error, {} xfail, {} xpass, {} skip",
-                f.totals.pass,
-                f.totals.fail,
-                f.totals.error,
-                f.totals.xfail,
-                f.totals.xpass,
-                f.totals.skip
-            )
-        };
+        let t = |f: &SuiteFigures| verdict_counts(&f.totals);
         format!(
             "{:<44} {:>16} {:>16} {:>8}\n\
              {:<44} {:>16} {:>16}\n\

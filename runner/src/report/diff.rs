@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::grid::Grid;
 use super::{expected_text, shown, RunReport};
 use crate::record::CaseResult;
 
@@ -196,22 +197,19 @@ pub fn runs(old: &RunReport, new: &RunReport) -> Diff {
 
 /// Two variants of one run, case by case: what `new` changes from `old`.
 pub fn variants(r: &RunReport, old: &str, new: &str) -> anyhow::Result<Diff> {
+    let grid = Grid::of(&r.results);
     let cells = |v: &str| -> anyhow::Result<BTreeMap<String, Cell>> {
-        let m: BTreeMap<String, Cell> = r
-            .results
-            .iter()
-            .filter(|c| c.variant == v)
-            .map(|c| (format!("{}/{}", c.suite, c.case), Cell::of(c)))
-            .collect();
-        if m.is_empty() {
-            let known: Vec<String> = super::variant_order(&r.results);
+        let Some(i) = grid.column(v) else {
             anyhow::bail!(
                 "--variants: run {} has no results for variant '{v}' (it has: {})",
                 r.run_id,
-                known.join(", ")
+                grid.variants.join(", ")
             );
-        }
-        Ok(m)
+        };
+        Ok(grid
+            .column_cells(i)
+            .map(|(key, c)| (key.to_string(), Cell::of(c)))
+            .collect())
     };
     Ok(compare(
         format!("{}:{old}", r.run_id),

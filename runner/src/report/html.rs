@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{expected_text, shown, variant_order, RunReport};
+use super::grid::{incomplete_line, totals_line, Grid};
+use super::{expected_text, shown, RunReport};
 use crate::record::{CaseResult, Expected, StepRecord, Verdict};
 
 /// Text for HTML: control characters escaped, then markup.
@@ -177,6 +178,8 @@ fn step_rows(s: &mut String, steps: &[StepRecord], console: Option<&str>) {
     s.push_str("</table>");
 }
 
+/// One result's section: expected and actual outcome, evidence, steps,
+/// splats outside any step, the VM failure.
 fn detail(s: &mut String, r: &CaseResult, results_dir: Option<&Path>) {
     let console = std::fs::read_to_string(&r.console_log).ok();
     let link = results_dir
@@ -245,6 +248,8 @@ fn detail(s: &mut String, r: &CaseResult, results_dir: Option<&Path>) {
     s.push_str("</section>");
 }
 
+/// A lane per worker, a box per job where and as long as it ran (nothing
+/// for a report without timings).
 fn timeline(s: &mut String, r: &RunReport) {
     let end = r
         .results
@@ -287,7 +292,18 @@ fn timeline(s: &mut String, r: &RunReport) {
 /// from a copied artifact too).
 pub fn html(r: &RunReport, results_dir: Option<&Path>) -> String {
     let mut s = String::new();
-    let t = &r.totals;
+    header(&mut s, r);
+    variants(&mut s, r);
+    matrix(&mut s, &Grid::of(&r.results));
+    timeline(&mut s, r);
+    details(&mut s, r, results_dir);
+    script(&mut s);
+    s
+}
+
+/// The document's head, and the run: id, host, accelerator, whether it
+/// is complete, the totals.
+fn header(s: &mut String, r: &RunReport) {
     let _ = write!(
         s,
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>coexist {}</title><style>{STYLE}</style></head><body>",
@@ -308,20 +324,15 @@ pub fn html(r: &RunReport, results_dir: Option<&Path>) -> String {
             .map(|(i, n)| format!(", shard {i}/{n}"))
             .unwrap_or_default()
     );
-    if let Some(why) = &r.incomplete {
-        let _ = write!(
-            s,
-            "<p class=incomplete id=incomplete>INCOMPLETE: {}; {} of {} job(s) have results</p>",
-            esc(why),
-            r.results.len(),
-            r.jobs
-        );
+    if let Some(l) = incomplete_line(r) {
+        let _ = write!(s, "<p class=incomplete id=incomplete>{}</p>", esc(&l));
     }
-    let _ = write!(
-        s,
-        "<p id=totals>{} results: {} pass, {} fail, {} error, {} xfail, {} xpass, {} skip; <b>{} unexpected</b></p>",
-        t.cases, t.pass, t.fail, t.error, t.xfail, t.xpass, t.skip, t.unexpected
-    );
+    let totals = totals_line(&r.totals, |n| format!("<b>{n} unexpected</b>"));
+    let _ = write!(s, "<p id=totals>{totals}</p>");
+}
+
+/// A row per variant: its kernel, patch series, fragments and build times.
+fn variants(s: &mut String, r: &RunReport) {
     s.push_str("<h2>Variants</h2><table><tr><th>variant</th><th>kernel</th><th>key</th><th>series</th><th>fragments</th><th>kernel build</th><th>image</th></tr>");
     for v in &r.variants {
         let _ = write!(
@@ -343,40 +354,29 @@ pub fn html(r: &RunReport, results_dir: Option<&Path>) -> String {
         );
     }
     s.push_str("</table>");
+}
 
-    let variants = variant_order(&r.results);
-    let mut rows: Vec<(String, String)> = Vec::new();
-    let mut by: BTreeMap<(String, String), &CaseResult> = BTreeMap::new();
-    for c in &r.results {
-        let row = format!("{}/{}", c.suite, c.case);
-        if !rows.iter().any(|(x, _)| x == &row) {
-            rows.push((row.clone(), c.suite.clone()));
-        }
-        by.insert((row, c.variant.clone()), c);
+/// A `<select>` of the filters: "all", then `values`.
+fn options(name: &str, id: &str, values: &[String]) -> String {
+    let mut o = format!("<label>{name} <select id={id}><option value=\"\">all</option>");
+    for v in values {
+        let _ = write!(o, "<option>{}</option>", esc(v));
     }
-    let suites: Vec<&String> = {
-        let mut v: Vec<&String> = rows.iter().map(|(_, s)| s).collect();
-        v.dedup();
-        v
-    };
-    let options = |name: &str, id: &str, values: &[String]| {
-        let mut o = format!("<label>{name} <select id={id}><option value=\"\">all</option>");
-        for v in values {
-            let _ = write!(o, "<option>{}</option>", esc(v));
-        }
-        o.push_str("</select></label>");
-        o
-    };
+    o.push_str("</select></label>");
+    o
+}
+
+/// The filters (hidden until the script shows them) and the case x
+/// variant matrix, a cell per result linking to its detail.
+fn matrix(s: &mut String, grid: &Grid) {
+    let mut suites: Vec<String> = grid.rows.iter().map(|row| row.suite.to_string()).collect();
+    suites.dedup();
     s.push_str("<h2>Matrix</h2>");
     let _ = write!(
         s,
         "<p id=filters class=filters style=\"display:none\">{}{}{}<span id=f-count></span></p>",
-        options(
-            "suite",
-            "f-suite",
-            &suites.iter().map(|s| s.to_string()).collect::<Vec<_>>()
-        ),
-        options("variant", "f-variant", &variants),
+        options("suite", "f-suite", &suites),
+        options("variant", "f-variant", &grid.variants),
         options(
             "verdict",
             "f-verdict",
@@ -384,19 +384,19 @@ pub fn html(r: &RunReport, results_dir: Option<&Path>) -> String {
         )
     );
     s.push_str("<table id=matrix><tr><th>case</th>");
-    for v in &variants {
+    for v in &grid.variants {
         let _ = write!(s, "<th>{}</th>", esc(v));
     }
     s.push_str("</tr>");
-    for (row, suite) in &rows {
+    for row in &grid.rows {
         let _ = write!(
             s,
             "<tr class=case data-suite=\"{}\"><td class=mono>{}</td>",
-            esc(suite),
-            esc(row)
+            esc(row.suite),
+            esc(&row.key)
         );
-        for v in &variants {
-            match by.get(&(row.clone(), v.clone())) {
+        for (v, c) in grid.variants.iter().zip(&row.cells) {
+            match c {
                 Some(c) => {
                     let verdict = c.decision.verdict.as_str();
                     let _ = write!(
@@ -416,16 +416,22 @@ pub fn html(r: &RunReport, results_dir: Option<&Path>) -> String {
         s.push_str("</tr>");
     }
     s.push_str("</table>");
-    timeline(&mut s, r);
+}
+
+/// A detail section per result: unexpected outcomes first, then the
+/// rest, in job order.
+fn details(s: &mut String, r: &RunReport, results_dir: Option<&Path>) {
     s.push_str("<h2>Cases</h2>");
-    // Unexpected outcomes first, then the rest, in job order.
     let mut order: Vec<&CaseResult> = r.results.iter().collect();
     order.sort_by_key(|c| (c.decision.as_expected, c.decision.verdict == Verdict::Pass));
     for c in order {
-        detail(&mut s, c, results_dir);
+        detail(s, c, results_dir);
     }
+}
+
+/// The filters' script, and the end of the page.
+fn script(s: &mut String) {
     let _ = write!(s, "<script>{SCRIPT}</script></body></html>");
-    s
 }
 
 #[cfg(test)]

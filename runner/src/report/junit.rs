@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 
-use super::{expected_text, failure_text, shown, variant_order, RunReport};
+use super::grid::by_variant;
+use super::{expected_text, failure_text, shown, RunReport};
 use crate::record::Verdict;
 
 /// JUnit XML: a testsuite per variant, a testcase per case. Unexpected
@@ -12,9 +13,9 @@ use crate::record::Verdict;
 pub fn junit(report: &RunReport) -> Result<String> {
     use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
     let mut rep = Report::new(format!("coexist {}", report.run_id));
-    for v in variant_order(&report.results) {
+    for (v, cases) in by_variant(&report.results) {
         let mut ts = TestSuite::new(v.clone());
-        for r in report.results.iter().filter(|r| r.variant == v) {
+        for r in cases {
             let status = match (r.decision.verdict, r.decision.as_expected) {
                 (Verdict::Xfail, _) => {
                     let mut s = TestCaseStatus::skipped();

@@ -2,24 +2,24 @@
 
 use std::fmt::Write as _;
 
-use super::{failure_text, shown, variant_order, RunReport};
-use crate::record::{CaseResult, Verdict};
+use super::grid::{by_variant, case_key};
+use super::{failure_text, shown, RunReport};
+use crate::record::Verdict;
 
 /// KTAP v1: the run is a test with a subtest per variant, each with a
 /// result line per case. XFAIL carries the `# XFAIL` directive; lines
 /// starting with `#` hold diagnostics for unexpected outcomes.
 pub fn ktap(report: &RunReport) -> String {
-    let variants = variant_order(&report.results);
+    let variants = by_variant(&report.results);
     let mut s = String::new();
     s.push_str("KTAP version 1\n");
     let _ = writeln!(s, "1..{}", variants.len());
-    for (vi, v) in variants.iter().enumerate() {
-        let cases: Vec<&CaseResult> = report.results.iter().filter(|r| &r.variant == v).collect();
+    for (vi, (v, cases)) in variants.iter().enumerate() {
         s.push_str("    KTAP version 1\n");
         let _ = writeln!(s, "    # Subtest: {v}");
         let _ = writeln!(s, "    1..{}", cases.len());
         for (ci, r) in cases.iter().enumerate() {
-            let name = format!("{}/{}", r.suite, r.case).replace('#', "_");
+            let name = case_key(r).replace('#', "_");
             if !r.decision.as_expected {
                 for l in failure_text(r).lines().take(60) {
                     let _ = writeln!(s, "    # {l}");

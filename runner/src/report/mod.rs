@@ -11,7 +11,8 @@
 //!
 //! One module per output format: `junit`, `ktap`, `html`, `table`,
 //! `stream` (an event sink), `merge`, `diff` (two runs, or two variants of
-//! one).
+//! one), `bench` (figures of a run); `grid` holds the shapes they share
+//! (the case x variant grid, the `suite/case` key, the totals line).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use crate::record::{CaseResult, Expected, RunReport};
 
 pub mod bench;
 pub mod diff;
+pub mod grid;
 pub mod html;
 pub mod junit;
 pub mod ktap;
@@ -35,17 +37,6 @@ pub use junit::junit;
 pub use ktap::ktap;
 pub use merge::merge;
 pub use table::table;
-
-/// Variants in the order they first appear in the results.
-pub fn variant_order(results: &[CaseResult]) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
-    for r in results {
-        if !v.contains(&r.variant) {
-            v.push(r.variant.clone());
-        }
-    }
-    v
-}
 
 /// Everything known about an unexpected outcome, for people (shown).
 pub fn failure_text(r: &CaseResult) -> String {

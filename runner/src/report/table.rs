@@ -1,10 +1,10 @@
 //! The terminal summary: case rows x variant columns, then the
 //! unexpected outcomes with their evidence and the known failures.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{expected_text, shown, variant_order, RunReport};
+use super::grid::{incomplete_line, totals_line, Grid};
+use super::{expected_text, shown, RunReport};
 use crate::record::{CaseResult, Expected, Verdict};
 
 fn cell(r: &CaseResult) -> String {
@@ -23,27 +23,22 @@ fn cell(r: &CaseResult) -> String {
 /// The terminal summary: case rows x variant columns, then the unexpected
 /// outcomes with their evidence.
 pub fn table(report: &RunReport) -> String {
-    let variants = variant_order(&report.results);
-    let mut rows: Vec<String> = Vec::new();
-    let mut by: BTreeMap<(String, String), &CaseResult> = BTreeMap::new();
-    for r in &report.results {
-        let row = format!("{}/{}", r.suite, r.case);
-        if !rows.contains(&row) {
-            rows.push(row.clone());
-        }
-        by.insert((row, r.variant.clone()), r);
-    }
-    let w0 = rows.iter().map(|r| r.len()).max().unwrap_or(4).max(4);
-    let cells: Vec<Vec<String>> = rows
+    let grid = Grid::of(&report.results);
+    let variants = &grid.variants;
+    let w0 = grid
+        .rows
+        .iter()
+        .map(|r| r.key.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let cells: Vec<Vec<String>> = grid
+        .rows
         .iter()
         .map(|row| {
-            variants
+            row.cells
                 .iter()
-                .map(|v| {
-                    by.get(&(row.clone(), v.clone()))
-                        .map(|r| cell(r))
-                        .unwrap_or_else(|| "-".into())
-                })
+                .map(|c| c.map(cell).unwrap_or_else(|| "-".into()))
                 .collect()
         })
         .collect();
@@ -79,27 +74,18 @@ pub fn table(report: &RunReport) -> String {
         let _ = write!(s, "  {v:<w$}");
     }
     s.push('\n');
-    for (row, cs) in rows.iter().zip(&cells) {
-        let _ = write!(s, "{row:<w0$}");
+    for (row, cs) in grid.rows.iter().zip(&cells) {
+        let _ = write!(s, "{:<w0$}", row.key);
         for (c, w) in cs.iter().zip(&widths) {
             let _ = write!(s, "  {c:<w$}");
         }
         s.push('\n');
     }
-    let t = &report.totals;
-    if let Some(why) = &report.incomplete {
-        let _ = writeln!(
-            s,
-            "\nINCOMPLETE: {why}; {} of {} job(s) have results",
-            report.results.len(),
-            report.jobs
-        );
+    if let Some(l) = incomplete_line(report) {
+        let _ = writeln!(s, "\n{l}");
     }
-    let _ = writeln!(
-        s,
-        "\n{} results: {} pass, {} fail, {} error, {} xfail, {} xpass, {} skip; {} unexpected ('!')",
-        t.cases, t.pass, t.fail, t.error, t.xfail, t.xpass, t.skip, t.unexpected
-    );
+    let totals = totals_line(&report.totals, |n| format!("{n} unexpected ('!')"));
+    let _ = writeln!(s, "\n{totals}");
     let unexpected: Vec<&CaseResult> = report
         .results
         .iter()
