@@ -141,6 +141,17 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn errno_names_are_checked_where_read() {
+        assert_eq!(super::Errno::parse("EBUSY").unwrap().as_str(), "EBUSY");
+        let e = super::Errno::parse("EBUZY").unwrap_err();
+        assert!(e.starts_with("unknown errno name 'EBUZY' (known: EPERM,"), "{e}");
+        let y: Result<super::Errno, _> = serde_yaml::from_str("EBUZY");
+        assert!(y.unwrap_err().to_string().contains("unknown errno name"));
+        let back: super::Errno = serde_yaml::from_str("EAGAIN").unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), "\"EAGAIN\"");
+    }
+
     use super::*;
 
     #[test]
@@ -194,5 +205,72 @@ mod tests {
         // Placed at the second 'a', whatever line serde reports.
         let placed = yaml_error_in(text, Path::new("f.yaml"), &e).to_string();
         assert!(placed.starts_with("f.yaml:3:3: "), "{placed}");
+    }
+}
+
+/// An errno name an expectation may use (`EBUSY`): one of
+/// [`Errno::KNOWN`], checked where it is read (suite files, `--good-if`),
+/// so suites, step checks and bisect share one list.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct Errno(String);
+
+impl Errno {
+    /// The names the expectations may use.
+    pub const KNOWN: &'static [&'static str] = &[
+        "EPERM",
+        "ENOENT",
+        "ESRCH",
+        "EINTR",
+        "EIO",
+        "E2BIG",
+        "EBADF",
+        "EAGAIN",
+        "ENOMEM",
+        "EACCES",
+        "EFAULT",
+        "EBUSY",
+        "EEXIST",
+        "ENODEV",
+        "EINVAL",
+        "ENOSPC",
+        "ERANGE",
+        "EDEADLK",
+        "ENOSYS",
+        "ELOOP",
+        "ENODATA",
+        "ETIMEDOUT",
+        "EOPNOTSUPP",
+        "ENOTSUPP",
+        "ENOEXEC",
+        "ENOTTY",
+    ];
+
+    pub fn parse(name: &str) -> Result<Errno, String> {
+        if Self::KNOWN.contains(&name) {
+            Ok(Errno(name.to_string()))
+        } else {
+            Err(format!(
+                "unknown errno name '{name}' (known: {})",
+                Self::KNOWN.join(", ")
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Errno {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Errno::parse(&s).map_err(serde::de::Error::custom)
     }
 }

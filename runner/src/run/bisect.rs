@@ -32,15 +32,12 @@ pub fn parse_good_if(s: &str) -> Result<Expected> {
     }
     if let Some(rest) = s.strip_prefix("refused:") {
         if let Some((step, errno)) = rest.rsplit_once(':') {
-            if !step.is_empty() && crate::suite::ERRNOS.contains(&errno) {
+            if let (false, Ok(errno)) = (step.is_empty(), crate::input::Errno::parse(errno)) {
                 let step = match step.parse::<usize>() {
                     Ok(i) => StepRef::Index(i),
                     Err(_) => StepRef::Label(step.to_string()),
                 };
-                return Ok(Expected::Fail {
-                    step,
-                    errno: errno.to_string(),
-                });
+                return Ok(Expected::Fail { step, errno });
             }
         }
     }
@@ -391,6 +388,7 @@ pub fn drive(ws: &Workspace, good: &str, bad: &str, req: &BisectRequest) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::Errno;
 
     #[test]
     fn git_bisect_run_gets_the_same_project_cache_and_request() {
@@ -448,14 +446,14 @@ mod tests {
             parse_good_if("refused:bpf:EBUSY").unwrap(),
             Expected::Fail {
                 step: StepRef::Label("bpf".into()),
-                errno: "EBUSY".into()
+                errno: Errno::parse("EBUSY").unwrap()
             }
         );
         assert_eq!(
             parse_good_if("refused:2:EAGAIN").unwrap(),
             Expected::Fail {
                 step: StepRef::Index(2),
-                errno: "EAGAIN".into()
+                errno: Errno::parse("EAGAIN").unwrap()
             }
         );
         for bad in [

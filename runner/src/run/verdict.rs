@@ -2,6 +2,7 @@
 //! Pure functions over recorded steps (each already checked by its step
 //! family, `crate::steps`), tested without a VM.
 
+use crate::input::Errno;
 use crate::record::{Decision, StepRecord, Verdict};
 use crate::steps::StepExpect;
 use crate::suite::{Expected, StepRef};
@@ -58,7 +59,7 @@ pub fn decide(
     enum Happened {
         Clean,
         /// The step the variant is expected to have refused was refused as expected.
-        RefusedAsExpected(usize, String),
+        RefusedAsExpected(usize, Errno),
         Failed(String),
         Errored(String),
     }
@@ -279,11 +280,11 @@ mod tests {
     fn expected_refusal_passes_only_where_it_is_expected() {
         let exp = Expected::Fail {
             step: StepRef::Label("bpf".into()),
-            errno: "EBUSY".into(),
+            errno: Errno::parse("EBUSY").unwrap(),
         };
         let labels = vec![None, Some("bpf".to_string())];
         let e2 = effective_expect(2, &StepExpect::default(), &exp, &labels);
-        assert_eq!(e2.errno.as_deref(), Some("EBUSY"));
+        assert_eq!(e2.errno.as_ref().map(Errno::as_str), Some("EBUSY"));
         let r = vec![
             ok_rec(1),
             rec(

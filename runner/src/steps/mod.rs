@@ -23,6 +23,7 @@ use coexist_proto::{Answer, Step};
 use serde::{Deserialize, Serialize};
 
 use crate::image::FixtureNames;
+use crate::input::Errno;
 
 /// The families, one module each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +88,7 @@ pub const COMMON_FIELDS: &[&str] = &["errno", "output", "output_contains", "outp
 pub struct StepExpect {
     /// The step must fail with this errno name (e.g. EBUSY).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub errno: Option<String>,
+    pub errno: Option<Errno>,
     /// Output (what userspace saw, or the file read) must equal this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
@@ -150,7 +151,7 @@ pub fn parse_expect(step: &Step, v: serde_yaml::Value) -> Result<StepExpect, Str
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Common {
-        errno: Option<String>,
+        errno: Option<Errno>,
         output: Option<String>,
         output_contains: Option<String>,
         output_not_contains: Option<String>,
@@ -176,15 +177,6 @@ pub fn parse_expect(step: &Step, v: serde_yaml::Value) -> Result<StepExpect, Str
         }
     }
     Ok(e)
-}
-
-/// The errno names an expectation uses (checked when a suite loads).
-pub fn errnos_named(e: &StepExpect) -> Vec<&str> {
-    let mut v: Vec<&str> = e.errno.iter().map(String::as_str).collect();
-    if let Some(s) = &e.stress {
-        v.extend(s.errnos_allowed.iter().flatten().map(String::as_str));
-    }
-    v
 }
 
 fn describe_failure(a: &Answer) -> String {
@@ -386,7 +378,7 @@ mod tests {
             ..Default::default()
         };
         let want_ebusy = StepExpect {
-            errno: Some("EBUSY".into()),
+            errno: Some(Errno::parse("EBUSY").unwrap()),
             ..Default::default()
         };
         assert!(check(&want_ebusy, &refused).is_empty());

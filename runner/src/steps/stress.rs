@@ -7,6 +7,7 @@ use coexist_proto::{Answer, Step};
 use serde::{Deserialize, Serialize};
 
 use super::{data_of, data_text};
+use crate::input::Errno;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,7 +17,7 @@ pub struct StressExpect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_iterations: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub errnos_allowed: Option<Vec<String>>,
+    pub errnos_allowed: Option<Vec<Errno>>,
 }
 
 pub fn expect_fields(step: &Step) -> &'static [&'static str] {
@@ -97,8 +98,12 @@ pub fn check(e: &StressExpect, a: &Answer, m: &mut Vec<String>) {
         }
     }
     if let Some(allowed) = &e.errnos_allowed {
+        let allowed: Vec<&str> = allowed.iter().map(Errno::as_str).collect();
         let seen = got.map(|g| g.1).unwrap_or_default();
-        let bad: Vec<&String> = seen.iter().filter(|e| !allowed.contains(e)).collect();
+        let bad: Vec<&String> = seen
+            .iter()
+            .filter(|e| !allowed.contains(&e.as_str()))
+            .collect();
         if !bad.is_empty() {
             m.push(format!(
                 "inner steps failed with {bad:?}, only {allowed:?} allowed: {}",
@@ -148,7 +153,7 @@ mod tests {
     #[test]
     fn concurrently_counts_failures_errnos_and_iterations() {
         let e = StressExpect {
-            errnos_allowed: Some(vec!["EAGAIN".into()]),
+            errnos_allowed: Some(vec![Errno::parse("EAGAIN").unwrap()]),
             min_iterations: Some(5),
             ..Default::default()
         };
@@ -192,7 +197,7 @@ mod tests {
         check(
             &StressExpect {
                 failed: Some(1),
-                errnos_allowed: Some(vec!["EBUSY".into()]),
+                errnos_allowed: Some(vec![Errno::parse("EBUSY").unwrap()]),
                 ..Default::default()
             },
             &a,

@@ -10,7 +10,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::decode::SuiteStep;
-use crate::input;
+use crate::input::{self, Errno};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,7 +142,7 @@ pub enum Expected {
     Pass,
     /// The named step (its `as` label, or 1-based index) is refused with
     /// this errno; the case stops there; no splat.
-    Fail { step: StepRef, errno: String },
+    Fail { step: StepRef, errno: Errno },
     /// A selftest case: the test reports a failure; no splat.
     #[serde(rename = "fail")]
     TestFails,
@@ -173,7 +173,7 @@ impl Expected {
 #[serde(deny_unknown_fields)]
 struct FailSpec {
     step: StepRef,
-    errno: String,
+    errno: Errno,
 }
 
 #[derive(Deserialize)]

@@ -30,7 +30,7 @@ mod decode;
 mod format;
 mod selftests;
 
-pub use check::{ERRNOS, MAX_SECONDS};
+pub use check::MAX_SECONDS;
 pub use decode::SuiteStep;
 pub use format::{
     Case, Expected, FtracetestSection, KselftestSection, SelftestDecl, StepRef, SuiteFile,
@@ -126,6 +126,7 @@ pub fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::Errno;
     use coexist_proto::Step;
 
     fn fx() -> FixtureNames {
@@ -192,7 +193,7 @@ cases:
             s.expected(c, "baseline"),
             Expected::Fail {
                 step: StepRef::Label("fentry".into()),
-                errno: "EBUSY".into()
+                errno: Errno::parse("EBUSY").unwrap()
             }
         );
     }
