@@ -14,7 +14,7 @@ use coexist::build::Cache;
 use coexist::events::Collect;
 use coexist::image::Prepared;
 use coexist::vm::snapshot::{self, Ident, Snapshot, Snapshots};
-use coexist::vm::{accel, AccelChoice, FailureKind, StepOutcome, Vm, VmConfig};
+use coexist::vm::{accel, AccelChoice, FailureKind, SplatKind, StepOutcome, Vm, VmConfig};
 use coexist_proto::Step;
 use common::assert_group_gone;
 
@@ -144,7 +144,7 @@ fn a_warn_in_a_restored_guest_is_attributed_to_its_step() {
         )
         .unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(out.splats.len(), 1, "{:#?}", out.splats);
-    assert_eq!(out.splats[0].kind, "warning");
+    assert_eq!(out.splats[0].kind, SplatKind::Warning);
     assert_eq!(out.splats[0].step, Some(out.id));
     assert!(vm.unattributed().is_empty(), "{:#?}", vm.unattributed());
     let pid = vm.pid();

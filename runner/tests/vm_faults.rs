@@ -13,7 +13,7 @@ use common::{assert_group_gone, children_of};
 
 use coexist::events::{Collect, Event};
 use coexist::image::Prepared;
-use coexist::vm::{accel, AccelChoice, FailureKind, Vm, VmConfig};
+use coexist::vm::{accel, AccelChoice, FailureKind, SplatKind, Vm, VmConfig};
 use coexist_proto::Step;
 
 const DIRECT: &str = "/sys/kernel/debug/provoke-crash/DIRECT";
@@ -72,7 +72,7 @@ fn warn_during_a_step_is_captured_and_attributed_to_it() {
     assert!(before.splats.is_empty() && after.splats.is_empty());
     assert_eq!(warn.splats.len(), 1, "{:#?}", warn.splats);
     let s = &warn.splats[0];
-    assert_eq!(s.kind, "warning");
+    assert_eq!(s.kind, SplatKind::Warning);
     assert_eq!(s.step, Some(warn.id));
     assert!(s.title.contains("lkdtm_WARNING"), "{}", s.title);
     assert!(s.text.last().unwrap().contains("---[ end trace"));

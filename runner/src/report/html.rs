@@ -155,7 +155,7 @@ fn step_rows(s: &mut String, steps: &[StepRecord], console: Option<&str>) {
             let _ = write!(
                 s,
                 "<tr><td></td><td colspan=5><b class=bad>{} splat during step {}: {}</b><pre>{}</pre></td></tr>",
-                esc(&sp.kind),
+                esc(sp.kind.as_str()),
                 st.index,
                 esc(&sp.title),
                 esc(&sp.text.join("\n"))
@@ -227,7 +227,7 @@ fn detail(s: &mut String, r: &CaseResult, results_dir: Option<&Path>) {
         let _ = write!(
             s,
             "<p><b class=bad>{} splat outside any step: {}</b></p><pre>{}</pre>",
-            esc(&sp.kind),
+            esc(sp.kind.as_str()),
             esc(&sp.title),
             esc(&sp.text.join("\n"))
         );

@@ -101,7 +101,7 @@ pub(crate) mod testdata {
     //! A small report with one case of each kind, for the format tests.
     use super::*;
     use crate::record::{Decision, Host, PlanInfo, StepRecord, Timings, Verdict, SCHEMA};
-    use crate::vm::Splat;
+    use crate::vm::{Splat, SplatKind};
     use coexist_proto::{Answer, Step};
 
     pub fn result(
@@ -112,7 +112,7 @@ pub(crate) mod testdata {
         expected: Expected,
     ) -> CaseResult {
         let splat = Splat {
-            kind: "warning".into(),
+            kind: SplatKind::Warning,
             title: "WARNING: CPU: 0 PID: 1 at kernel/trace/ftrace.c:2000 x".into(),
             step: Some(2),
             line: 10,

@@ -178,6 +178,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::SplatKind;
     use coexist_proto::{Answer, Step};
     use std::path::PathBuf;
 
@@ -236,7 +237,7 @@ mod tests {
 
     fn warn(step: u64) -> Splat {
         Splat {
-            kind: "warning".into(),
+            kind: SplatKind::Warning,
             title: "WARNING: CPU: 0 PID: 1 at kernel/trace/ftrace.c:2000".into(),
             step: Some(step),
             line: 100,

@@ -6,9 +6,9 @@
 
 use std::collections::VecDeque;
 use std::io::{LineWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::splat::{self, Detector, Splat};
+use super::splat::{self, Detector, Splat, SplatKind};
 
 /// Lines kept for failure messages.
 pub const TAIL: usize = 40;
@@ -20,7 +20,6 @@ pub const MAX_SPLATS: usize = 100;
 
 pub struct Console {
     log: LineWriter<std::fs::File>,
-    path: PathBuf,
     tail: VecDeque<String>,
     detector: Detector,
     saw_banner: bool,
@@ -47,7 +46,6 @@ impl Console {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(Console {
             log: LineWriter::new(f),
-            path: path.to_path_buf(),
             tail: VecDeque::new(),
             detector,
             saw_banner: false,
@@ -58,10 +56,6 @@ impl Console {
             logged: 0,
             splats: 0,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// A line of the runner's own in the log (not from the guest).
@@ -94,7 +88,7 @@ impl Console {
         if line.contains("Linux version") {
             self.saw_banner = true;
         }
-        if splat::trigger(splat::message(line)) == Some("panic") {
+        if splat::trigger(splat::message(line)) == Some(SplatKind::Panic) {
             self.saw_panic = true;
         }
         self.detector.feed(line);
@@ -109,7 +103,7 @@ impl Console {
             }
             if self.splats == MAX_SPLATS + 1 {
                 s = Splat {
-                    kind: "truncated".into(),
+                    kind: SplatKind::Truncated,
                     title: format!(
                         "[coexist: more than {MAX_SPLATS} splats; the rest are not kept]"
                     ),
@@ -175,7 +169,9 @@ impl Console {
         let all = self.pending.iter().chain(&self.unattributed);
         let panic = all
             .rev()
-            .find(|s| s.kind == "panic" || s.text.iter().any(|l| l.contains("Kernel panic")))
+            .find(|s| {
+                s.kind == SplatKind::Panic || s.text.iter().any(|l| l.contains("Kernel panic"))
+            })
             .cloned()
             .map(Box::new);
         let title = panic
@@ -194,6 +190,7 @@ impl Console {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn recorded(name: &str) -> String {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -202,23 +199,25 @@ mod tests {
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
-    fn feed_all(text: &str) -> (tempfile::TempDir, Console) {
+    /// A console fed `text`, and the log file it writes.
+    fn feed_all(text: &str) -> (tempfile::TempDir, PathBuf, Console) {
         let d = tempfile::tempdir().unwrap();
-        let mut c = Console::create(&d.path().join("sub/console.log"), &[]).unwrap();
+        let log = d.path().join("sub/console.log");
+        let mut c = Console::create(&log, &[]).unwrap();
         for l in text.lines() {
             c.feed(l);
         }
-        (d, c)
+        (d, log, c)
     }
 
     #[test]
     fn a_recorded_warning_boot_is_logged_and_its_splat_attributed_to_its_step() {
         let text = recorded("lkdtm-warning.log");
-        let (_d, mut c) = feed_all(&text);
+        let (_d, log, mut c) = feed_all(&text);
         assert!(c.saw_banner());
         assert!(!c.saw_panic());
         // Every line reached the log file.
-        let logged = std::fs::read_to_string(c.path()).unwrap();
+        let logged = std::fs::read_to_string(&log).unwrap();
         assert_eq!(logged.lines().count(), text.lines().count());
         assert_eq!(c.tail().len(), TAIL.min(text.lines().count()));
         assert_eq!(c.tail().last().map(String::as_str), text.lines().last());
@@ -229,13 +228,13 @@ mod tests {
             .expect("the WARNING happened during a step");
         let mine = c.take_step_splats(step);
         assert_eq!(mine.len(), 1, "{mine:?}");
-        assert_eq!(mine[0].kind, "warning");
+        assert_eq!(mine[0].kind, SplatKind::Warning);
         assert!(c.take_step_splats(step).is_empty(), "taken once");
     }
 
     #[test]
     fn a_recorded_panic_sets_the_panic_state_and_gives_its_title() {
-        let (_d, mut c) = feed_all(&recorded("lkdtm-panic.log"));
+        let (_d, _, mut c) = feed_all(&recorded("lkdtm-panic.log"));
         assert!(c.saw_panic());
         let (report, title) = c.panic_report();
         assert!(title.starts_with("Kernel panic"), "{title}");
@@ -245,7 +244,7 @@ mod tests {
 
     #[test]
     fn quiet_console_has_no_splats_and_a_generic_panic_title() {
-        let (_d, mut c) = feed_all("[    0.000000] Linux version 6.1.0\n[    0.1] hello\n");
+        let (_d, _, mut c) = feed_all("[    0.000000] Linux version 6.1.0\n[    0.1] hello\n");
         assert!(c.saw_banner());
         assert!(c.unattributed().is_empty());
         assert!(c.take_pending().is_empty());
@@ -257,14 +256,15 @@ mod tests {
     #[test]
     fn log_size_and_splat_count_are_capped_with_a_marker() {
         let d = tempfile::tempdir().unwrap();
-        let mut c = Console::create(&d.path().join("c.log"), &[]).unwrap();
+        let log = d.path().join("c.log");
+        let mut c = Console::create(&log, &[]).unwrap();
         let line = "y".repeat(1023);
         for _ in 0..(MAX_LOG_BYTES / 1024 + 10) {
             c.feed(&line);
         }
-        let size = std::fs::metadata(c.path()).unwrap().len();
+        let size = std::fs::metadata(&log).unwrap().len();
         assert!(size <= MAX_LOG_BYTES + 100, "{size}");
-        let text = std::fs::read_to_string(c.path()).unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.ends_with(&format!(
             "[coexist: console log truncated at {MAX_LOG_BYTES} bytes]\n"
         )));
@@ -279,7 +279,7 @@ mod tests {
         }
         let u = c.unattributed();
         assert_eq!(u.len(), MAX_SPLATS + 1);
-        assert_eq!(u[MAX_SPLATS].kind, "truncated");
+        assert_eq!(u[MAX_SPLATS].kind, SplatKind::Truncated);
         assert!(u[MAX_SPLATS].title.contains("more than 100 splats"));
     }
 

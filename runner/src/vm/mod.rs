@@ -12,9 +12,13 @@
 //! - `console`: the console log file, its tail, the splat detector and the
 //!   banner / panic state.
 //! - `splat`: recognising kernel reports in console lines.
-//! - `machine`: [`Vm`], the agent channel and the watchdogs (boot
-//!   deadline, stall, step timeout, panic); saving a READY guest and
-//!   restoring it.
+//! - `lines`: the console and the agent socket as one channel of capped
+//!   lines, read by a thread each.
+//! - `link`: a started guest's QEMU, console and agent channel, read under
+//!   the watchdogs (boot deadline, stall, step timeout, panic) until READY
+//!   or a step's answer; the end of its streams handled in one place.
+//! - `machine`: [`Vm`]: booting to READY, restoring a snapshot and its
+//!   handshake, steps, saving a READY guest, power-off.
 //! - `qmp`: the QEMU monitor protocol, to save a guest's state.
 //! - `snapshot`: READY guests saved once per (kernel, image, machine,
 //!   accelerator, QEMU) and restored for each job.
@@ -25,6 +29,8 @@
 pub mod accel;
 pub mod console;
 mod failure;
+mod lines;
+mod link;
 mod machine;
 pub mod qemu;
 pub mod qmp;
@@ -35,4 +41,4 @@ pub use accel::{Accel, AccelChoice};
 pub use failure::{FailureKind, VmFailure};
 pub use machine::{ReadyInfo, StepOutcome, Vm};
 pub use qemu::VmConfig;
-pub use splat::Splat;
+pub use splat::{Splat, SplatKind};

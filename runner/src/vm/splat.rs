@@ -7,12 +7,68 @@
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+/// What kind of kernel report a splat is. It serialises (and displays) as
+/// its snake_case name: `warning`, `hung_task`, ...
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplatKind {
+    /// `WARNING:`
+    Warning,
+    /// `BUG:`, `kernel BUG at`, `watchdog: BUG:`
+    Bug,
+    /// `Oops:`
+    Oops,
+    /// `general protection fault`
+    Gpf,
+    /// `Kernel panic - not syncing`
+    Panic,
+    /// A lockdep (or suspicious RCU usage) report.
+    Lockdep,
+    /// `INFO: task ... blocked for more than`
+    HungTask,
+    /// An RCU stall.
+    RcuStall,
+    /// `BUG: soft lockup`
+    SoftLockup,
+    /// `BUG: KASAN:` or `BUG: KFENCE:`
+    Kasan,
+    /// `UBSAN:`
+    Ubsan,
+    /// Not a report: the runner's marker that later splats were not kept
+    /// (see `console::MAX_SPLATS`).
+    Truncated,
+}
+
+impl SplatKind {
+    /// The kind's name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplatKind::Warning => "warning",
+            SplatKind::Bug => "bug",
+            SplatKind::Oops => "oops",
+            SplatKind::Gpf => "gpf",
+            SplatKind::Panic => "panic",
+            SplatKind::Lockdep => "lockdep",
+            SplatKind::HungTask => "hung_task",
+            SplatKind::RcuStall => "rcu_stall",
+            SplatKind::SoftLockup => "soft_lockup",
+            SplatKind::Kasan => "kasan",
+            SplatKind::Ubsan => "ubsan",
+            SplatKind::Truncated => "truncated",
+        }
+    }
+}
+
+impl std::fmt::Display for SplatKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One kernel report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Splat {
-    /// warning, bug, oops, gpf, panic, lockdep, hung_task, rcu_stall,
-    /// soft_lockup, kasan, ubsan.
-    pub kind: String,
+    pub kind: SplatKind,
     /// The line that says what happened.
     pub title: String,
     /// The agent step running when the report began (None: between steps, or boot).
@@ -61,7 +117,7 @@ pub fn message(line: &str) -> &str {
 }
 
 /// Classifies a line that starts a report; None for ordinary lines.
-pub fn trigger(msg: &str) -> Option<&'static str> {
+pub fn trigger(msg: &str) -> Option<SplatKind> {
     let m = msg.trim_start();
     let lockdep = [
         "possible circular locking dependency",
@@ -76,42 +132,42 @@ pub fn trigger(msg: &str) -> Option<&'static str> {
         "BAD LOCKDEP",
     ];
     if lockdep.iter().any(|p| m.contains(p)) {
-        return Some("lockdep");
+        return Some(SplatKind::Lockdep);
     }
     if m.contains("BUG: soft lockup") {
-        return Some("soft_lockup");
+        return Some(SplatKind::SoftLockup);
     }
     if m.contains("BUG: KASAN:") || m.starts_with("BUG: KFENCE:") {
-        return Some("kasan");
+        return Some(SplatKind::Kasan);
     }
     if m.starts_with("UBSAN:") {
-        return Some("ubsan");
+        return Some(SplatKind::Ubsan);
     }
     if m.starts_with("INFO: task ") && m.contains("blocked for more than") {
-        return Some("hung_task");
+        return Some(SplatKind::HungTask);
     }
     if (m.starts_with("rcu: INFO:") || m.starts_with("INFO: rcu"))
         && (m.contains("detected stall") || m.contains("self-detected stall"))
     {
-        return Some("rcu_stall");
+        return Some(SplatKind::RcuStall);
     }
     if m.starts_with("Kernel panic - not syncing") {
-        return Some("panic");
+        return Some(SplatKind::Panic);
     }
     if m.starts_with("kernel BUG at") {
-        return Some("bug");
+        return Some(SplatKind::Bug);
     }
     if m.starts_with("general protection fault") {
-        return Some("gpf");
+        return Some(SplatKind::Gpf);
     }
     if m.starts_with("Oops:") || m.starts_with("Oops ") {
-        return Some("oops");
+        return Some(SplatKind::Oops);
     }
     if m.starts_with("BUG:") || m.starts_with("watchdog: BUG:") {
-        return Some("bug");
+        return Some(SplatKind::Bug);
     }
     if m.starts_with("WARNING:") {
-        return Some("warning");
+        return Some(SplatKind::Warning);
     }
     None
 }
@@ -164,12 +220,11 @@ pub struct Detector {
     open: Option<Open>,
     pending_cut: Option<(usize, String)>,
     found: Vec<Splat>,
-    allowed: Vec<Splat>,
 }
 
 impl Detector {
     /// `allow`: regexes; a report whose title matches one is set aside
-    /// (kept in [`Detector::allowed`], not reported).
+    /// (dropped, not reported).
     pub fn new(allow: &[String]) -> Result<Detector, regex::Error> {
         Ok(Detector {
             allow: allow
@@ -181,7 +236,6 @@ impl Detector {
             open: None,
             pending_cut: None,
             found: Vec::new(),
-            allowed: Vec::new(),
         })
     }
 
@@ -192,9 +246,7 @@ impl Detector {
 
     fn close(&mut self) {
         if let Some(o) = self.open.take() {
-            if self.allow.iter().any(|r| r.is_match(&o.splat.title)) {
-                self.allowed.push(o.splat);
-            } else {
+            if !self.allow.iter().any(|r| r.is_match(&o.splat.title)) {
                 self.found.push(o.splat);
             }
         }
@@ -223,8 +275,10 @@ impl Detector {
                 // A panic that follows an Oops/BUG is part of that report,
                 // and so is the Oops line that follows a "BUG:" line.
                 Some(o) => {
-                    (kind == "panic" && o.splat.kind != "panic")
-                        || (kind == "oops" && o.splat.kind == "bug" && !o.saw_task_end)
+                    (kind == SplatKind::Panic && o.splat.kind != SplatKind::Panic)
+                        || (kind == SplatKind::Oops
+                            && o.splat.kind == SplatKind::Bug
+                            && !o.saw_task_end)
                 }
                 None => false,
             };
@@ -242,7 +296,7 @@ impl Detector {
             text.push(raw.clone());
             self.open = Some(Open {
                 splat: Splat {
-                    kind: kind.to_string(),
+                    kind,
                     title: msg.trim().to_string(),
                     step: self.step,
                     line: first,
@@ -258,7 +312,7 @@ impl Detector {
         };
         // A hung-task report goes on with the held-locks listing (lockdep)
         // up to its "=====" rule.
-        let held_locks = o.splat.kind == "hung_task" && o.saw_task_end;
+        let held_locks = o.splat.kind == SplatKind::HungTask && o.saw_task_end;
         if held_locks {
             o.splat.text.push(raw);
             if msg.trim_start().starts_with("=====") || o.splat.text.len() >= MAX_BLOCK {
@@ -292,25 +346,21 @@ impl Detector {
     pub fn take(&mut self) -> Vec<Splat> {
         std::mem::take(&mut self.found)
     }
-
-    pub fn allowed(&self) -> &[Splat] {
-        &self.allowed
-    }
-}
-
-/// Runs a whole recorded log through a detector.
-pub fn scan(log: &str, allow: &[String]) -> Result<Vec<Splat>, regex::Error> {
-    let mut d = Detector::new(allow)?;
-    for l in log.lines() {
-        d.feed(l);
-    }
-    d.finish();
-    Ok(d.take())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs a whole recorded log through a detector.
+    pub(super) fn scan(log: &str, allow: &[String]) -> Result<Vec<Splat>, regex::Error> {
+        let mut d = Detector::new(allow)?;
+        for l in log.lines() {
+            d.feed(l);
+        }
+        d.finish();
+        Ok(d.take())
+    }
 
     #[test]
     fn strips_timestamps() {
@@ -320,42 +370,73 @@ mod tests {
     }
 
     #[test]
+    fn kinds_serialise_and_display_as_their_names() {
+        use SplatKind::*;
+        let kinds = [
+            (Warning, "warning"),
+            (Bug, "bug"),
+            (Oops, "oops"),
+            (Gpf, "gpf"),
+            (Panic, "panic"),
+            (Lockdep, "lockdep"),
+            (HungTask, "hung_task"),
+            (RcuStall, "rcu_stall"),
+            (SoftLockup, "soft_lockup"),
+            (Kasan, "kasan"),
+            (Ubsan, "ubsan"),
+            (Truncated, "truncated"),
+        ];
+        for (k, name) in kinds {
+            let json = format!("\"{name}\"");
+            assert_eq!(serde_json::to_string(&k).unwrap(), json);
+            assert_eq!(serde_json::from_str::<SplatKind>(&json).unwrap(), k);
+            assert_eq!(k.to_string(), name);
+        }
+    }
+
+    #[test]
     fn triggers() {
         assert_eq!(
             trigger("WARNING: CPU: 0 PID: 1 at lib/x.c:1 f+0x1/0x2"),
-            Some("warning")
+            Some(SplatKind::Warning)
         );
         assert_eq!(
             trigger("WARNING: possible circular locking dependency detected"),
-            Some("lockdep")
+            Some(SplatKind::Lockdep)
         );
         assert_eq!(
             trigger("watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]"),
-            Some("soft_lockup")
+            Some(SplatKind::SoftLockup)
         );
         assert_eq!(
             trigger("INFO: task sh:80 blocked for more than 2 seconds."),
-            Some("hung_task")
+            Some(SplatKind::HungTask)
         );
         assert_eq!(
             trigger("rcu: INFO: rcu_preempt self-detected stall on CPU"),
-            Some("rcu_stall")
+            Some(SplatKind::RcuStall)
         );
-        assert_eq!(trigger("Kernel panic - not syncing: lkdtm"), Some("panic"));
+        assert_eq!(
+            trigger("Kernel panic - not syncing: lkdtm"),
+            Some(SplatKind::Panic)
+        );
         assert_eq!(
             trigger("general protection fault, probably for non-canonical address"),
-            Some("gpf")
+            Some(SplatKind::Gpf)
         );
-        assert_eq!(trigger("Oops: 0002 [#1] SMP"), Some("oops"));
+        assert_eq!(trigger("Oops: 0002 [#1] SMP"), Some(SplatKind::Oops));
         assert_eq!(
             trigger("BUG: kernel NULL pointer dereference, address: 0"),
-            Some("bug")
+            Some(SplatKind::Bug)
         );
         assert_eq!(
             trigger("UBSAN: shift-out-of-bounds in x.c:1:2"),
-            Some("ubsan")
+            Some(SplatKind::Ubsan)
         );
-        assert_eq!(trigger("BUG: KASAN: use-after-free in f"), Some("kasan"));
+        assert_eq!(
+            trigger("BUG: KASAN: use-after-free in f"),
+            Some(SplatKind::Kasan)
+        );
         assert_eq!(trigger("lkdtm: Performing direct entry WARNING"), None);
         assert_eq!(trigger("Call Trace:"), None);
     }
@@ -377,7 +458,7 @@ mod tests {
 ";
         let s = scan(log, &[]).unwrap();
         assert_eq!(s.len(), 1);
-        assert_eq!(s[0].kind, "warning");
+        assert_eq!(s[0].kind, SplatKind::Warning);
         assert_eq!(s[0].step, Some(4));
         assert_eq!(s[0].line, 3);
         assert_eq!(s[0].text.len(), 7);
@@ -401,7 +482,7 @@ unrelated message afterwards
 ";
         let s = scan(log, &[]).unwrap();
         assert_eq!(s.len(), 1);
-        assert_eq!(s[0].kind, "lockdep");
+        assert_eq!(s[0].kind, SplatKind::Lockdep);
         assert_eq!(s[0].step, None);
         assert!(s[0].text.last().unwrap().contains("</TASK>"));
     }
@@ -418,7 +499,6 @@ unrelated message afterwards
         let found = d.take();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].title, "BUG: other");
-        assert_eq!(d.allowed().len(), 1);
         assert!(Detector::new(&["(".to_string()]).is_err());
     }
 
@@ -427,7 +507,7 @@ unrelated message afterwards
         let log = "BUG: kernel NULL pointer dereference, address: 0000000000000000\nOops: 0002 [#1] SMP\nCall Trace:\n <TASK>\n </TASK>\nModules linked in:\nCR2: 0000000000000000\n---[ end trace 0000000000000000 ]---\n";
         let s = scan(log, &[]).unwrap();
         assert_eq!(s.len(), 1);
-        assert_eq!(s[0].kind, "bug");
+        assert_eq!(s[0].kind, SplatKind::Bug);
         assert_eq!(s[0].text.len(), 8);
         let log2 =
             "Oops: 0002 [#1] SMP\nRIP: 0010:f\nKernel panic - not syncing: Fatal exception\n";
@@ -441,6 +521,7 @@ unrelated message afterwards
 /// report during agent step 1), kept in runner/tests/data/console.
 #[cfg(test)]
 mod recorded {
+    use super::tests::scan;
     use super::*;
 
     fn log(name: &str) -> Vec<Splat> {
@@ -504,7 +585,7 @@ mod recorded {
         assert!(s.len() >= 3, "{:?}", kinds(&s));
         assert!(
             s.iter()
-                .all(|s| s.kind == "soft_lockup" && s.step == Some(1)),
+                .all(|s| s.kind == SplatKind::SoftLockup && s.step == Some(1)),
             "{s:?}"
         );
         assert!(s[0].text.iter().any(|l| l.contains("lkdtm_SOFTLOCKUP")));
@@ -515,7 +596,8 @@ mod recorded {
         let s = log("lkdtm-hung-task");
         assert!(s.len() >= 3, "{:?}", kinds(&s));
         assert!(
-            s.iter().all(|s| s.kind == "hung_task" && s.step == Some(1)),
+            s.iter()
+                .all(|s| s.kind == SplatKind::HungTask && s.step == Some(1)),
             "{s:?}"
         );
         assert!(s[0].text.iter().any(|l| l.contains("state:D")));
@@ -533,7 +615,7 @@ mod recorded {
     fn lockdep_and_atomic_sleep() {
         let s = log("lkdtm-spinlockup-lockdep");
         assert!(kinds(&s).contains(&"lockdep"), "{:?}", kinds(&s));
-        let l = s.iter().find(|s| s.kind == "lockdep").unwrap();
+        let l = s.iter().find(|s| s.kind == SplatKind::Lockdep).unwrap();
         assert!(l.title.contains("lock held when returning to user space"));
         assert!(
             l.text.iter().any(|t| t.contains("lock_me_up")),
