@@ -145,7 +145,10 @@ mod tests {
     fn errno_names_are_checked_where_read() {
         assert_eq!(super::Errno::parse("EBUSY").unwrap().as_str(), "EBUSY");
         let e = super::Errno::parse("EBUZY").unwrap_err();
-        assert!(e.starts_with("unknown errno name 'EBUZY' (known: EPERM,"), "{e}");
+        assert!(
+            e.starts_with("unknown errno name 'EBUZY' (known: EPERM,"),
+            "{e}"
+        );
         let y: Result<super::Errno, _> = serde_yaml::from_str("EBUZY");
         assert!(y.unwrap_err().to_string().contains("unknown errno name"));
         let back: super::Errno = serde_yaml::from_str("EAGAIN").unwrap();
