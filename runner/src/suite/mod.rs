@@ -35,7 +35,6 @@ pub use decode::SuiteStep;
 pub use format::{
     Case, Expected, FtracetestSection, KselftestSection, SelftestDecl, StepRef, SuiteFile,
 };
-pub use selftests::agent_timeout_ms;
 
 /// A loaded, checked suite.
 #[derive(Clone, Debug)]
@@ -330,7 +329,7 @@ ftracetest:
             Expected::TestFails
         );
         assert_eq!(s.file.cases[0].steps[0].timeout, Some(100.0));
-        assert_eq!(agent_timeout_ms(5.0), 4000);
+        assert_eq!(crate::steps::selftest::agent_timeout_ms(5.0), 4000);
         // Expectations round-trip through a report.
         for e in [Expected::Skip, Expected::TestFails] {
             let j = serde_json::to_string(&e).unwrap();

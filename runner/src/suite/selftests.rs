@@ -1,6 +1,8 @@
 //! `kselftest:` and `ftracetest:` sections -> one case per test, each
-//! with one `selftest` step (`crate::steps::selftest`), checked with
-//! their place in the file.
+//! with one `selftest` step. The rules (which collections, which test
+//! names, the case a test becomes, the agent's timeout) are the selftest
+//! family's (`crate::steps::selftest`); this walks the sections and
+//! places each error in the file.
 
 use std::path::Path;
 
@@ -12,14 +14,8 @@ use super::format::{Case, SelftestDecl, SuiteFile};
 use super::SuiteStep;
 use crate::image::FixtureNames;
 use crate::input::{self, find_from};
-use crate::steps::{self, StepExpect};
-
-/// The time a selftest's agent gets before it stops the test itself,
-/// inside the host's step timeout, so the output so far comes back.
-pub fn agent_timeout_ms(step_timeout_s: f64) -> u64 {
-    let margin = (step_timeout_s * 0.1).clamp(1.0, 10.0);
-    ((step_timeout_s - margin).max(0.5) * 1000.0) as u64
-}
+use crate::steps::selftest;
+use crate::steps::StepExpect;
 
 /// Adds one case per `kselftest:` and `ftracetest:` test, after checking
 /// each (its place in the file is given on error).
@@ -35,32 +31,14 @@ pub fn expand_selftests(
         let line = input::line_of(text, "kselftest:");
         let at = |needle: &str| input::place(path, text, line, needle);
         let c = &k.collection;
-        if !crate::image::initramfs::is_selftest_dir(c) {
-            bail!(
-                "{}: kselftest collection '{c}' is not a directory name of tools/testing/selftests",
-                at("collection")
-            );
-        }
-        if !fx.selftests.contains(c) {
-            bail!(
-                "{}: kselftest collection '{c}' is not in the image (images/{}.yaml `selftests`: {})",
-                at("collection"),
-                crate::image::prepare::DEFAULT_RECIPE,
-                fx.selftests.join(", ")
-            );
-        }
+        selftest::check_collection(c, fx)
+            .map_err(|m| anyhow::anyhow!("{}: {m}", at("collection")))?;
         sections.push((SelftestRunner::Kselftest, c.clone(), k.tests.clone(), line));
     }
     if let Some(f) = &file.ftracetest {
         let line = input::line_of(text, "ftracetest:");
-        if !fx.selftests.iter().any(|s| s == "ftrace") {
-            bail!(
-                "{}:{line}: ftracetest needs 'ftrace' in the image (images/{}.yaml `selftests`: {})",
-                path.display(),
-                crate::image::prepare::DEFAULT_RECIPE,
-                fx.selftests.join(", ")
-            );
-        }
+        selftest::check_ftracetest(fx)
+            .map_err(|m| anyhow::anyhow!("{}:{line}: {m}", path.display()))?;
         sections.push((
             SelftestRunner::Ftracetest,
             "ftrace".into(),
@@ -80,32 +58,8 @@ pub fn expand_selftests(
             let tline = find_from(text, cursor, name).map(|p| p.0).unwrap_or(cursor);
             cursor = tline + 1;
             let at = |needle: &str| input::place(path, text, tline, needle);
-            let parts_ok = !name.is_empty()
-                && name
-                    .split('/')
-                    .all(|p| !p.is_empty() && p != "." && p != "..");
-            let case_name = match runner {
-                SelftestRunner::Kselftest if parts_ok && !name.contains('/') => {
-                    format!("kselftest/{collection}/{name}")
-                }
-                SelftestRunner::Ftracetest if parts_ok && name.ends_with(".tc") => {
-                    match name.strip_prefix("test.d/") {
-                        Some(rest) => format!("ftracetest/{rest}"),
-                        None => bail!(
-                            "{}: ftracetest test '{name}' must be a path under test.d/ (test.d/direct/ftrace-direct.tc)",
-                            at(name)
-                        ),
-                    }
-                }
-                SelftestRunner::Kselftest => bail!(
-                    "{}: kselftest test '{name}' must be a file name in tools/testing/selftests/{collection}",
-                    at(name)
-                ),
-                SelftestRunner::Ftracetest => bail!(
-                    "{}: ftracetest test '{name}' must be a .tc file under test.d/",
-                    at(name)
-                ),
-            };
+            let case_name = selftest::case_name(runner, &collection, name)
+                .map_err(|m| anyhow::anyhow!("{}: {m}", at(name)))?;
             input::check_case_name(&case_name).map_err(|m| anyhow::anyhow!("{}: {m}", at(name)))?;
             if file.cases.iter().any(|c| c.name == case_name) {
                 bail!("{}: test '{name}' is listed twice", at(name));
@@ -120,10 +74,10 @@ pub fn expand_selftests(
                 runner,
                 collection: collection.clone(),
                 test: name.clone(),
-                timeout_ms: agent_timeout_ms(timeout),
+                timeout_ms: selftest::agent_timeout_ms(timeout),
             };
             let expect = StepExpect {
-                selftest: steps::selftest::expect_for(&step, steps::selftest::Outcome::Pass),
+                selftest: selftest::expect_for(&step, selftest::Outcome::Pass),
                 ..Default::default()
             };
             file.cases.push(Case {

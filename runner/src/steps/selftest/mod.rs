@@ -29,6 +29,7 @@ use coexist_proto::{Answer, SelftestRunner, Step};
 use serde::{Deserialize, Serialize};
 
 use super::StepExpect;
+use crate::image::FixtureNames;
 
 /// What a selftest does, or must do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +149,73 @@ pub fn check(e: &SelftestExpect, a: &Answer, m: &mut Vec<String>) {
 }
 
 /// The step's runner and outcome, for a selftest step.
+/// The time a selftest's agent gets before it stops the test itself,
+/// inside the host's step timeout, so the output so far comes back.
+pub fn agent_timeout_ms(step_timeout_s: f64) -> u64 {
+    let margin = (step_timeout_s * 0.1).clamp(1.0, 10.0);
+    ((step_timeout_s - margin).max(0.5) * 1000.0) as u64
+}
+
+/// A kselftest collection a suite may name: a directory name of
+/// tools/testing/selftests that the image has.
+pub fn check_collection(c: &str, fx: &FixtureNames) -> Result<(), String> {
+    if !crate::image::initramfs::is_selftest_dir(c) {
+        return Err(format!(
+            "kselftest collection '{c}' is not a directory name of tools/testing/selftests"
+        ));
+    }
+    if !fx.selftests.iter().any(|s| s == c) {
+        return Err(format!(
+            "kselftest collection '{c}' is not in the image (images/{}.yaml `selftests`: {})",
+            crate::image::prepare::DEFAULT_RECIPE,
+            fx.selftests.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// ftracetest needs the image to have the ftrace selftests.
+pub fn check_ftracetest(fx: &FixtureNames) -> Result<(), String> {
+    if fx.selftests.iter().any(|s| s == "ftrace") {
+        Ok(())
+    } else {
+        Err(format!(
+            "ftracetest needs 'ftrace' in the image (images/{}.yaml `selftests`: {})",
+            crate::image::prepare::DEFAULT_RECIPE,
+            fx.selftests.join(", ")
+        ))
+    }
+}
+
+/// The case a test becomes: `kselftest/<collection>/<file>` for a file
+/// name of the collection, `ftracetest/<path>` for a `.tc` file under
+/// `test.d/`; never a path that leaves its directory.
+pub fn case_name(runner: SelftestRunner, collection: &str, name: &str) -> Result<String, String> {
+    let parts_ok = !name.is_empty()
+        && name
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..");
+    match runner {
+        SelftestRunner::Kselftest if parts_ok && !name.contains('/') => {
+            Ok(format!("kselftest/{collection}/{name}"))
+        }
+        SelftestRunner::Ftracetest if parts_ok && name.ends_with(".tc") => {
+            match name.strip_prefix("test.d/") {
+                Some(rest) => Ok(format!("ftracetest/{rest}")),
+                None => Err(format!(
+                    "ftracetest test '{name}' must be a path under test.d/ (test.d/direct/ftrace-direct.tc)"
+                )),
+            }
+        }
+        SelftestRunner::Kselftest => Err(format!(
+            "kselftest test '{name}' must be a file name in tools/testing/selftests/{collection}"
+        )),
+        SelftestRunner::Ftracetest => Err(format!(
+            "ftracetest test '{name}' must be a .tc file under test.d/"
+        )),
+    }
+}
+
 /// A selftest step's expectation on one variant: the variant's expected
 /// outcome replaces the step's own (an xfail one is checked for a pass).
 /// None for a step that runs no selftest.
