@@ -113,20 +113,25 @@ pub fn check_seconds(what: &str, v: f64, min_exclusive: f64, max: f64) -> Result
 
 /// A YAML mapping into a `BTreeMap` that refuses a key given twice (serde
 /// keeps the last one silently). Use with `#[serde(deserialize_with)]`.
-pub fn unique_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+pub fn unique_map<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
 where
     D: Deserializer<'de>,
+    K: Deserialize<'de> + Ord + fmt::Display,
     V: Deserialize<'de>,
 {
-    struct M<V>(std::marker::PhantomData<V>);
-    impl<'de, V: Deserialize<'de>> Visitor<'de> for M<V> {
-        type Value = BTreeMap<String, V>;
+    struct M<K, V>(std::marker::PhantomData<(K, V)>);
+    impl<'de, K, V> Visitor<'de> for M<K, V>
+    where
+        K: Deserialize<'de> + Ord + fmt::Display,
+        V: Deserialize<'de>,
+    {
+        type Value = BTreeMap<K, V>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a mapping")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = BTreeMap::new();
-            while let Some(k) = map.next_key::<String>()? {
+            while let Some(k) = map.next_key::<K>()? {
                 if out.contains_key(&k) {
                     return Err(de::Error::custom(format!("'{k}' is given twice")));
                 }

@@ -186,7 +186,7 @@ pub fn judge_commit(ws: &Workspace, req: &BisectRequest, ev: &dyn EventSink) -> 
             .find(|c| &c.name == name)
             .cloned()
             .with_context(|| format!("suite '{}' has no case '{name}'", req.suite))?;
-        c.expect = [("default".to_string(), expected.clone())]
+        c.expect = [(suite::ExpectKey::Default, expected.clone())]
             .into_iter()
             .collect();
         cases.push(c);

@@ -6,7 +6,7 @@
 
 use anyhow::{bail, Result};
 
-use super::format::{Case, Expected, StepRef, SuiteFile};
+use super::format::{Case, ExpectKey, Expectations, Expected, StepRef, SuiteFile};
 use super::SuiteStep;
 use crate::image::FixtureNames;
 use crate::input;
@@ -33,7 +33,7 @@ impl Runs<'_> {
 /// the case's (or test's) entry; `labels` are the case's step labels and
 /// `n_steps` its step count (a refused step must be one of them).
 pub fn check_expectations(
-    expect: &std::collections::BTreeMap<String, Expected>,
+    expect: &Expectations,
     runs: Runs,
     runs_on: &[String],
     labels: &[(&str, &str)],
@@ -41,8 +41,9 @@ pub fn check_expectations(
     at: &dyn Fn(&str) -> String,
 ) -> Result<()> {
     let who = runs.who();
-    for (v, e) in expect {
-        if v != "default" && !runs_on.contains(v) {
+    for (key, e) in expect {
+        let v = key.as_str();
+        if matches!(key, ExpectKey::Variant(name) if !runs_on.contains(name)) {
             bail!(
                 "{}: {who} has an expectation for '{v}', which {} does not run on ({})",
                 at(&format!("{v}:")),

@@ -60,7 +60,7 @@ pub struct FtracetestSection {
 pub struct SelftestDecl {
     pub test: String,
     pub description: String,
-    pub expect: BTreeMap<String, Expected>,
+    pub expect: Expectations,
     pub timeout: Option<f64>,
 }
 
@@ -71,7 +71,7 @@ struct SelftestFull {
     #[serde(default)]
     description: String,
     #[serde(default, deserialize_with = "input::unique_map")]
-    expect: BTreeMap<String, Expected>,
+    expect: Expectations,
     #[serde(default)]
     timeout: Option<f64>,
 }
@@ -90,7 +90,7 @@ impl<'de> Deserialize<'de> for SelftestDecl {
                 Ok(SelftestDecl {
                     test: v.to_string(),
                     description: String::new(),
-                    expect: BTreeMap::new(),
+                    expect: Expectations::new(),
                     timeout: None,
                 })
             }
@@ -128,7 +128,56 @@ pub struct Case {
     pub steps: Vec<SuiteStep>,
     /// Expected outcome per variant; `default` covers the others.
     #[serde(deserialize_with = "input::unique_map")]
-    pub expect: BTreeMap<String, Expected>,
+    pub expect: Expectations,
+}
+
+/// The expected outcome per variant of a case or selftest.
+pub type Expectations = BTreeMap<ExpectKey, Expected>;
+
+/// A key of [`Expectations`]: a variant's name, or `default` (every
+/// variant the map does not name; "default" is no variant's name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpectKey {
+    Default,
+    Variant(String),
+}
+
+impl ExpectKey {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ExpectKey::Default => "default",
+            ExpectKey::Variant(v) => v,
+        }
+    }
+}
+
+/// In the order of their names, as the file's keys sort.
+impl Ord for ExpectKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for ExpectKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for ExpectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ExpectKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "default" => ExpectKey::Default,
+            _ => ExpectKey::Variant(s),
+        })
+    }
 }
 
 /// What a case is meant to do on a variant. In YAML: `pass`,

@@ -33,7 +33,8 @@ mod selftests;
 pub use check::MAX_SECONDS;
 pub use decode::SuiteStep;
 pub use format::{
-    Case, Expected, FtracetestSection, KselftestSection, SelftestDecl, StepRef, SuiteFile,
+    Case, ExpectKey, Expectations, Expected, FtracetestSection, KselftestSection, SelftestDecl,
+    StepRef, SuiteFile,
 };
 
 /// A loaded, checked suite.
@@ -46,8 +47,8 @@ pub struct Suite {
 impl Suite {
     pub fn expected(&self, case: &Case, variant: &str) -> Expected {
         case.expect
-            .get(variant)
-            .or_else(|| case.expect.get("default"))
+            .get(&ExpectKey::Variant(variant.to_string()))
+            .or_else(|| case.expect.get(&ExpectKey::Default))
             .cloned()
             .unwrap_or(Expected::Pass)
     }
