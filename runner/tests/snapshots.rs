@@ -275,3 +275,62 @@ fn snapshots_under_kvm_where_kvm_works() {
     vm.shutdown().unwrap();
     assert_group_gone(pid);
 }
+
+/// The developer's loop: `run` restores the variant's READY snapshot
+/// (`--fresh-boot` boots), and `--accel auto`'s verdict is remembered for
+/// this host, so the second command neither probes nor boots.
+#[test]
+fn run_restores_and_auto_is_remembered_across_commands() {
+    let _ = prepared();
+    let root = common::root();
+    let root = root.to_str().unwrap();
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let first = common::coexist(&[
+        "--root",
+        root,
+        "run",
+        "--variant",
+        "share-ipmodify",
+        "--",
+        "cat",
+        "/proc/sys/kernel/random/boot_id",
+    ]);
+    assert!(first.status.success());
+    let e = stderr(&first);
+    assert!(e.contains("\naccel: "), "the accelerator line: {e}");
+    // The verdict is now remembered for this host.
+    let setup = common::coexist(&["--root", root, "setup"]);
+    let s = stderr(&setup);
+    assert!(s.contains("accel: remembered for this host: "), "{s}");
+    let again = common::coexist(&[
+        "--root",
+        root,
+        "run",
+        "--variant",
+        "share-ipmodify",
+        "--",
+        "cat",
+        "/proc/sys/kernel/random/boot_id",
+    ]);
+    assert!(again.status.success());
+    let e = stderr(&again);
+    assert!(e.contains("accel: remembered for this host: "), "{e}");
+    assert!(e.contains("restored from the READY snapshot"), "{e}");
+    // The restored guest is the snapshot's boot (its boot id), the
+    // first command's too.
+    assert_eq!(first.stdout, again.stdout);
+    let fresh = common::coexist(&[
+        "--root",
+        root,
+        "run",
+        "--variant",
+        "share-ipmodify",
+        "--fresh-boot",
+        "--",
+        "true",
+    ]);
+    assert!(fresh.status.success());
+    let e = stderr(&fresh);
+    assert!(e.contains("s from QEMU start"), "{e}");
+    assert!(!e.contains("restored from"), "{e}");
+}

@@ -57,11 +57,11 @@ enum Cmd {
     /// An interactive shell in the guest through the agent channel: each
     /// line runs with busybox sh; a line starting with '{' is an agent step
     /// in JSON (e.g. {"step":"insmod","module":"livepatch-sample"}).
-    Shell {
-        #[command(flatten)]
-        vm: vm::VmOpts,
-    },
-    /// Run one command in a fresh guest and print its output.
+    /// The guest is restored from the variant's READY snapshot
+    /// (--fresh-boot: booted).
+    Shell(vm::ShellOpts),
+    /// Run one command in a guest of its own (restored from the variant's
+    /// READY snapshot; --fresh-boot: booted) and print its output.
     Run(vm::RunOpts),
     /// Run suites: every (variant, case) in a fresh VM; reports in results/<run-id>/.
     Suite(suite::SuiteOpts),
@@ -88,6 +88,10 @@ enum BenchCmd {
     Suite(suite::BenchOpts),
     /// Boot a variant N times: QEMU start -> READY, guest uptime at READY.
     Boot(vm::BenchBootOpts),
+    /// The developer's loop, whole commands timed: one case with the
+    /// default --accel auto and with --accel tcg, and `run -- true`;
+    /// medians and the targets (--json for scripts).
+    Loop(vm::BenchLoopOpts),
 }
 
 /// The guest machine.
@@ -163,15 +167,22 @@ fn dispatch(cli: Cli) -> Result<u8> {
     match cli.cmd {
         Cmd::Setup { .. } => {
             eprintln!("setup: every package the project needs is installed");
+            match coexist::vm::accel::remembered() {
+                Some(r) => eprintln!("accel: remembered for this host: {}", r.describe()),
+                None => eprintln!(
+                    "accel: nothing remembered for this host as it is now (the next boot with --accel auto probes KVM)"
+                ),
+            }
             Ok(0)
         }
         Cmd::Kernel(k) => kernel::run(&ws, &k),
         Cmd::Boot { vm } => vm::boot(&ws, &vm),
-        Cmd::Shell { vm } => vm::shell(&ws, &vm),
+        Cmd::Shell(o) => vm::shell(&ws, &o),
         Cmd::Run(o) => vm::run(&ws, &o),
         Cmd::Suite(o) => suite::suite(&ws, &o),
         Cmd::Bench(BenchCmd::Suite(o)) => suite::bench(&ws, &o),
         Cmd::Bench(BenchCmd::Boot(o)) => vm::bench_boot(&ws, &o),
+        Cmd::Bench(BenchCmd::Loop(o)) => vm::bench_loop(&ws, &o),
         Cmd::Bisect(b) => bisect::bisect(&ws, &b),
         Cmd::Report(_) | Cmd::BisectRun(_) => unreachable!("dispatched above"),
     }

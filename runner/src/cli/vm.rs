@@ -7,9 +7,12 @@ use anyhow::Result;
 use clap::Args;
 
 use coexist::build::variant;
+use coexist::events;
 use coexist::image::Prepared;
+use coexist::record::Host;
 use coexist::text::shown;
 use coexist::ui::Terminal;
+use coexist::vm::snapshot::{self, Snapshots};
 use coexist::vm::{self, StepOutcome, Vm, VmFailure};
 use coexist::Workspace;
 use coexist_proto::Step;
@@ -36,10 +39,23 @@ pub struct VmOpts {
     src: SourceOpts,
 }
 
+/// `shell`'s options.
+#[derive(Args, Clone)]
+pub struct ShellOpts {
+    #[command(flatten)]
+    vm: VmOpts,
+    /// Boot the guest instead of restoring the variant's READY snapshot.
+    #[arg(long)]
+    fresh_boot: bool,
+}
+
 #[derive(Args, Clone)]
 pub struct RunOpts {
     #[command(flatten)]
     vm: VmOpts,
+    /// Boot the guest instead of restoring the variant's READY snapshot.
+    #[arg(long)]
+    fresh_boot: bool,
     /// Step timeout in seconds.
     #[arg(long, default_value_t = 60.0, value_parser = super::seconds)]
     timeout: f64,
@@ -64,21 +80,72 @@ fn prepare(ws: &Workspace, o: &VmOpts, term: &Terminal) -> Result<Prepared> {
     ws.prepare(v, term)
 }
 
-fn boot_vm(ws: &Workspace, o: &VmOpts, p: &Prepared, term: &Terminal) -> Result<Vm, VmFailure> {
+fn vm_config(ws: &Workspace, o: &VmOpts, p: &Prepared) -> vm::VmConfig {
     let mut cfg = p.vm_config(ws.console_log(&o.variant));
     cfg.memory_mb = o.machine.memory;
     cfg.cpus = o.machine.cpus;
     cfg.append = o.append.clone();
     cfg.cmdline = o.cmdline.clone();
     cfg.boot_timeout = Duration::from_secs_f64(o.boot_timeout);
-    vm::accel::boot(o.machine.machine().accel, cfg, term)
+    cfg
+}
+
+fn boot_vm(ws: &Workspace, o: &VmOpts, p: &Prepared, term: &Terminal) -> Result<Vm, VmFailure> {
+    vm::accel::boot(o.machine.machine().accel, vm_config(ws, o, p), term)
+}
+
+/// A guest for `run` and `shell`: restored from the variant's READY
+/// snapshot (made once, as `suite` does), or booted with `fresh_boot` or
+/// when no snapshot can be had.
+fn start_vm(
+    ws: &Workspace,
+    o: &VmOpts,
+    p: &Prepared,
+    fresh_boot: bool,
+    term: &Terminal,
+) -> Result<Vm, VmFailure> {
+    if fresh_boot {
+        return boot_vm(ws, o, p, term);
+    }
+    let accel = o.machine.machine().accel;
+    let cfg = vm_config(ws, o, p);
+    let snapshots = Snapshots::new(&ws.cache);
+    let id = snapshot::Ident {
+        kernel_key: p.manifest.key.clone(),
+        image_key: p.image.key.clone(),
+        qemu_version: Host::current().qemu,
+    };
+    if let Err(e) = snapshots.prepare(&o.variant, &cfg, accel, id, term) {
+        events::note(
+            term,
+            format!("no snapshot for {} ({e}); booting", o.variant),
+        );
+    }
+    snapshots.start(&o.variant, cfg, accel, term)
+}
+
+/// How the guest got to READY, in one line.
+fn how_ready(vm: &Vm) -> String {
+    let r = &vm.ready;
+    if vm.restored() {
+        format!(
+            "accel {} restored from the READY snapshot in {:.2} s",
+            r.accel, r.boot_s
+        )
+    } else {
+        format!(
+            "accel {} in {:.2} s from QEMU start (guest uptime {:.2} s)",
+            r.accel, r.boot_s, r.guest_uptime_s
+        )
+    }
 }
 
 fn print_ready(variant: &str, vm: &Vm) {
     let r = &vm.ready;
     println!(
-        "READY {variant}: kernel {} accel {} in {:.2} s from QEMU start (guest uptime {:.2} s)",
-        r.kernel_release, r.accel, r.boot_s, r.guest_uptime_s
+        "READY {variant}: kernel {} {}",
+        r.kernel_release,
+        how_ready(vm)
     );
     for w in &r.warnings {
         eprintln!("  agent warning: {}", shown(w));
@@ -122,10 +189,11 @@ pub fn boot(ws: &Workspace, o: &VmOpts) -> Result<u8> {
     Ok(0)
 }
 
-pub fn shell(ws: &Workspace, o: &VmOpts) -> Result<u8> {
+pub fn shell(ws: &Workspace, so: &ShellOpts) -> Result<u8> {
+    let o = &so.vm;
     let term = Terminal::new();
     let p = prepare(ws, o, &term)?;
-    let mut vm = boot_vm(ws, o, &p, &term)?;
+    let mut vm = start_vm(ws, o, &p, so.fresh_boot, &term)?;
     print_ready(&o.variant, &vm);
     eprintln!("console log: {}\nlines run with busybox sh; '{{...}}' is a JSON agent step; 'exit' or Ctrl-D powers off", vm.console_log().display());
     let stdin = std::io::stdin();
@@ -165,7 +233,8 @@ pub fn shell(ws: &Workspace, o: &VmOpts) -> Result<u8> {
 pub fn run(ws: &Workspace, o: &RunOpts) -> Result<u8> {
     let term = Terminal::new();
     let p = prepare(ws, &o.vm, &term)?;
-    let mut vm = boot_vm(ws, &o.vm, &p, &term)?;
+    let mut vm = start_vm(ws, &o.vm, &p, o.fresh_boot, &term)?;
+    eprintln!("guest: {}", how_ready(&vm));
     let out = vm.run(
         Step::Exec {
             argv: o.argv.clone(),
@@ -216,5 +285,44 @@ pub fn bench_boot(ws: &Workspace, o: &BenchBootOpts) -> Result<u8> {
             .map(|a| a.to_string())
             .unwrap_or_else(|| format!("{:?}", o.vm.machine.accel).to_lowercase())
     );
+    Ok(0)
+}
+
+#[derive(Args, Clone)]
+pub struct BenchLoopOpts {
+    /// The variant (its kernel is built or found first).
+    #[arg(long, default_value = "share-ipmodify")]
+    variant: String,
+    #[arg(long, default_value = "livepatch-bpf")]
+    suite: String,
+    /// One case of that suite.
+    #[arg(long, default_value = "cmdline/livepatch-then-fexit")]
+    case: String,
+    /// Timed runs of each command, after one warm-up (1 to 1024).
+    #[arg(short = 'n', long, default_value_t = 3, value_parser = super::count)]
+    count: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn bench_loop(ws: &Workspace, o: &BenchLoopOpts) -> Result<u8> {
+    let results = tempfile::tempdir()?;
+    let req = coexist::run::loop_bench::LoopRequest {
+        exe: std::env::current_exe()?,
+        root: ws.project.root.clone(),
+        cache: ws.cache.root.clone(),
+        suite: o.suite.clone(),
+        variant: o.variant.clone(),
+        case: o.case.clone(),
+        n: o.count,
+        results: results.path().to_path_buf(),
+    };
+    let f = coexist::run::loop_bench::measure(&req)?;
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&f)?);
+    } else {
+        println!("{}", f.text());
+    }
     Ok(0)
 }

@@ -87,7 +87,52 @@ pub fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
     Ok(v)
 }
 
-fn libraries(real: &Path) -> Result<Vec<PathBuf>> {
+/// The libraries of `real`: `ldd`'s answer, remembered in `memo` (a
+/// directory) under the program file's identity (path, inode, size,
+/// mtime, ctime), so a command that makes no new image runs no `ldd`. A
+/// remembered library that is gone asks `ldd` again.
+fn libraries(real: &Path, memo: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let Some(dir) = memo else {
+        return ldd(real);
+    };
+    let file = dir.join(identity(real)?);
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let libs: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
+        if libs.iter().all(|l| l.is_file()) {
+            return Ok(libs);
+        }
+    }
+    let libs = ldd(real)?;
+    let text: String = libs.iter().map(|l| format!("{}\n", l.display())).collect();
+    // Best effort: a memo that is not written is asked again next time.
+    if std::fs::create_dir_all(dir).is_ok() {
+        let _ = crate::build::cache::write_atomic(&file, text.as_bytes());
+    }
+    Ok(libs)
+}
+
+/// A name for what a program file is now.
+fn identity(real: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(real).with_context(|| format!("cannot stat {}", real.display()))?;
+    let d = sha2::Sha256::digest(
+        format!(
+            "{}\0{}\0{}\0{}.{}\0{}.{}",
+            real.display(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        )
+        .as_bytes(),
+    );
+    Ok(d.iter().take(16).map(|b| format!("{b:02x}")).collect())
+}
+
+fn ldd(real: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new("ldd")
         .arg(real)
         .output()
@@ -117,8 +162,9 @@ fn merged_twin(p: &str) -> Option<String> {
     None
 }
 
-/// The image entries for `names`, sorted and without repeats.
-pub fn program_entries(names: &[String]) -> Result<Vec<Entry>> {
+/// The image entries for `names`, sorted and without repeats. `memo`: a
+/// directory that remembers `ldd`'s answers (see [`libraries`]).
+pub fn program_entries(names: &[String], memo: Option<&Path>) -> Result<Vec<Entry>> {
     use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
     // guest path -> entry
@@ -141,7 +187,7 @@ pub fn program_entries(names: &[String]) -> Result<Vec<Entry>> {
                         .with_context(|| format!("cannot read {}", f.real.display()))?,
                 },
             );
-            for lib in libraries(&f.real)? {
+            for lib in libraries(&f.real, memo)? {
                 let key = lib.to_string_lossy().into_owned();
                 if files.contains_key(&key) {
                     continue;
@@ -212,7 +258,7 @@ mod tests {
     #[test]
     fn programs_come_with_their_libraries_and_names() {
         // bash and sh are on every Debian machine.
-        let e = program_entries(&["bash".into()]).unwrap();
+        let e = program_entries(&["bash".into()], None).unwrap();
         let paths: Vec<&str> = e
             .iter()
             .map(|x| match x {
@@ -230,17 +276,44 @@ mod tests {
             paths.contains(&"/bin/bash") || paths.contains(&"/usr/bin/bash"),
             "{paths:?}"
         );
-        let err = format!("{:#}", program_entries(&["sh".into()]).unwrap_err());
+        let err = format!("{:#}", program_entries(&["sh".into()], None).unwrap_err());
         assert!(err.contains("cannot be copied"), "{err}");
         let err = format!(
             "{:#}",
-            program_entries(&["no-such-program-x".into()]).unwrap_err()
+            program_entries(&["no-such-program-x".into()], None).unwrap_err()
         );
         assert!(err.contains("is not on this machine"), "{err}");
         let err = format!(
             "{:#}",
-            program_entries(&["bash".into(), "bash".into()]).unwrap_err()
+            program_entries(&["bash".into(), "bash".into()], None).unwrap_err()
         );
         assert!(err.contains("listed twice"), "{err}");
+    }
+
+    #[test]
+    fn ldd_answers_are_remembered_by_the_program_file() {
+        let d = tempfile::tempdir().unwrap();
+        let real = find("bash").unwrap().real;
+        let asked = libraries(&real, Some(d.path())).unwrap();
+        assert_eq!(asked, ldd(&real).unwrap());
+        let file = d.path().join(identity(&real).unwrap());
+        assert!(file.is_file());
+        // The memo is what is used: a remembered list comes back as it is.
+        let libc = asked
+            .iter()
+            .find(|l| l.to_string_lossy().contains("libc.so"))
+            .unwrap();
+        std::fs::write(&file, format!("{}\n", libc.display())).unwrap();
+        assert_eq!(
+            libraries(&real, Some(d.path())).unwrap(),
+            vec![libc.clone()]
+        );
+        // A remembered library that is gone is asked for again.
+        std::fs::write(&file, "/no/such/lib.so\n").unwrap();
+        assert_eq!(libraries(&real, Some(d.path())).unwrap(), asked);
+        // The same entries with and without a memo.
+        let with = program_entries(&["bash".into()], Some(d.path())).unwrap();
+        let without = program_entries(&["bash".into()], None).unwrap();
+        assert_eq!(with, without);
     }
 }

@@ -444,7 +444,8 @@ pub fn build(
         .root
         .join("images")
         .join(format!("{recipe_name}.yaml"));
-    let mut extra = host::program_entries(&recipe.host_programs)
+    let memo = cache.dir("host-ldd");
+    let mut extra = host::program_entries(&recipe.host_programs, Some(&memo))
         .map_err(|e| anyhow::anyhow!("{}: host_programs: {e:#}", recipe_path.display()))?;
     extra.extend(
         selftest_entries(&kernel.source_dir, &recipe.selftests)

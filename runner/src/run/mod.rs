@@ -13,9 +13,11 @@
 //! - `case`: one job in a fresh VM, step by step.
 //! - `verdict`: a case's outcome against what the variant is meant to do.
 //! - `bisect`: judging one commit for `git bisect run`, and driving it.
+//! - `loop_bench`: `bench loop`, the developer's loop timed from outside.
 
 pub mod bisect;
 pub mod case;
+pub mod loop_bench;
 pub mod matrix;
 pub mod verdict;
 

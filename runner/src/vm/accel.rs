@@ -3,12 +3,21 @@
 //! short deadline; otherwise it says why (an [`Event::AccelDecided`]) and
 //! uses TCG. The decision is made once per run.
 //!
+//! `auto`'s verdict is also remembered across commands ([`remember_in`]:
+//! `<cache>/accel/verdict.json`), keyed on this host as it is now
+//! ([`HostKey`]: the boot, the /dev/kvm device, the QEMU binary and
+//! version, the CPU model). A remembered verdict is used only while the
+//! key is the same, so "KVM works" is never trusted across a reboot; a
+//! remembered KVM that fails at boot is probed again once. `--accel kvm`
+//! and `--accel tcg` never read or write it.
+//!
 //! A new accelerator is a variant here: its `qemu_args`, its `probe`, and
 //! its place in [`boot`].
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +67,192 @@ pub enum AccelChoice {
 /// judged unusable here (a working KVM guest prints it well under a second).
 pub const KVM_BANNER_DEADLINE: Duration = Duration::from_secs(5);
 
-static DECIDED: Mutex<Option<Accel>> = Mutex::new(None);
+/// `auto`'s decision in this process, and whether it was remembered (not
+/// probed here).
+static DECIDED: Mutex<Option<(Accel, bool)>> = Mutex::new(None);
+
+/// Where the verdict is remembered across commands (None: nowhere).
+static MEMORY: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Remember `auto`'s verdict in `dir` (the cache's `accel/`).
+pub fn remember_in(dir: PathBuf) {
+    *MEMORY.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir);
+}
+
+fn memory_file() -> Option<PathBuf> {
+    MEMORY
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|d| d.join("verdict.json"))
+}
+
+/// What a remembered verdict holds for: this host as it is now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostKey {
+    /// /proc/sys/kernel/random/boot_id: a reboot makes a new one.
+    pub boot_id: String,
+    /// /dev/kvm: its device number and mode, and whether it opens.
+    pub kvm: String,
+    /// The QEMU binary (path, size, mtime) and its version line.
+    pub qemu: String,
+    /// The CPU model and its flags (a digest).
+    pub cpu: String,
+}
+
+impl HostKey {
+    pub fn current() -> HostKey {
+        use std::os::unix::fs::MetadataExt;
+        let kvm = match std::fs::metadata("/dev/kvm") {
+            Ok(m) => format!(
+                "rdev {:#x} mode {:o} {}",
+                m.rdev(),
+                m.mode(),
+                kvm_device()
+                    .map(|_| "opens".to_string())
+                    .unwrap_or_else(|e| e)
+            ),
+            Err(e) => format!("absent ({e})"),
+        };
+        let qemu_path = std::env::var_os("PATH")
+            .and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("qemu-system-x86_64"))
+                    .find(|f| f.is_file())
+            })
+            .and_then(|f| f.canonicalize().ok());
+        let qemu = match &qemu_path {
+            Some(p) => {
+                let m = std::fs::metadata(p).ok();
+                format!(
+                    "{} {} bytes mtime {}; {}",
+                    p.display(),
+                    m.as_ref().map(|m| m.len()).unwrap_or(0),
+                    m.as_ref()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                    crate::build::source::first_line(&p.to_string_lossy(), &["--version"])
+                )
+            }
+            None => "not found".into(),
+        };
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.split(':').next().map(str::trim) == Some(name))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let flags = {
+            use sha2::Digest;
+            let d = sha2::Sha256::digest(field("flags").as_bytes());
+            d.iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        HostKey {
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            kvm,
+            qemu,
+            cpu: format!("{}; flags {flags}", field("model name")),
+        }
+    }
+}
+
+/// A verdict as remembered.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Remembered {
+    pub key: HostKey,
+    pub accel: Accel,
+    /// Why it was decided.
+    pub reason: String,
+    /// When, in seconds since the epoch.
+    pub decided_at: u64,
+}
+
+impl Remembered {
+    /// "tcg (KVM unusable here (...); falling back to TCG), decided 3m 5s ago".
+    pub fn describe(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let age = Duration::from_secs(now.saturating_sub(self.decided_at));
+        format!(
+            "{} ({}), decided {} ago",
+            self.accel,
+            self.reason,
+            humantime::format_duration(age)
+        )
+    }
+}
+
+/// The verdict remembered for this host as it is now, if any.
+pub fn remembered() -> Option<Remembered> {
+    remembered_in(&memory_file()?, &HostKey::current())
+}
+
+/// The verdict in `file`, if it was decided for `key`.
+fn remembered_in(file: &std::path::Path, key: &HostKey) -> Option<Remembered> {
+    let r: Remembered = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+    (&r.key == key).then_some(r)
+}
+
+fn remember(accel: Accel, reason: &str) {
+    if let Some(f) = memory_file() {
+        remember_in_file(&f, HostKey::current(), accel, reason);
+    }
+}
+
+fn remember_in_file(f: &std::path::Path, key: HostKey, accel: Accel, reason: &str) {
+    let r = Remembered {
+        key,
+        accel,
+        reason: reason.to_string(),
+        decided_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    // Best effort: a verdict that is not kept is probed again next time.
+    if let (Some(dir), Ok(json)) = (f.parent(), serde_json::to_vec_pretty(&r)) {
+        let _ = std::fs::create_dir_all(dir);
+        let _ = crate::build::cache::write_atomic(f, &json);
+    }
+}
+
+fn forget() {
+    if let Some(f) = memory_file() {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// `auto`'s accelerator without booting: decided earlier in this process,
+/// or remembered for this host (then said once, with its age).
+pub fn resolve(events: &dyn EventSink) -> Option<Accel> {
+    let mut d = DECIDED.lock().unwrap_or_else(|e| e.into_inner());
+    resolve_locked(&mut d, events)
+}
+
+fn resolve_locked(d: &mut Option<(Accel, bool)>, events: &dyn EventSink) -> Option<Accel> {
+    if let Some((a, _)) = *d {
+        return Some(a);
+    }
+    let r = remembered()?;
+    *d = Some((r.accel, true));
+    events.event(&Event::AccelDecided {
+        reason: format!("remembered for this host: {}", r.describe()),
+    });
+    Some(r.accel)
+}
 
 /// Checks that /dev/kvm opens read-write.
 pub fn kvm_device() -> Result<(), String> {
@@ -72,12 +266,16 @@ pub fn kvm_device() -> Result<(), String> {
 
 /// What `auto` decided earlier in this run, if it did.
 pub fn decided() -> Option<Accel> {
-    *DECIDED.lock().unwrap_or_else(|e| e.into_inner())
+    DECIDED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .map(|(a, _)| a)
 }
 
-/// Remembers `auto`'s decision for the run and says why.
-fn decide(d: &mut Option<Accel>, events: &dyn EventSink, accel: Accel, reason: String) {
-    *d = Some(accel);
+/// Keeps `auto`'s decision for the run and the host, and says why.
+fn decide(d: &mut Option<(Accel, bool)>, events: &dyn EventSink, accel: Accel, reason: String) {
+    *d = Some((accel, false));
+    remember(accel, &reason);
     events.event(&Event::AccelDecided { reason });
 }
 
@@ -99,10 +297,35 @@ pub fn boot(
         AccelChoice::Auto => {
             // Concurrent boots wait here while the first one probes.
             let mut d = DECIDED.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(a) = *d {
-                drop(d);
-                cfg.accel = a;
-                return Vm::boot(cfg);
+            if let Some(a) = resolve_locked(&mut d, events) {
+                let remembered_kvm = a == Accel::Kvm && d.is_some_and(|(_, r)| r);
+                if !remembered_kvm {
+                    drop(d);
+                    cfg.accel = a;
+                    return Vm::boot(cfg);
+                }
+                // A remembered KVM is trusted until it fails at boot; then
+                // it is probed again, once.
+                cfg.accel = Accel::Kvm;
+                match Vm::boot(cfg.clone()) {
+                    Err(f)
+                        if matches!(
+                            f.kind,
+                            FailureKind::KvmNoProgress | FailureKind::QemuFailed
+                        ) =>
+                    {
+                        events.event(&Event::Note(format!(
+                            "the remembered KVM verdict failed at boot ({}); probing again",
+                            first_line(&f.message)
+                        )));
+                        forget();
+                        *d = None;
+                    }
+                    r => {
+                        *d = Some((Accel::Kvm, false));
+                        return r;
+                    }
+                }
             }
             if let Err(why) = Accel::Kvm.probe() {
                 decide(
@@ -168,7 +391,12 @@ pub fn boot(
                 // The kernel ran under KVM and failed on its own: KVM works,
                 // and the failure is the kernel's to report.
                 Err(f) => {
-                    *d = Some(Accel::Kvm);
+                    decide(
+                        &mut d,
+                        events,
+                        Accel::Kvm,
+                        "KVM works here (the kernel ran under it); using KVM".into(),
+                    );
                     Err(f)
                 }
             }
@@ -192,6 +420,39 @@ fn first_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verdict_is_remembered_only_for_the_same_host() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("accel").join("verdict.json");
+        let key = HostKey::current();
+        assert!(!key.boot_id.is_empty() && !key.cpu.is_empty(), "{key:?}");
+        assert_eq!(key, HostKey::current(), "the key is stable");
+        assert!(remembered_in(&f, &key).is_none(), "nothing yet");
+        remember_in_file(&f, key.clone(), Accel::Tcg, "KVM unusable here (x)");
+        let r = remembered_in(&f, &key).unwrap();
+        assert_eq!(r.accel, Accel::Tcg);
+        assert!(
+            r.describe()
+                .starts_with("tcg (KVM unusable here (x)), decided "),
+            "{}",
+            r.describe()
+        );
+        // Any change of the host's key: nothing is remembered for it.
+        for change in [
+            |k: &mut HostKey| k.boot_id.push('x'),
+            |k: &mut HostKey| k.kvm.push('x'),
+            |k: &mut HostKey| k.qemu.push('x'),
+            |k: &mut HostKey| k.cpu.push('x'),
+        ] {
+            let mut other = key.clone();
+            change(&mut other);
+            assert!(remembered_in(&f, &other).is_none(), "{other:?}");
+        }
+        // A damaged file is no verdict.
+        std::fs::write(&f, "{").unwrap();
+        assert!(remembered_in(&f, &key).is_none());
+    }
 
     #[test]
     fn each_accelerator_owns_its_arguments() {
