@@ -1,6 +1,8 @@
 //! Fixtures and agent steps on real kernels: livepatch + BPF trampoline on
 //! share-ipmodify and baseline, the ftrace state the kernel prints, fmod_ret
-//! on the target module, and the DIRECT user without ops_func.
+//! on the target module, the DIRECT user without ops_func, the livepatch of
+//! several functions, and every BPF program of the fixture source attached
+//! at once, each with its own counter.
 
 use std::path::Path;
 use std::time::Duration;
@@ -63,9 +65,11 @@ fn ftrace(vm: &mut Vm, f: &str) -> FtraceState {
 }
 
 fn livepatch_state(vm: &mut Vm) -> LivepatchState {
-    let step = Step::LivepatchState {
-        name: "livepatch_sample".into(),
-    };
+    livepatch_state_of(vm, "livepatch_sample")
+}
+
+fn livepatch_state_of(vm: &mut Vm, name: &str) -> LivepatchState {
+    let step = Step::LivepatchState { name: name.into() };
     match ok(vm, step).answer.data {
         Some(AnswerData::LivepatchState(s)) => s,
         other => panic!("no livepatch state: {other:?}"),
@@ -237,5 +241,196 @@ fn direct_user_without_ops_func_is_refused_next_to_a_livepatch() {
         "{:?}",
         b.answer
     );
+    vm.shutdown().unwrap();
+}
+
+fn insmod(vm: &mut Vm, module: &str) {
+    ok(
+        vm,
+        Step::Insmod {
+            module: module.into(),
+            params: String::new(),
+        },
+    );
+}
+
+/// What the three functions of coexist_livepatch_multi give userspace.
+fn three_outputs(vm: &mut Vm) -> [String; 3] {
+    [
+        trigger(vm, "cmdline_proc_show"),
+        trigger(vm, "coexist_target_value"),
+        trigger(vm, "coexist_target_value2"),
+    ]
+}
+
+fn assert_unpatched(o: &[String; 3]) {
+    assert!(o[0].contains("rdinit=/init"), "{o:?}");
+    assert!(!o[0].contains("coexist_livepatch_multi"), "{o:?}");
+    assert_eq!(o[1..], ["value=42\n", "value2=53\n"]);
+}
+
+const MULTI_PATCHED: [&str; 3] = ["coexist_livepatch_multi\n", "value=3041\n", "value2=4051\n"];
+
+#[test]
+fn share_ipmodify_multi_function_livepatch_and_every_bpf_program() {
+    let d = tempfile::tempdir().unwrap();
+    let mut vm = boot("share-ipmodify", d.path());
+    insmod(&mut vm, "coexist_target");
+    assert_unpatched(&three_outputs(&mut vm));
+
+    // One livepatch, two objects (vmlinux and coexist_target), three functions.
+    let lp = ok(
+        &mut vm,
+        Step::LivepatchLoad {
+            module: "coexist_livepatch_multi".into(),
+            timeout_ms: None,
+        },
+    );
+    match &lp.answer.data {
+        Some(AnswerData::Livepatch(l)) => {
+            assert_eq!(l.name.as_deref(), Some("coexist_livepatch_multi"))
+        }
+        other => panic!("no livepatch data: {other:?}"),
+    }
+    assert_eq!(
+        livepatch_state_of(&mut vm, "coexist_livepatch_multi"),
+        LivepatchState {
+            present: true,
+            enabled: true,
+            transition: false
+        }
+    );
+    assert_eq!(three_outputs(&mut vm), MULTI_PATCHED);
+    // klp registers one IPMODIFY ops per function.
+    for f in [
+        "cmdline_proc_show",
+        "coexist_target_value",
+        "coexist_target_value2",
+    ] {
+        let s = ftrace(&mut vm, f);
+        assert_eq!((s.flags.as_str(), s.refs), ("I", 1), "{s:?}");
+    }
+
+    // Every trampoline program of the fixture source (two of each kind and
+    // cx_fexit_seq) attaches next to the livepatch, each on its own copy of
+    // the object: one call of each function runs each program once, and
+    // each program's counter says so.
+    let fx = coexist::image::project_fixtures(&common::root());
+    let mut handles = Vec::new();
+    for p in &fx.bpf_programs {
+        let kind = match p.section.as_str() {
+            "fentry" => BpfKind::Fentry,
+            "fexit" => BpfKind::Fexit,
+            "fmod_ret" => BpfKind::FmodRet,
+            _ => continue,
+        };
+        // cx_fexit_seq reads a seq_file: it goes on a show function.
+        let target = if p.name == "cx_fexit_seq" {
+            "cmdline_proc_show"
+        } else {
+            "coexist_target_value2"
+        };
+        let a = ok(&mut vm, attach(&p.name, kind, target, 0));
+        assert_eq!(stats(&mut vm, handle(&a)).hits, 0, "{}", p.name);
+        handles.push((p.name.clone(), kind, handle(&a)));
+    }
+    for k in ["cx_fentry2", "cx_fexit2", "cx_fmod_ret2"] {
+        assert!(handles.iter().any(|(n, _, _)| n == k), "{k}: {handles:?}");
+    }
+    assert_eq!(three_outputs(&mut vm), MULTI_PATCHED);
+    for (name, kind, h) in &handles {
+        let s = stats(&mut vm, *h);
+        assert_eq!(s.hits, 1, "{name}: {s:?}");
+        if name == "cx_fexit_seq" {
+            assert_eq!(s.seen, "coexist_livepatch_multi\n", "{name}");
+        } else {
+            assert_eq!(s.arg0, 51, "{name}: {s:?}");
+            if *kind == BpfKind::Fexit {
+                assert_eq!(s.ret, 4051, "{name}: {s:?}");
+            }
+        }
+    }
+    let f = ftrace(&mut vm, "coexist_target_value2");
+    assert_eq!((f.flags.as_str(), f.refs), ("RID", 2), "{f:?}");
+
+    // Two fmod_ret programs stacked: the second one's own value shows.
+    let m2 = ok(
+        &mut vm,
+        attach(
+            "cx_fmod_ret2",
+            BpfKind::FmodRet,
+            "coexist_target_value",
+            777,
+        ),
+    );
+    let m1 = ok(
+        &mut vm,
+        attach("cx_fmod_ret", BpfKind::FmodRet, "coexist_target_value", 0),
+    );
+    assert_eq!(trigger(&mut vm, "coexist_target_value"), "value=777\n");
+    assert_eq!(stats(&mut vm, handle(&m1)).hits, 1);
+    assert_eq!(stats(&mut vm, handle(&m2)).hits, 1);
+    ok(
+        &mut vm,
+        Step::BpfDetach {
+            handle: Some(handle(&m2)),
+        },
+    );
+    assert_eq!(trigger(&mut vm, "coexist_target_value"), "value=3041\n");
+    assert_eq!(stats(&mut vm, handle(&m1)).hits, 2);
+
+    // Disabled: every function is itself again, every program still runs.
+    ok(
+        &mut vm,
+        Step::LivepatchDisable {
+            name: "coexist_livepatch_multi".into(),
+            timeout_ms: None,
+        },
+    );
+    assert_unpatched(&three_outputs(&mut vm));
+    for (name, kind, h) in &handles {
+        let s = stats(&mut vm, *h);
+        assert_eq!(s.hits, 2, "{name}: {s:?}");
+        if *kind == BpfKind::Fexit && name != "cx_fexit_seq" {
+            assert_eq!(s.ret, 53, "{name}: {s:?}");
+        }
+    }
+    assert!(!ftrace(&mut vm, "cmdline_proc_show").flags.contains('I'));
+    assert!(vm.unattributed().is_empty(), "{:#?}", vm.unattributed());
+    vm.shutdown().unwrap();
+}
+
+#[test]
+fn baseline_refuses_the_whole_multi_function_livepatch() {
+    let d = tempfile::tempdir().unwrap();
+    let mut vm = boot("baseline", d.path());
+    insmod(&mut vm, "coexist_target");
+    // A BPF trampoline on the patch's last function.
+    let a = ok(
+        &mut vm,
+        attach("cx_fexit2", BpfKind::Fexit, "coexist_target_value2", 0),
+    );
+    let lp = run(
+        &mut vm,
+        Step::LivepatchLoad {
+            module: "coexist_livepatch_multi".into(),
+            timeout_ms: None,
+        },
+    );
+    assert_eq!(
+        lp.answer.errno_name.as_deref(),
+        Some("EBUSY"),
+        "{:?}",
+        lp.answer
+    );
+    assert!(!livepatch_state_of(&mut vm, "coexist_livepatch_multi").present);
+    // The functions patched before the refusal are unpatched again.
+    assert_unpatched(&three_outputs(&mut vm));
+    assert!(!ftrace(&mut vm, "cmdline_proc_show").present);
+    assert!(!ftrace(&mut vm, "coexist_target_value").present);
+    let f = ftrace(&mut vm, "coexist_target_value2");
+    assert_eq!((f.flags.as_str(), f.refs), ("RD", 1), "{f:?}");
+    let s = stats(&mut vm, handle(&a));
+    assert_eq!((s.hits, s.ret), (1, 53), "{s:?}");
     vm.shutdown().unwrap();
 }

@@ -222,6 +222,10 @@ pub const TRIGGER_TARGETS: &[(&str, &str)] = &[
         "coexist_target_value",
         "/sys/kernel/debug/coexist_target/value",
     ),
+    (
+        "coexist_target_value2",
+        "/sys/kernel/debug/coexist_target/value2",
+    ),
 ];
 
 /// Where the image puts the BPF fixture objects, and the agent loads them.

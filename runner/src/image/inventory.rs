@@ -101,3 +101,73 @@ pub fn project_fixtures(root: &Path) -> FixtureNames {
         selftests,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn program(name: &str, section: &str) -> BpfProgram {
+        BpfProgram {
+            name: name.into(),
+            section: section.into(),
+        }
+    }
+
+    #[test]
+    fn programs_are_read_with_their_sections() {
+        let d = tempfile::tempdir().unwrap();
+        let bpf = d.path().join("images/fixtures/bpf");
+        std::fs::create_dir_all(&bpf).unwrap();
+        std::fs::write(
+            bpf.join("x.bpf.c"),
+            "struct { int x; } stats SEC(\".maps\");\n\
+             static __always_inline int helper(void *ctx)\n{ return 0; }\n\
+             SEC(\"fentry\")\nint a(void *ctx)\n{ return helper(ctx); }\n\
+             \n\
+             SEC(\"fexit/f\")\nint b(void *ctx)\n{ return 0; }\n\
+             char LICENSE[] SEC(\"license\") = \"GPL\";\n",
+        )
+        .unwrap();
+        let fx = project_fixtures(d.path());
+        assert_eq!(
+            fx.bpf_programs,
+            [program("a", "fentry"), program("b", "fexit/f")]
+        );
+    }
+
+    #[test]
+    fn the_project_fixtures() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let fx = project_fixtures(&root);
+        for m in [
+            "coexist_target",
+            "coexist_livepatch",
+            "coexist_livepatch_multi",
+            "coexist_direct",
+            "livepatch-sample",
+        ] {
+            assert!(fx.modules.iter().any(|x| x == m), "{m}: {:?}", fx.modules);
+        }
+        // Two programs of each trampoline kind, and the seq_file fexit.
+        assert_eq!(
+            fx.bpf_programs,
+            [
+                program("cx_fentry", "fentry"),
+                program("cx_fentry2", "fentry"),
+                program("cx_fexit", "fexit"),
+                program("cx_fexit2", "fexit"),
+                program("cx_fexit_seq", "fexit"),
+                program("cx_fmod_ret", "fmod_ret"),
+                program("cx_fmod_ret2", "fmod_ret"),
+            ]
+        );
+        assert_eq!(
+            fx.triggers,
+            [
+                "cmdline_proc_show",
+                "coexist_target_value",
+                "coexist_target_value2"
+            ]
+        );
+    }
+}
