@@ -355,6 +355,20 @@ impl Builder<'_> {
     }
 
     fn configure(&self, v: &Variant, plan: &Plan) -> Result<()> {
+        // The same Kconfig inputs and fragments in this build dir give the
+        // same .config: an incremental build of a commit that touched no
+        // Kconfig keeps it (make's syncconfig still runs in `all`).
+        let inputs = kconfig_inputs(&plan.tree_dir, &v.fragments)?;
+        let memo = plan.build_dir.join(".coexist-config-inputs");
+        let dotconfig = plan.build_dir.join(".config");
+        if dotconfig.is_file() && std::fs::read_to_string(&memo).ok().as_deref() == Some(&inputs) {
+            self.phase(
+                &v.name,
+                "configuration kept: its Kconfig inputs and fragments are unchanged",
+            );
+            return self.validate_config(v, plan);
+        }
+        let _ = std::fs::remove_file(&memo);
         self.phase(
             &v.name,
             format!(
@@ -382,6 +396,13 @@ impl Builder<'_> {
         let mut c = self.make_cmd(plan);
         c.arg("olddefconfig");
         run_quiet(c, "make olddefconfig").map_err(|e| KernelDoesNotBuild(format!("{e:#}")))?;
+        self.validate_config(v, plan)?;
+        std::fs::write(&memo, inputs)?;
+        Ok(())
+    }
+
+    /// The requested options took.
+    fn validate_config(&self, v: &Variant, plan: &Plan) -> Result<()> {
         let dotconfig = std::fs::read_to_string(plan.build_dir.join(".config"))?;
         let mismatches = kconfig::validate(&v.fragments, &kconfig::parse_dotconfig(&dotconfig));
         if !mismatches.is_empty() {
@@ -586,4 +607,105 @@ pub fn build_dir_lock(build_dir: &Path) -> String {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A digest of what `make tinyconfig` + the fragments + `olddefconfig`
+/// read: every `Kconfig*` file of the tree, the tiny configs
+/// (`kernel/configs`, `arch/x86/configs`), the kconfig scripts, and the
+/// fragments. The toolchain, which Kconfig also asks, is in the build
+/// dir's key.
+pub fn kconfig_inputs(
+    tree: &Path,
+    fragments: &[crate::build::kconfig::Fragment],
+) -> Result<String> {
+    use sha2::Digest;
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                // Build output and VCS dirs hold no Kconfig input.
+                if !name.starts_with('.') {
+                    walk(&e.path(), out);
+                }
+            } else if name.starts_with("Kconfig") {
+                out.push(e.path());
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(tree, &mut files);
+    for d in ["kernel/configs", "arch/x86/configs", "scripts/kconfig"] {
+        if let Ok(rd) = std::fs::read_dir(tree.join(d)) {
+            files.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_file()));
+        }
+    }
+    files.sort();
+    let mut h = sha2::Sha256::new();
+    for f in &files {
+        h.update(
+            f.strip_prefix(tree)
+                .unwrap_or(f)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        h.update([0]);
+        h.update(std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?);
+        h.update([0]);
+    }
+    for f in fragments {
+        h.update(f.name.as_bytes());
+        h.update([0]);
+        h.update(&f.contents);
+        h.update([0]);
+    }
+    Ok(format!(
+        "{} files, sha256 {:x}\n",
+        files.len(),
+        h.finalize()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kconfig_inputs_change_with_kconfig_and_fragments_only() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path();
+        let w = |p: &str, s: &str| {
+            let f = t.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, s).unwrap();
+        };
+        w("Kconfig", "source \"kernel/Kconfig.x\"\n");
+        w("kernel/Kconfig.x", "config X\n\tbool \"x\"\n");
+        w("kernel/configs/tiny.config", "CONFIG_X=y\n");
+        w("kernel/bpf/trampoline.c", "int a;\n");
+        let frag = |s: &str| crate::build::kconfig::Fragment {
+            name: "f".into(),
+            path: t.join("f.config"),
+            requests: vec![],
+            contents: s.as_bytes().to_vec(),
+        };
+        let base = kconfig_inputs(t, &[frag("CONFIG_X=y\n")]).unwrap();
+        assert!(base.starts_with("3 files, sha256 "), "{base}");
+        // A source change (the developer's edit) keeps the configuration.
+        w("kernel/bpf/trampoline.c", "int a; int b;\n");
+        w(".coexist-build-1/Kconfig.generated", "ignored\n");
+        assert_eq!(kconfig_inputs(t, &[frag("CONFIG_X=y\n")]).unwrap(), base);
+        // A Kconfig change, a tiny config change or a fragment change does not.
+        w("kernel/Kconfig.x", "config X\n\tbool \"x\"\n\tdefault y\n");
+        let k = kconfig_inputs(t, &[frag("CONFIG_X=y\n")]).unwrap();
+        assert_ne!(k, base);
+        w("kernel/configs/tiny.config", "# CONFIG_X is not set\n");
+        let c = kconfig_inputs(t, &[frag("CONFIG_X=y\n")]).unwrap();
+        assert_ne!(c, k);
+        assert_ne!(kconfig_inputs(t, &[frag("CONFIG_Y=y\n")]).unwrap(), c);
+    }
 }
