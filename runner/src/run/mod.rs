@@ -324,6 +324,16 @@ impl Started {
         } else {
             let s = Snapshots::new(&ws.cache);
             for (name, p) in &prepared {
+                // A snapshot costs a boot and a save, and pays off from the
+                // second restore: not for the one job of a kernel built
+                // just now (a developer's edit-build-test loop).
+                if !p.kernel_cached && jobs.iter().filter(|j| &j.variant == name).count() <= 1 {
+                    events::note(
+                        events,
+                        format!("{name}: one job on a kernel built now; it boots (no snapshot)"),
+                    );
+                    continue;
+                }
                 let mut base = p.vm_config(dir.join("snapshot-boot.log"));
                 base.memory_mb = req.machine.memory_mb;
                 base.cpus = req.machine.cpus;
