@@ -111,6 +111,55 @@ pub fn check_seconds(what: &str, v: f64, min_exclusive: f64, max: f64) -> Result
     }
 }
 
+/// The (at most) `n` names nearest to `word`, nearest first, each once:
+/// for an error that says what might have been meant. `word` may be a
+/// glob; its wildcards are left out. A name is as near as its edit
+/// distance to the word, or (a little farther) as its own start of the
+/// word's length is (a prefix typed before a `*`), whichever is nearer.
+pub fn nearest<'a>(word: &str, names: impl IntoIterator<Item = &'a str>, n: usize) -> Vec<&'a str> {
+    let key: Vec<char> = word
+        .chars()
+        .filter(|c| !matches!(c, '*' | '?' | '[' | ']' | '!'))
+        .collect();
+    let mut scored: Vec<(usize, usize, &str)> = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        if scored.iter().any(|(_, _, x)| *x == name) {
+            continue;
+        }
+        let chars: Vec<char> = name.chars().collect();
+        let prefix = &chars[..chars.len().min(key.len())];
+        // A whole name at the same distance as a name's start is nearer.
+        let d = (2 * edit_distance(&key, &chars)).min(2 * edit_distance(&key, prefix) + 1);
+        scored.push((d, i, name));
+    }
+    scored.sort();
+    scored.into_iter().take(n).map(|(_, _, x)| x).collect()
+}
+
+/// Edit distance: insertions, deletions, substitutions and swaps of two
+/// neighbours (a typo's usual kinds) count one each.
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    // d[i][j]: the distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let sub = d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            let mut v = sub.min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 /// A YAML mapping into a `BTreeMap` that refuses a key given twice (serde
 /// keeps the last one silently). Use with `#[serde(deserialize_with)]`.
 pub fn unique_map<'de, D, K, V>(d: D) -> Result<BTreeMap<K, V>, D::Error>
@@ -183,6 +232,29 @@ mod tests {
         for bad in ["/a", "a/", "a//b", "a/../b", "a/.b"] {
             assert!(check_case_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn nearest_names_first() {
+        let names = [
+            "cmdline/livepatch-then-fentry",
+            "cmdline/livepatch-then-fexit",
+            "target/livepatch-then-fexit",
+            "stress/livepatch-cycles",
+            "cmdline/livepatch-then-fexit",
+        ];
+        assert_eq!(
+            nearest("cmdline/livepatch-then-fexti", names, 2),
+            [
+                "cmdline/livepatch-then-fexit",
+                "cmdline/livepatch-then-fentry"
+            ]
+        );
+        // A glob's wildcards are left out; its prefix counts.
+        assert_eq!(nearest("strss/*", names, 1), ["stress/livepatch-cycles"]);
+        assert_eq!(nearest("x", names, 9).len(), 4, "each name once");
+        assert_eq!(edit_distance(&['a', 'b'], &[]), 2);
+        assert_eq!(edit_distance(&['a', 'b'], &['b', 'a']), 1);
     }
 
     #[test]

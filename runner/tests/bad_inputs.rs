@@ -1,8 +1,9 @@
 //! Every class of bad input is refused before anything builds or boots:
 //! exit 2, and a message that names the file, the line and the column.
-//! One file per class under tests/data/bad-suites/ and bad-variants/; each
-//! says what it is and what the error must say, and marks the offending
-//! line with `# <-`.
+//! One file per class under tests/data/bad-suites/ and bad-variants/ (and
+//! bad-suite-sets/, for a suite that is bad next to the project's own);
+//! each says what it is and what the error must say, and marks the
+//! offending line with `# <-`.
 
 mod common;
 
@@ -131,6 +132,66 @@ fn each_bad_suite_is_refused_with_its_position() {
         &all,
         only_it,
         &[&["suite", "all", "--list"], &["suite", "all"]],
+    );
+}
+
+#[test]
+fn each_bad_suite_next_to_the_projects_suites_is_refused_with_its_position() {
+    let all = cases("bad-suite-sets");
+    assert!(!all.is_empty());
+    for b in &all {
+        let name = b.file.file_name().unwrap().to_owned();
+        check_each(
+            std::slice::from_ref(b),
+            |_| PathBuf::from("suites").join(&name),
+            &[&["suite", "all", "--list"], &["suite", "all"]],
+        );
+    }
+}
+
+#[test]
+fn a_case_filter_that_matches_no_case_names_itself_and_the_nearest_cases() {
+    let p = scratch();
+    // A typo: the nearest names are listed, the real one first.
+    let err = refused(
+        p.path(),
+        &[
+            "suite",
+            "all",
+            "--list",
+            "--case",
+            "cmdline/livepatch-then-fexti",
+        ],
+    );
+    assert!(
+        err.contains("--case 'cmdline/livepatch-then-fexti' matches no case")
+            && err.contains("nearest: cmdline/livepatch-then-fexit,"),
+        "{err}"
+    );
+    // The example, as a run: refused before anything is made.
+    let err = refused(p.path(), &["suite", "all", "--case", "no-such-case-*"]);
+    assert!(
+        err.contains(
+            "--case 'no-such-case-*' matches no case of the suites livepatch-bpf, selftests"
+        ) && err.contains("nearest: "),
+        "{err}"
+    );
+    // Cases that match but run on none of the --variant filter's variants.
+    let err = refused(
+        p.path(),
+        &[
+            "suite",
+            "all",
+            "--case",
+            "cmdline/livepatch-then-fexit",
+            "--variant",
+            "share-ipmodify-lockdep",
+        ],
+    );
+    assert!(
+        err.contains("--case 'cmdline/livepatch-then-fexit' matches 1 case, which runs on none of --variant share-ipmodify-lockdep")
+            && err.contains("(it runs on stock, baseline, share-ipmodify)"),
+        "{err}"
     );
 }
 

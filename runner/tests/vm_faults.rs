@@ -1,7 +1,8 @@
 //! Fault tests that boot real kernels (the `share-ipmodify` variant, built
 //! or taken from the cache) and provoke failures with LKDTM: a WARN during a
 //! step, a panic, a hanging step, a kernel that cannot reach init, the
-//! accelerator probe, and the runner dying. After each, no QEMU is left.
+//! accelerator probe, and the runner dying (and the run dirs it leaves); and
+//! a step that prints 32 MiB. After each, no QEMU is left.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -256,4 +257,202 @@ fn sigterm_to_the_runner_stops_qemu() {
 #[test]
 fn sigkill_to_the_runner_stops_qemu() {
     runner_dies_and_takes_qemu_along(nix::sys::signal::Signal::SIGKILL);
+}
+
+/// The `coexist-vm-*` run dirs in `tmp`.
+fn run_dirs(tmp: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("coexist-vm-"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_runner_killed_with_sigkill_leaves_a_run_dir_naming_it() {
+    let _ = prepared();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_coexist"))
+        .args(["run", "--variant", "share-ipmodify", "--accel", "tcg"])
+        .args(["--timeout", "120", "--root"])
+        .arg(common::root())
+        .args(["--", "sleep", "100"])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let runner = child.id();
+    let mut qemu = Vec::new();
+    for _ in 0..600 {
+        qemu = children_of(runner, "qemu-system-x86");
+        if !qemu.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(qemu.len(), 1, "no QEMU under the runner");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runner as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert_group_gone(qemu[0]);
+    // Nothing ran to remove it: the run dir is left, and says whose it was.
+    let left = run_dirs(tmp.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    let owner = std::fs::read_to_string(left[0].join("owner")).unwrap();
+    assert_eq!(
+        owner.split_whitespace().next(),
+        Some(runner.to_string().as_str()),
+        "{owner:?}"
+    );
+}
+
+#[test]
+fn a_later_start_removes_the_run_dirs_whose_owner_is_gone() {
+    let _ = prepared();
+    let tmp = tempfile::tempdir().unwrap();
+    // A process that has exited: its pid owns nothing any more.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let dead = gone.id();
+    let stale = tmp.path().join("coexist-vm-stale");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("owner"), format!("{dead} 1\n")).unwrap();
+    std::fs::write(stale.join("agent.sock"), "").unwrap();
+    // This test's process is alive: its dir stays.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let start = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    let live = tmp.path().join("coexist-vm-live");
+    std::fs::create_dir(&live).unwrap();
+    std::fs::write(
+        live.join("owner"),
+        format!("{} {start}\n", std::process::id()),
+    )
+    .unwrap();
+    // A dir whose owner is not recorded (yet, or by an older runner) stays.
+    let unknown = tmp.path().join("coexist-vm-unknown");
+    std::fs::create_dir(&unknown).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coexist"))
+        .args([
+            "run",
+            "--variant",
+            "share-ipmodify",
+            "--accel",
+            "tcg",
+            "--root",
+        ])
+        .arg(common::root())
+        .args(["--", "true"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(run_dirs(tmp.path()), vec![live, unknown]);
+}
+
+#[test]
+fn a_step_that_prints_32_mib_keeps_its_head_and_tail_and_gets_its_verdict() {
+    use coexist::record::Verdict;
+    use coexist::run::{run_case, CaseOptions};
+    let p = prepared();
+    let fx = coexist::image::project_fixtures(&common::root());
+    // 32 MiB between a first and a last line, a marker in the middle.
+    let print = "echo FIRST-LINE; head -c 16777216 /dev/zero | tr '\\\\0' x; echo MIDDLE-LINE; \
+                 head -c 16777216 /dev/zero | tr '\\\\0' y; echo; echo LAST-LINE";
+    let text = format!(
+        "suite: big\nvariants: [share-ipmodify]\ncases:\n\
+         - name: ends\n  steps:\n    - exec: {{argv: [sh, -c, \"{print}\"]}}\n      timeout: 600\n      expect: {{output_contains: LAST-LINE}}\n  expect: {{default: pass}}\n\
+         - name: middle\n  steps:\n    - exec: {{argv: [sh, -c, \"{print}\"]}}\n      timeout: 600\n      expect: {{output_contains: MIDDLE-LINE}}\n  expect: {{default: pass}}\n"
+    );
+    let suite = coexist::suite::parse(
+        &text,
+        Path::new("big.yaml"),
+        &["share-ipmodify".to_string()],
+        &fx,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+    let d = tempfile::tempdir().unwrap();
+    let opts = CaseOptions {
+        accel: AccelChoice::Tcg,
+        results_dir: d.path().to_path_buf(),
+        memory_mb: 512,
+        cpus: 2,
+        snapshots: None,
+    };
+    let results: Vec<_> = suite
+        .file
+        .cases
+        .iter()
+        .map(|c| run_case(p, &suite, c, &opts, &common::Quiet))
+        .collect();
+    for r in &results {
+        // No text of the case is the output's size: not the failure, not
+        // the summary, not a line of evidence.
+        if let Some(f) = &r.failure {
+            let m = &f.message;
+            panic!(
+                "{}: {:?} failure, a message of {} bytes: {}...",
+                r.case,
+                f.kind,
+                m.len(),
+                &m[..m.len().min(200)]
+            );
+        }
+        assert!(
+            r.decision.summary.len() < 2048,
+            "{}",
+            r.decision.summary.len()
+        );
+        for e in &r.decision.evidence {
+            assert!(e.len() < 2048, "{}: evidence of {} bytes", r.case, e.len());
+        }
+        let out = &r.steps[0].answer.output;
+        // The runner keeps at most 64 KiB of a step's output.
+        assert!(out.len() <= 64 * 1024, "{}", out.len());
+        assert!(out.starts_with("FIRST-LINE\nxxx"), "{}", &out[..64]);
+        assert!(
+            out.ends_with("yyy\nLAST-LINE\n"),
+            "{}",
+            &out[out.len() - 64..]
+        );
+        assert!(out.contains("bytes of output cut here"));
+    }
+    // As usual: the end was kept, so it is seen; the middle was cut, so
+    // it is not.
+    assert_eq!(
+        results[0].decision.verdict,
+        Verdict::Pass,
+        "{:?}",
+        results[0].decision
+    );
+    assert_eq!(
+        results[1].decision.verdict,
+        Verdict::Fail,
+        "{:?}",
+        results[1].decision
+    );
+    assert!(
+        results[1]
+            .decision
+            .evidence
+            .iter()
+            .any(|e| e.contains("does not contain \"MIDDLE-LINE\"")),
+        "{:?}",
+        results[1].decision.evidence
+    );
 }

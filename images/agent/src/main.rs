@@ -314,6 +314,34 @@ mod tests {
     }
 
     #[test]
+    fn every_steps_output_keeps_its_head_and_tail_within_the_cap() {
+        // The host keeps 64 KiB of a step's output; the agent sends less.
+        let cap = coexist_proto::STEP_OUTPUT_MAX;
+        let (a, _) = h(
+            r#"{"id":13,"step":"exec","argv":["/bin/sh","-c","echo first; head -c 1000000 /dev/zero | tr '\\0' x; echo; echo last"]}"#,
+        );
+        assert!(a.ok, "{:?}", a.error);
+        assert!(a.output.len() <= cap, "{}", a.output.len());
+        assert!(a.output.starts_with("first\nxxx"), "{}", &a.output[..20]);
+        assert!(
+            a.output.ends_with("xxx\nlast\n"),
+            "{}",
+            &a.output[a.output.len() - 20..]
+        );
+        assert!(a.output.contains("bytes of output cut here"));
+        // A file read is cut the same way.
+        let d = std::env::temp_dir().join(format!("agent-big-{}", std::process::id()));
+        std::fs::write(&d, format!("top\n{}\nbottom\n", "y".repeat(500_000))).unwrap();
+        let (a, _) = h(&format!(
+            r#"{{"id":14,"step":"read","path":"{}"}}"#,
+            d.display()
+        ));
+        std::fs::remove_file(&d).unwrap();
+        assert!(a.output.len() <= cap, "{}", a.output.len());
+        assert!(a.output.starts_with("top\ny") && a.output.ends_with("y\nbottom\n"));
+    }
+
+    #[test]
     fn poweroff_is_flagged() {
         let (a, poweroff) = h(r#"{"id":1,"step":"poweroff"}"#);
         assert!(a.ok && poweroff);

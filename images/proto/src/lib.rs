@@ -154,7 +154,8 @@ pub enum Step {
     /// the kselftest runner (`kselftest/runner.sh`, KTAP output), or an
     /// ftracetest test case through `ftrace/ftracetest`. The output is
     /// stdout and stderr together (its middle cut when it is longer than
-    /// [`SELFTEST_OUTPUT_MAX`]; the end, with the results, is kept);
+    /// [`STEP_OUTPUT_MAX`], as every step's; the end, with the results,
+    /// is kept);
     /// `exit_code` is the runner's. `ok` says the test ran to its end,
     /// whatever its result: the results are read from the output by the
     /// host. After `timeout_ms` the test's process group is killed and
@@ -173,8 +174,11 @@ pub enum Step {
 /// Where the image keeps the kernel's selftests (`tools/testing/selftests`).
 pub const SELFTESTS_DIR: &str = "/selftests";
 
-/// The most selftest output an answer carries.
-pub const SELFTEST_OUTPUT_MAX: usize = 56 * 1024;
+/// The most output an answer carries, whatever its step: a longer output
+/// keeps its head and its tail (where results are), and a marker says
+/// how many bytes were cut between them. Below the runner's own cap on a
+/// step's output (64 KiB), with room for JSON escapes in the answer's line.
+pub const STEP_OUTPUT_MAX: usize = 56 * 1024;
 
 /// Which of the kernel's test runners a selftest goes through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,6 +33,7 @@ pub use matrix::Job;
 use crate::build::cache::KeyHasher;
 use crate::build::{variant, Variant};
 use crate::events::{self, Event, EventSink};
+use crate::input;
 use crate::record::{self, Host, PlanInfo, RecordSink, RunReport, VariantInfo};
 use crate::steps::selftest::{self, SelftestsByVariant};
 use crate::suite::{self, Suite};
@@ -114,7 +115,12 @@ pub fn load_suites(ws: &Workspace, name: &str, variants: &[Variant]) -> Result<V
         }
         vec![want]
     };
-    chosen.iter().map(|f| suite::load(f, &names, &fx)).collect()
+    let suites = chosen
+        .iter()
+        .map(|f| suite::load(f, &names, &fx))
+        .collect::<Result<Vec<_>>>()?;
+    suite::check_unique_names(&suites)?;
+    Ok(suites)
 }
 
 /// Checks the request and lists its jobs, without building anything.
@@ -129,6 +135,9 @@ pub fn plan(ws: &Workspace, req: &RunRequest) -> Result<Plan> {
         None => None,
     };
     let mut jobs = matrix::jobs(&suites, &req.variants, glob.as_ref());
+    if jobs.is_empty() {
+        bail!("{}", no_jobs(&suites, req, glob.as_ref()));
+    }
     let info = plan_info(ws, &suites, &jobs)?;
     let shard = req.shard.as_deref().map(matrix::parse_shard).transpose()?;
     if let Some((i, n)) = shard {
@@ -141,6 +150,57 @@ pub fn plan(ws: &Workspace, req: &RunRequest) -> Result<Plan> {
         shard,
         info,
     })
+}
+
+/// Why the filters leave no job: the `--case` glob matches no case (the
+/// nearest case names are listed), or the cases it leaves run on none of
+/// the `--variant` filter's variants (the ones they run on are listed).
+fn no_jobs(suites: &[Suite], req: &RunRequest, glob: Option<&glob::Pattern>) -> String {
+    let names: Vec<&str> = suites.iter().map(|s| s.file.suite.as_str()).collect();
+    let of_suites = match names.as_slice() {
+        [one] => format!("the suite {one}"),
+        many => format!("the suites {}", many.join(", ")),
+    };
+    let cases = || {
+        suites
+            .iter()
+            .flat_map(|s| s.file.cases.iter().map(move |c| (s, c)))
+    };
+    let matched: Vec<_> = cases()
+        .filter(|(_, c)| glob.is_none_or(|g| g.matches(&c.name)))
+        .collect();
+    if let (Some(g), true) = (&req.case_glob, matched.is_empty()) {
+        let near = input::nearest(g, cases().map(|(_, c)| c.name.as_str()), 5);
+        return format!(
+            "--case '{g}' matches no case of {of_suites}; nearest: {}",
+            near.join(", ")
+        );
+    }
+    let mut runs_on: Vec<&str> = Vec::new();
+    for (s, c) in &matched {
+        for v in s.case_variants(c) {
+            if !runs_on.contains(&v.as_str()) {
+                runs_on.push(v);
+            }
+        }
+    }
+    let n = matched.len();
+    let (which, they) = match n {
+        1 => ("which runs", "it runs"),
+        _ => ("which run", "they run"),
+    };
+    let what = match &req.case_glob {
+        Some(g) => format!(
+            "--case '{g}' matches {n} case{}, {which}",
+            if n == 1 { "" } else { "s" }
+        ),
+        None => format!("the {n} case(s) of {of_suites} run"),
+    };
+    format!(
+        "{what} on none of --variant {} ({they} on {})",
+        req.variants.join(", "),
+        runs_on.join(", ")
+    )
 }
 
 /// What identifies the whole run across its shards: the job ids, the suite
@@ -244,12 +304,9 @@ pub struct Started {
 /// is built yet. The caller then opens its record sinks (`results.jsonl`)
 /// in [`Started::dir`] and calls [`Started::execute`].
 pub fn start(ws: &Workspace, req: &RunRequest, events: &dyn EventSink) -> Result<Started> {
+    // Filters that leave no job are refused by `plan`; an empty shard is
+    // a complete (empty) part of its run.
     let plan = plan(ws, req)?;
-    // An empty shard is a complete (empty) part of its run; an empty
-    // unsharded run is a filter that matches nothing.
-    if plan.jobs.is_empty() && plan.shard.is_none() {
-        bail!("no (case, variant) matches the filters");
-    }
     let selftests = selftests_by_variant(&plan.suites, &plan.jobs);
     selftest::sources::in_sources(ws, &selftests, &plan.variants, events)?;
     let id = run_id();

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::image::FixtureNames;
 use crate::input::Errno;
+use crate::text::clip;
 
 /// The families, one module each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +197,9 @@ pub fn data_text(a: &Answer) -> String {
         .unwrap_or_else(|| "no data".into())
 }
 
+/// The most of a step's output a mismatch quotes.
+const MAX_QUOTED_OUTPUT: usize = 600;
+
 /// Checks one answer against what its step must show.
 pub fn check(e: &StepExpect, a: &Answer) -> Vec<String> {
     let mut m = Vec::new();
@@ -217,19 +221,22 @@ pub fn check(e: &StepExpect, a: &Answer) -> Vec<String> {
             }
         }
     }
+    // The output as a mismatch quotes it: a line of evidence, so its head
+    // and tail only (the whole output is in the step's record).
+    let quoted = || clip(&a.output, MAX_QUOTED_OUTPUT);
     if let Some(o) = &e.output {
         if &a.output != o {
-            m.push(format!("output {:?}, expected {:?}", a.output, o));
+            m.push(format!("output {:?}, expected {:?}", quoted(), o));
         }
     }
     if let Some(o) = &e.output_contains {
         if !a.output.contains(o.as_str()) {
-            m.push(format!("output {:?} does not contain {:?}", a.output, o));
+            m.push(format!("output {:?} does not contain {:?}", quoted(), o));
         }
     }
     if let Some(o) = &e.output_not_contains {
         if a.output.contains(o.as_str()) {
-            m.push(format!("output {:?} contains {:?}", a.output, o));
+            m.push(format!("output {:?} contains {:?}", quoted(), o));
         }
     }
     if let Some(l) = &e.livepatch {

@@ -61,9 +61,15 @@ pub fn check_expectations(
                     StepRef::Label(l) => labels.iter().any(|(x, _)| x == l),
                 };
                 if !ok {
+                    let labels = match labels {
+                        [] => "none in this case: give one with `as:`".to_string(),
+                        l => l.iter().map(|(x, _)| *x).collect::<Vec<_>>().join(", "),
+                    };
                     bail!(
-                        "{}: {who}, expectation for '{v}': no {step} in this case",
-                        at(&format!("{v}:"))
+                        "{}: {who}, expectation for '{v}': `step: {}` names no step of this case: \
+                         a step is a label ({labels}) or a 1-based index (1 to {n_steps})",
+                        at(&format!("{v}:")),
+                        step.as_written()
                     );
                 }
             }

@@ -75,6 +75,12 @@ impl<'de> DeserializeSeed<'de> for ExpectSeed<'_> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StepExpect, A::Error> {
                 let mut m = serde_yaml::Mapping::new();
                 while let Some(k) = map.next_key::<serde_yaml::Value>()? {
+                    if m.contains_key(&k) {
+                        return Err(de::Error::custom(format!(
+                            "'{}' is given twice",
+                            k.as_str().unwrap_or("?")
+                        )));
+                    }
                     let v = map.next_value::<serde_yaml::Value>()?;
                     let mut one = serde_yaml::Mapping::new();
                     one.insert(k.clone(), v.clone());
@@ -122,7 +128,16 @@ impl<'de> Deserialize<'de> for SuiteStep {
                 // `expect` before the kind: parsed once the kind is known.
                 let mut expect_early: Option<serde_yaml::Value> = None;
                 let mut timeout = None;
+                // Step keys seen: one given twice would silently replace
+                // the first.
+                let mut seen: Vec<String> = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
+                    if META_KEYS.contains(&key.as_str()) {
+                        if seen.contains(&key) {
+                            return Err(de::Error::custom(format!("'{key}' is given twice")));
+                        }
+                        seen.push(key.clone());
+                    }
                     match key.as_str() {
                         "as" => label = Some(map.next_value::<String>()?),
                         "expect" => match &step {

@@ -288,11 +288,59 @@ impl<'de> Deserialize<'de> for Expected {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The step an expected failure names: its `as:` label, or its 1-based
+/// index. Any other scalar (`-1`, `1.5`) is kept as written, as a label:
+/// no step has it, so the check (`check::check_expectations`) refuses it
+/// and says which labels and indexes the case has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum StepRef {
     Index(usize),
     Label(String),
+}
+
+impl StepRef {
+    /// As written in the suite: `3`, `bpf`.
+    pub fn as_written(&self) -> String {
+        match self {
+            StepRef::Index(i) => i.to_string(),
+            StepRef::Label(l) => l.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StepRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StepRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a step: its `as:` label, or its 1-based index")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StepRef, E> {
+                Ok(match usize::try_from(v) {
+                    Ok(i) => StepRef::Index(i),
+                    Err(_) => StepRef::Label(v.to_string()),
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StepRef, E> {
+                match u64::try_from(v) {
+                    Ok(u) => self.visit_u64(u),
+                    Err(_) => Ok(StepRef::Label(v.to_string())),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<StepRef, E> {
+                Ok(StepRef::Label(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<StepRef, E> {
+                Ok(StepRef::Label(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StepRef, E> {
+                Ok(StepRef::Label(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl fmt::Display for StepRef {

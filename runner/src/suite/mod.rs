@@ -104,6 +104,40 @@ pub fn parse(text: &str, path: &Path, variants: &[String], fx: &FixtureNames) ->
     })
 }
 
+/// Suite names are unique: a job's id starts with its suite's name, so a
+/// second file declaring a name would run its cases under the first's.
+/// Of two files with one name, the one that is not `suites/<name>.yaml`
+/// (the file `coexist suite <name>` runs) is refused; else the later one.
+/// The message names both files.
+pub fn check_unique_names(suites: &[Suite]) -> Result<()> {
+    let named_after = |s: &Suite| {
+        s.path
+            .file_stem()
+            .is_some_and(|stem| stem == s.file.suite.as_str())
+    };
+    let declared_at = |s: &Suite| {
+        let text = std::fs::read_to_string(&s.path).unwrap_or_default();
+        input::place(&s.path, &text, 1, "suite:")
+    };
+    for (i, a) in suites.iter().enumerate() {
+        if let Some(b) = suites[..i].iter().find(|b| b.file.suite == a.file.suite) {
+            let (refused, first) = if named_after(a) && !named_after(b) {
+                (b, a)
+            } else {
+                (a, b)
+            };
+            bail!(
+                "{}: suite '{}' is declared twice: here and in {} (suite names are unique; \
+                 rename this one)",
+                declared_at(refused),
+                a.file.suite,
+                declared_at(first)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Every suite in `suites/`, sorted by name.
 pub fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
     let dir = root.join("suites");
@@ -257,7 +291,18 @@ cases:
         let e = err(&GOOD.replace("errno: EBUSY", "errno: EBUZY"));
         assert!(e.contains("unknown errno name 'EBUZY'"), "{e}");
         let e = err(&GOOD.replace("step: fentry, errno", "step: 9, errno"));
-        assert!(e.contains("no step 9"), "{e}");
+        assert!(
+            e.contains("`step: 9` names no step of this case: a step is a label (fentry) or a 1-based index (1 to 4)"),
+            "{e}"
+        );
+        for bad in ["-1", "0", "1.5", "nope"] {
+            let e = err(&GOOD.replace("step: fentry, errno", &format!("step: {bad}, errno")));
+            assert!(
+                e.starts_with("s.yaml:15:7: ")
+                    && e.contains(&format!("`step: {bad}` names no step of this case")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -21,9 +21,25 @@ use super::lines::{self, Msg};
 use super::machine::{ReadyInfo, StepOutcome};
 use super::qemu::{QemuProcess, Started, VmConfig};
 use super::{FailureKind, Splat, VmFailure};
+use crate::text::clip;
 
-/// The most of a step's output kept in its outcome.
+/// The most of a step's output kept in its outcome. The agent cuts every
+/// step's output below it (`coexist_proto::STEP_OUTPUT_MAX`, keeping the
+/// head and the tail); this cut is for an agent that does not.
 pub const MAX_OUTPUT: usize = 64 * 1024;
+const _: () = assert!(coexist_proto::STEP_OUTPUT_MAX < MAX_OUTPUT);
+
+/// The most of an agent line a failure's message quotes.
+const MAX_QUOTED: usize = 512;
+
+/// An agent line as a failure's message quotes it: clipped to
+/// [`MAX_QUOTED`] bytes (its head and tail), with its length.
+fn quoted(line: &str) -> String {
+    if line.len() <= MAX_QUOTED {
+        return line.to_string();
+    }
+    format!("({} bytes) {}", line.len(), clip(line, MAX_QUOTED))
+}
 
 /// Cuts a step's output to [`MAX_OUTPUT`] bytes, with a marker.
 fn cap_output(a: &mut Answer) {
@@ -295,7 +311,7 @@ impl Link {
                         });
                     }
                     _ => {
-                        let msg = format!("expected READY from the agent, got: {l}");
+                        let msg = format!("expected READY from the agent, got: {}", quoted(&l));
                         return Err(self.fail(FailureKind::Protocol, msg, None));
                     }
                 },
@@ -408,19 +424,53 @@ impl Link {
     /// The failure for an agent line during step `id` that is not its
     /// answer. QEMU is left to the caller.
     fn unexpected(&mut self, id: u64, line: &str) -> VmFailure {
-        let msg = match serde_json::from_str::<AgentMsg>(line) {
-            Ok(AgentMsg::Ready { .. }) => {
-                "the agent restarted its channel (READY again) during a step".to_string()
-            }
-            _ => format!("unexpected agent message during step {id}: {line}"),
-        };
+        let msg = unexpected_message(id, line);
         self.failure(FailureKind::Protocol, msg, Some(id), None)
+    }
+}
+
+/// What the failure for an unexpected agent line says: the line is the
+/// guest's, of any length up to the reader's cap, so only its head and
+/// tail are quoted.
+fn unexpected_message(id: u64, line: &str) -> String {
+    match serde_json::from_str::<AgentMsg>(line) {
+        Ok(AgentMsg::Ready { .. }) => {
+            "the agent restarted its channel (READY again) during a step".to_string()
+        }
+        _ => format!(
+            "unexpected agent message during step {id}: {}",
+            quoted(line)
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protocol_errors_quote_a_bounded_part_of_the_line() {
+        // A line as the reader hands over one longer than its cap.
+        let line = format!(
+            "{{\"kind\":\"answer\",\"id\":1,\"output\":\"{} [coexist: line truncated, 33554500 bytes]",
+            "x".repeat(super::super::lines::MAX_AGENT_LINE)
+        );
+        let m = unexpected_message(1, &line);
+        assert!(m.len() < 2 * MAX_QUOTED, "{} bytes", m.len());
+        let head = format!(
+            "unexpected agent message during step 1: ({} bytes) {{\"kind\":\"answer\"",
+            line.len()
+        );
+        assert!(m.starts_with(&head), "{m}");
+        assert!(
+            m.ends_with("[coexist: line truncated, 33554500 bytes]"),
+            "{m}"
+        );
+        assert_eq!(
+            unexpected_message(2, "{}"),
+            "unexpected agent message during step 2: {}"
+        );
+    }
 
     #[test]
     fn output_is_capped_on_a_char_boundary_with_a_marker() {

@@ -15,6 +15,7 @@ use super::link::Link;
 use super::qemu::{migrate_uri, VmConfig};
 use super::qmp::Qmp;
 use super::{Accel, FailureKind, Splat, VmFailure};
+use crate::text::clip;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReadyInfo {
@@ -148,7 +149,7 @@ impl Vm {
         match out.answer.data {
             Some(AnswerData::Hello(h)) if out.answer.ok => Ok(h),
             _ => {
-                let msg = format!("hello: {:?}", out.answer);
+                let msg = clip(&format!("hello: {:?}", out.answer), 1024);
                 Err(self
                     .link
                     .failure(FailureKind::Protocol, msg, Some(out.id), None))

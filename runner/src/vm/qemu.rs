@@ -16,6 +16,7 @@ use coexist_proto::PORT_NAME;
 
 use super::accel::Accel;
 use crate::teardown;
+use crate::text::clip;
 
 /// Everything that decides how a guest is started and watched.
 #[derive(Clone, Debug)]
@@ -170,6 +171,99 @@ pub fn argv(cfg: &VmConfig, agent_sock: &Path, qmp_sock: &Path) -> Vec<String> {
 
 pub const QEMU: &str = "qemu-system-x86_64";
 
+/// A run dir's name starts with this (in the temp dir).
+pub const RUN_DIR_PREFIX: &str = "coexist-vm-";
+
+/// The file in a run dir that names its owner: `<pid> <start time>\n`,
+/// the runner's pid and its start time (clock ticks after boot, field 22
+/// of `/proc/<pid>/stat`), so that another process given the same pid
+/// later does not pass for the owner.
+pub const OWNER_FILE: &str = "owner";
+
+/// A process's start time (clock ticks after boot); None when there is no
+/// such process.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces): fields 3 onwards.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Whether the owner an owner file names is gone (no such process, or
+/// another one with its pid); None when the file names no owner.
+fn owner_gone(owner: &str) -> Option<bool> {
+    let mut it = owner.split_whitespace();
+    let pid: u32 = it.next()?.parse().ok()?;
+    let start: u64 = it.next()?.parse().ok()?;
+    Some(start_time(pid) != Some(start))
+}
+
+/// Removes the run dirs in `tmp` whose owner is gone: those of a runner
+/// that was killed with SIGKILL, which removed nothing. A dir that names
+/// no owner (one being made, or an older runner's), another user's, and
+/// anything that is not a directory are left. Returns the dirs removed.
+pub fn remove_stale_run_dirs(tmp: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::geteuid().as_raw();
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(RUN_DIR_PREFIX) {
+            continue;
+        }
+        let p = e.path();
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if !md.is_dir() || md.uid() != uid {
+            continue;
+        }
+        let Ok(owner) = std::fs::read_to_string(p.join(OWNER_FILE)) else {
+            continue;
+        };
+        if owner_gone(&owner) == Some(true) && std::fs::remove_dir_all(&p).is_ok() {
+            removed.push(p);
+        }
+    }
+    removed
+}
+
+/// This process, as an owner file names it.
+fn owner_line() -> String {
+    let pid = std::process::id();
+    format!("{pid} {}\n", start_time(pid).unwrap_or(0))
+}
+
+/// Makes this run's dir in the temp dir, with its owner recorded (this
+/// process). The first call in a process first removes the run dirs of
+/// runners that are gone.
+fn make_run_dir() -> Result<PathBuf, String> {
+    static STALE_REMOVED: std::sync::Once = std::sync::Once::new();
+    let tmp = std::env::temp_dir();
+    STALE_REMOVED.call_once(|| {
+        remove_stale_run_dirs(&tmp);
+    });
+    let dir = tempfile::Builder::new()
+        .prefix(RUN_DIR_PREFIX)
+        .tempdir_in(&tmp)
+        .map_err(|e| format!("cannot create a run dir: {e}"))?
+        .keep();
+    if let Err(e) = std::fs::write(dir.join(OWNER_FILE), owner_line()) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(format!(
+            "cannot write {}: {e}",
+            dir.join(OWNER_FILE).display()
+        ));
+    }
+    Ok(dir)
+}
+
 /// A started QEMU: its process group, its run dir (the agent socket), and
 /// what it wrote on stderr. Dropping it kills the group and removes the
 /// run dir.
@@ -198,11 +292,7 @@ impl QemuProcess {
             return Err("not started: the run is stopping".into());
         }
         let started = Instant::now();
-        let run_dir = tempfile::Builder::new()
-            .prefix("coexist-vm-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a run dir: {e}"))?
-            .keep();
+        let run_dir = make_run_dir()?;
         teardown::register_dir(run_dir.clone());
         let sock = run_dir.join("agent.sock");
         let listener = match UnixListener::bind(&sock) {
@@ -291,13 +381,13 @@ impl QemuProcess {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
-    /// What QEMU wrote on stderr so far, trimmed.
+    /// What QEMU wrote on stderr so far, trimmed, and clipped for a
+    /// message (its head and tail).
     pub fn stderr_text(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .trim()
-            .to_string()
+        clip(
+            self.stderr.lock().unwrap_or_else(|e| e.into_inner()).trim(),
+            2048,
+        )
     }
 
     /// Kills the process group, reaps QEMU and removes the run dir. Idempotent.
@@ -322,6 +412,44 @@ impl Drop for QemuProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_dirs_whose_owner_is_gone_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = |name: &str, owner: Option<String>| {
+            let d = tmp.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            if let Some(o) = owner {
+                std::fs::write(d.join(OWNER_FILE), o).unwrap();
+            }
+            d
+        };
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let me = std::process::id();
+        let my_start = start_time(me).unwrap();
+        let dead = dir("coexist-vm-dead", Some(format!("{} 5\n", gone.id())));
+        // The pid is alive, but it is another process than the owner.
+        let reused = dir(
+            "coexist-vm-reused",
+            Some(format!("{me} {}\n", my_start + 1)),
+        );
+        let live = dir("coexist-vm-live", Some(format!("{me} {my_start}\n")));
+        let unknown = dir("coexist-vm-unknown", None);
+        let garbled = dir("coexist-vm-garbled", Some("who knows".into()));
+        let other = dir("not-a-run-dir", Some(format!("{} 5\n", gone.id())));
+        std::os::unix::fs::symlink(&dead, tmp.path().join("coexist-vm-link")).unwrap();
+        let mut removed = remove_stale_run_dirs(tmp.path());
+        removed.sort();
+        assert_eq!(removed, vec![dead.clone(), reused.clone()]);
+        assert!(!dead.exists() && !reused.exists());
+        for kept in [live, unknown, garbled, other] {
+            assert!(kept.is_dir(), "{}", kept.display());
+        }
+        // The dirs this process makes name it, and are not stale.
+        assert_eq!(owner_line(), format!("{me} {my_start}\n"));
+        assert_eq!(owner_gone(&owner_line()), Some(false));
+    }
 
     fn cfg() -> VmConfig {
         VmConfig::new(

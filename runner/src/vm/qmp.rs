@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::text::clip;
+
 pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
@@ -38,7 +40,10 @@ impl Qmp {
         };
         let greeting = q.read()?;
         if greeting.get("QMP").is_none() {
-            return Err(format!("QMP: not a greeting: {greeting}"));
+            return Err(format!(
+                "QMP: not a greeting: {}",
+                clip(&greeting.to_string(), 512)
+            ));
         }
         q.execute("qmp_capabilities", json!({}))?;
         Ok(q)
@@ -54,7 +59,7 @@ impl Qmp {
         {
             return Err("QMP: QEMU closed the monitor".into());
         }
-        serde_json::from_str(&line).map_err(|e| format!("QMP: {e}: {line}"))
+        serde_json::from_str(&line).map_err(|e| format!("QMP: {e}: {}", clip(&line, 512)))
     }
 
     /// Runs a command; its `return` value, or its error.

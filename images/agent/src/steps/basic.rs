@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use coexist_proto::{Answer, AnswerData, HelloData};
+use coexist_proto::{Answer, AnswerData, HelloData, STEP_OUTPUT_MAX};
 use nix::errno::Errno;
 
-use super::{errno_of, fail, ok, spawn_piped, with_data};
+use super::{errno_of, fail, ok, spawn_piped, with_data, Capped};
 use crate::{kernel_release, uptime};
 
 /// Runs a program; stdout and stderr are captured together.
@@ -25,10 +25,18 @@ pub fn exec(id: u64, argv: &[String]) -> Answer {
         Ok(x) => x,
         Err(a) => return *a,
     };
-    let mut out = Vec::new();
-    let _ = r.read_to_end(&mut out);
+    let mut out = Capped::new(STEP_OUTPUT_MAX);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.push(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
     let status = child.wait();
-    let mut a = ok(id, String::from_utf8_lossy(&out).into_owned());
+    let mut a = ok(id, out.text());
     match status {
         Ok(s) => {
             use std::os::unix::process::ExitStatusExt;

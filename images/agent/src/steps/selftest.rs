@@ -10,12 +10,12 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coexist_proto::{Answer, SelftestRunner, SELFTESTS_DIR, SELFTEST_OUTPUT_MAX};
+use coexist_proto::{Answer, SelftestRunner, SELFTESTS_DIR, STEP_OUTPUT_MAX};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::{errno_of, fail, ok, spawn_piped};
+use super::{errno_of, fail, ok, spawn_piped, Capped};
 
 /// The kselftest runner's `run_many`, as `run_kselftest.sh` calls it for
 /// one collection: `$1` the selftests, `$2` the collection, `$3` the test.
@@ -31,22 +31,6 @@ fn plain_relative(p: &str) -> bool {
         && Path::new(p)
             .components()
             .all(|c| matches!(c, Component::Normal(_)))
-}
-
-/// `out` cut to at most `max` bytes: its head and, after a marker, its
-/// tail (where the results are).
-pub fn cap_middle(out: &[u8], max: usize) -> String {
-    if out.len() <= max {
-        return String::from_utf8_lossy(out).into_owned();
-    }
-    let head = max / 5;
-    let tail = max - head;
-    format!(
-        "{}\n[coexist: {} bytes of output cut here]\n{}",
-        String::from_utf8_lossy(&out[..head]),
-        out.len() - head - tail,
-        String::from_utf8_lossy(&out[out.len() - tail..])
-    )
 }
 
 pub fn selftest(
@@ -105,7 +89,7 @@ pub fn selftest(
     let pgid = Pid::from_raw(child.id() as i32);
     // Read as it comes, so what the test printed before a timeout is kept
     // even if something it started keeps the pipe open.
-    let output = Arc::new(Mutex::new(Vec::new()));
+    let output = Arc::new(Mutex::new(Capped::new(STEP_OUTPUT_MAX)));
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     {
         let output = output.clone();
@@ -118,7 +102,7 @@ pub fn selftest(
                 output
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(&buf[..n]);
+                    .push(&buf[..n]);
             }
             let _ = done_tx.send(());
         });
@@ -139,8 +123,7 @@ pub fn selftest(
         let _ = child.wait();
     }
     let _ = done_rx.recv_timeout(Duration::from_secs(2));
-    let out = output.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let text = cap_middle(&out, SELFTEST_OUTPUT_MAX);
+    let text = output.lock().unwrap_or_else(|e| e.into_inner()).text();
     match status {
         Some(s) => {
             use std::os::unix::process::ExitStatusExt;
@@ -174,18 +157,5 @@ mod tests {
         for bad in ["", "/etc/passwd", "../x", "a/../../b", "./x"] {
             assert!(!plain_relative(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn long_output_keeps_its_end() {
-        let out: Vec<u8> = (0..1000)
-            .flat_map(|i| format!("line {i}\n").into_bytes())
-            .collect();
-        let c = cap_middle(&out, 2000);
-        assert!(c.starts_with("line 0\n"), "{c}");
-        assert!(c.ends_with("line 999\n"), "{c}");
-        assert!(c.contains("bytes of output cut here"));
-        assert!(c.len() < 2100);
-        assert_eq!(cap_middle(b"short", 2000), "short");
     }
 }
