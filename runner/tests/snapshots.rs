@@ -285,16 +285,13 @@ fn run_restores_and_auto_is_remembered_across_commands() {
     let root = common::root();
     let root = root.to_str().unwrap();
     let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
-    let first = common::coexist(&[
-        "--root",
-        root,
-        "run",
-        "--variant",
-        "share-ipmodify",
-        "--",
-        "cat",
-        "/proc/sys/kernel/random/boot_id",
-    ]);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--root", root, "run", "--variant", "share-ipmodify"];
+        args.extend_from_slice(extra);
+        args.extend(["--", "cat", "/proc/sys/kernel/random/boot_id"]);
+        common::coexist(&args)
+    };
+    let first = run(&[]);
     assert!(first.status.success());
     let e = stderr(&first);
     assert!(e.contains("\naccel: "), "the accelerator line: {e}");
@@ -302,16 +299,7 @@ fn run_restores_and_auto_is_remembered_across_commands() {
     let setup = common::coexist(&["--root", root, "setup"]);
     let s = stderr(&setup);
     assert!(s.contains("accel: remembered for this host: "), "{s}");
-    let again = common::coexist(&[
-        "--root",
-        root,
-        "run",
-        "--variant",
-        "share-ipmodify",
-        "--",
-        "cat",
-        "/proc/sys/kernel/random/boot_id",
-    ]);
+    let again = run(&[]);
     assert!(again.status.success());
     let e = stderr(&again);
     assert!(e.contains("accel: remembered for this host: "), "{e}");
@@ -319,16 +307,7 @@ fn run_restores_and_auto_is_remembered_across_commands() {
     // The restored guest is the snapshot's boot (its boot id), the
     // first command's too.
     assert_eq!(first.stdout, again.stdout);
-    let fresh = common::coexist(&[
-        "--root",
-        root,
-        "run",
-        "--variant",
-        "share-ipmodify",
-        "--fresh-boot",
-        "--",
-        "true",
-    ]);
+    let fresh = run(&["--fresh-boot"]);
     assert!(fresh.status.success());
     let e = stderr(&fresh);
     assert!(e.contains("s from QEMU start"), "{e}");

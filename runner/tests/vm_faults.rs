@@ -210,27 +210,20 @@ fn auto_accel_probes_and_boots() {
     assert_group_gone(pid);
 }
 
-fn runner_dies_and_takes_qemu_along(signal: nix::sys::signal::Signal) {
-    // Build/cache first so the runner below only boots.
-    let _ = prepared();
-    let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_coexist"))
-        .args([
-            "run",
-            "--variant",
-            "share-ipmodify",
-            "--accel",
-            "tcg",
-            "--timeout",
-            "120",
-            "--root",
-        ])
-        .arg(&root)
+/// `coexist run ... -- sleep 100` (with `TMPDIR`, if given), once its one
+/// QEMU is up: the child, the runner's pid and QEMU's.
+fn run_sleeping(tmpdir: Option<&Path>) -> (std::process::Child, u32, Vec<u32>) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_coexist"));
+    c.args(["run", "--variant", "share-ipmodify", "--accel", "tcg"])
+        .args(["--timeout", "120", "--root"])
+        .arg(common::root())
         .args(["--", "sleep", "100"])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(std::process::Stdio::null());
+    if let Some(t) = tmpdir {
+        c.env("TMPDIR", t);
+    }
+    let child = c.spawn().unwrap();
     let runner = child.id();
     let mut qemu = Vec::new();
     for _ in 0..600 {
@@ -241,6 +234,13 @@ fn runner_dies_and_takes_qemu_along(signal: nix::sys::signal::Signal) {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(qemu.len(), 1, "no QEMU under the runner");
+    (child, runner, qemu)
+}
+
+fn runner_dies_and_takes_qemu_along(signal: nix::sys::signal::Signal) {
+    // Build/cache first so the runner below only boots.
+    let _ = prepared();
+    let (mut child, runner, qemu) = run_sleeping(None);
     // Let it boot into the step.
     std::thread::sleep(Duration::from_secs(3));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(runner as i32), signal).unwrap();
@@ -277,26 +277,7 @@ fn run_dirs(tmp: &Path) -> Vec<PathBuf> {
 fn a_runner_killed_with_sigkill_leaves_a_run_dir_naming_it() {
     let _ = prepared();
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_coexist"))
-        .args(["run", "--variant", "share-ipmodify", "--accel", "tcg"])
-        .args(["--timeout", "120", "--root"])
-        .arg(common::root())
-        .args(["--", "sleep", "100"])
-        .env("TMPDIR", tmp.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let runner = child.id();
-    let mut qemu = Vec::new();
-    for _ in 0..600 {
-        qemu = children_of(runner, "qemu-system-x86");
-        if !qemu.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(qemu.len(), 1, "no QEMU under the runner");
+    let (mut child, runner, qemu) = run_sleeping(Some(tmp.path()));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(runner as i32),
         nix::sys::signal::Signal::SIGKILL,
