@@ -42,8 +42,6 @@ impl Workspace {
     }
 
     pub fn new(project: Project, cache: Cache) -> Workspace {
-        // `--accel auto`'s verdict is remembered per host in the cache.
-        crate::vm::accel::remember_in(cache.dir("accel"));
         Workspace {
             project,
             cache,

@@ -167,7 +167,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
     match cli.cmd {
         Cmd::Setup { .. } => {
             eprintln!("setup: every package the project needs is installed");
-            match coexist::vm::accel::remembered() {
+            match coexist::vm::accel::remembered(&ws.cache.dir("accel")) {
                 Some(r) => eprintln!("accel: remembered for this host: {}", r.describe()),
                 None => eprintln!(
                     "accel: nothing remembered for this host as it is now (the next boot with --accel auto probes KVM)"

@@ -25,6 +25,8 @@ pub struct Prepared {
     pub kernel_cached: bool,
     /// Time for fixtures and image (build or cache hit).
     pub image_s: f64,
+    /// Where `--accel auto`'s verdict is remembered (the cache's `accel/`).
+    pub accel_memory: PathBuf,
 }
 
 pub fn prepare(
@@ -65,16 +67,20 @@ pub fn prepare(
         build_s,
         kernel_cached,
         image_s: t1.elapsed().as_secs_f64(),
+        accel_memory: cache.dir("accel"),
     })
 }
 
 impl Prepared {
     /// Boots the PVH vmlinux directly: no decompression, the fastest start.
     pub fn vm_config(&self, console_log: PathBuf) -> VmConfig {
-        VmConfig::new(
-            self.manifest.vmlinux.clone(),
-            self.image.path.clone(),
-            console_log,
-        )
+        VmConfig {
+            accel_memory: Some(self.accel_memory.clone()),
+            ..VmConfig::new(
+                self.manifest.vmlinux.clone(),
+                self.image.path.clone(),
+                console_log,
+            )
+        }
     }
 }

@@ -3,8 +3,8 @@
 //! short deadline; otherwise it says why (an [`Event::AccelDecided`]) and
 //! uses TCG. The decision is made once per run.
 //!
-//! `auto`'s verdict is also remembered across commands ([`remember_in`]:
-//! `<cache>/accel/verdict.json`), keyed on this host as it is now
+//! `auto`'s verdict is also remembered across commands
+//! (`VmConfig::accel_memory`: `<cache>/accel/verdict.json`), keyed on this host as it is now
 //! ([`HostKey`]: the boot, the /dev/kvm device, the QEMU binary and
 //! version, the CPU model). A remembered verdict is used only while the
 //! key is the same, so "KVM works" is never trusted across a reboot; a
@@ -15,7 +15,7 @@
 //! its place in [`boot`].
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,20 +71,9 @@ pub const KVM_BANNER_DEADLINE: Duration = Duration::from_secs(5);
 /// probed here).
 static DECIDED: Mutex<Option<(Accel, bool)>> = Mutex::new(None);
 
-/// Where the verdict is remembered across commands (None: nowhere).
-static MEMORY: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// Remember `auto`'s verdict in `dir` (the cache's `accel/`).
-pub fn remember_in(dir: PathBuf) {
-    *MEMORY.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir);
-}
-
-fn memory_file() -> Option<PathBuf> {
-    MEMORY
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map(|d| d.join("verdict.json"))
+/// The file that remembers the verdict, in the memory dir.
+fn memory_file(dir: Option<&Path>) -> Option<PathBuf> {
+    dir.map(|d| d.join("verdict.json"))
 }
 
 /// What a remembered verdict holds for: this host as it is now.
@@ -195,9 +184,10 @@ impl Remembered {
     }
 }
 
-/// The verdict remembered for this host as it is now, if any.
-pub fn remembered() -> Option<Remembered> {
-    remembered_in(&memory_file()?, &HostKey::current())
+/// The verdict remembered in `dir` (the cache's `accel/`) for this host
+/// as it is now, if any.
+pub fn remembered(dir: &Path) -> Option<Remembered> {
+    remembered_in(&memory_file(Some(dir))?, &HostKey::current())
 }
 
 /// The verdict in `file`, if it was decided for `key`.
@@ -206,8 +196,8 @@ fn remembered_in(file: &std::path::Path, key: &HostKey) -> Option<Remembered> {
     (&r.key == key).then_some(r)
 }
 
-fn remember(accel: Accel, reason: &str) {
-    if let Some(f) = memory_file() {
+fn remember(dir: Option<&Path>, accel: Accel, reason: &str) {
+    if let Some(f) = memory_file(dir) {
         remember_in_file(&f, HostKey::current(), accel, reason);
     }
 }
@@ -229,24 +219,28 @@ fn remember_in_file(f: &std::path::Path, key: HostKey, accel: Accel, reason: &st
     }
 }
 
-fn forget() {
-    if let Some(f) = memory_file() {
+fn forget(dir: Option<&Path>) {
+    if let Some(f) = memory_file(dir) {
         let _ = std::fs::remove_file(f);
     }
 }
 
 /// `auto`'s accelerator without booting: decided earlier in this process,
-/// or remembered for this host (then said once, with its age).
-pub fn resolve(events: &dyn EventSink) -> Option<Accel> {
+/// or remembered in `memory` for this host (then said once, with its age).
+pub fn resolve(memory: Option<&Path>, events: &dyn EventSink) -> Option<Accel> {
     let mut d = DECIDED.lock().unwrap_or_else(|e| e.into_inner());
-    resolve_locked(&mut d, events)
+    resolve_locked(&mut d, memory, events)
 }
 
-fn resolve_locked(d: &mut Option<(Accel, bool)>, events: &dyn EventSink) -> Option<Accel> {
+fn resolve_locked(
+    d: &mut Option<(Accel, bool)>,
+    memory: Option<&Path>,
+    events: &dyn EventSink,
+) -> Option<Accel> {
     if let Some((a, _)) = *d {
         return Some(a);
     }
-    let r = remembered()?;
+    let r = remembered(memory?)?;
     *d = Some((r.accel, true));
     events.event(&Event::AccelDecided {
         reason: format!("remembered for this host: {}", r.describe()),
@@ -273,9 +267,15 @@ pub fn decided() -> Option<Accel> {
 }
 
 /// Keeps `auto`'s decision for the run and the host, and says why.
-fn decide(d: &mut Option<(Accel, bool)>, events: &dyn EventSink, accel: Accel, reason: String) {
+fn decide(
+    d: &mut Option<(Accel, bool)>,
+    memory: Option<&Path>,
+    events: &dyn EventSink,
+    accel: Accel,
+    reason: String,
+) {
     *d = Some((accel, false));
-    remember(accel, &reason);
+    remember(memory, accel, &reason);
     events.event(&Event::AccelDecided { reason });
 }
 
@@ -296,8 +296,10 @@ pub fn boot(
         }
         AccelChoice::Auto => {
             // Concurrent boots wait here while the first one probes.
+            let memory = cfg.accel_memory.clone();
+            let memory = memory.as_deref();
             let mut d = DECIDED.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(a) = resolve_locked(&mut d, events) {
+            if let Some(a) = resolve_locked(&mut d, memory, events) {
                 let remembered_kvm = a == Accel::Kvm && d.is_some_and(|(_, r)| r);
                 if !remembered_kvm {
                     drop(d);
@@ -318,7 +320,7 @@ pub fn boot(
                             "the remembered KVM verdict failed at boot ({}); probing again",
                             first_line(&f.message)
                         )));
-                        forget();
+                        forget(memory);
                         *d = None;
                     }
                     r => {
@@ -330,6 +332,7 @@ pub fn boot(
             if let Err(why) = Accel::Kvm.probe() {
                 decide(
                     &mut d,
+                    memory,
                     events,
                     Accel::Tcg,
                     format!("KVM unavailable ({why}); using TCG"),
@@ -345,6 +348,7 @@ pub fn boot(
                 Ok(vm) => {
                     decide(
                         &mut d,
+                        memory,
                         events,
                         Accel::Kvm,
                         "KVM works here; using KVM".into(),
@@ -370,6 +374,7 @@ pub fn boot(
                         Ok(vm) => {
                             decide(
                                 &mut d,
+                                memory,
                                 events,
                                 Accel::Tcg,
                                 format!("KVM unusable here ({why}); falling back to TCG"),
@@ -380,6 +385,7 @@ pub fn boot(
                         Err(t) => {
                             decide(
                                 &mut d,
+                                memory,
                                 events,
                                 Accel::Tcg,
                                 format!("KVM unusable here ({why}); falling back to TCG"),
@@ -393,6 +399,7 @@ pub fn boot(
                 Err(f) => {
                     decide(
                         &mut d,
+                        memory,
                         events,
                         Accel::Kvm,
                         "KVM works here (the kernel ran under it); using KVM".into(),

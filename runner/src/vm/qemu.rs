@@ -44,6 +44,9 @@ pub struct VmConfig {
     pub qmp: bool,
     /// Restore this saved state instead of booting (`-incoming`).
     pub incoming: Option<PathBuf>,
+    /// Where `--accel auto`'s verdict is remembered across commands (the
+    /// cache's `accel/`); None: in this process only.
+    pub accel_memory: Option<PathBuf>,
 }
 
 /// The kernel command line every guest gets unless replaced.
@@ -67,6 +70,7 @@ impl VmConfig {
             allow: Vec::new(),
             qmp: false,
             incoming: None,
+            accel_memory: None,
         }
     }
 

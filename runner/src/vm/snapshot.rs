@@ -102,7 +102,7 @@ pub fn ensure(
     let known = match choice {
         AccelChoice::Kvm => Some(Accel::Kvm),
         AccelChoice::Tcg => Some(Accel::Tcg),
-        AccelChoice::Auto => accel::resolve(events),
+        AccelChoice::Auto => accel::resolve(cfg.accel_memory.as_deref(), events),
     };
     if let Some(a) = known {
         if let Some(s) = lookup(cache, &key(cfg, a, id)) {
