@@ -210,16 +210,25 @@ fn auto_accel_probes_and_boots() {
     assert_group_gone(pid);
 }
 
-/// `coexist run ... -- sleep 100` (with `TMPDIR`, if given), once its one
-/// QEMU is up: the child, the runner's pid and QEMU's.
+/// `coexist run --fresh-boot ... -- sleep 100` (with `TMPDIR`, if given),
+/// once its one QEMU is up: the child, the runner's pid and QEMU's. A
+/// fresh boot: the QEMU found is the one that runs the step (restoring
+/// would first boot another to make the snapshot, when there is none).
 fn run_sleeping(tmpdir: Option<&Path>) -> (std::process::Child, u32, Vec<u32>) {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_coexist"));
-    c.args(["run", "--variant", "share-ipmodify", "--accel", "tcg"])
-        .args(["--timeout", "120", "--root"])
-        .arg(common::root())
-        .args(["--", "sleep", "100"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    c.args([
+        "run",
+        "--variant",
+        "share-ipmodify",
+        "--accel",
+        "tcg",
+        "--fresh-boot",
+    ])
+    .args(["--timeout", "120", "--root"])
+    .arg(common::root())
+    .args(["--", "sleep", "100"])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
     if let Some(t) = tmpdir {
         c.env("TMPDIR", t);
     }
