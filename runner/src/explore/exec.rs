@@ -262,4 +262,8 @@ impl System for VmSystem<'_> {
                 .and_then(|b| b.op_index.map(|i| (b.signature(), i))),
         }
     }
+
+    fn stopped(&self) -> bool {
+        crate::teardown::stopping()
+    }
 }

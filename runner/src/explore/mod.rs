@@ -183,12 +183,16 @@ pub struct ExploreReport {
 }
 
 impl ExploreReport {
-    /// 1 when something was found, 0 when the budget ran out clean.
+    /// 1 when something was found, 0 when the budget ran out clean, 2
+    /// when nothing was found but some sequences could not run (harness
+    /// trouble: the budget was not spent exploring).
     pub fn exit_code(&self) -> u8 {
-        if self.findings.is_empty() {
-            0
-        } else {
+        if !self.findings.is_empty() {
             1
+        } else if self.errors > 0 {
+            2
+        } else {
+            0
         }
     }
 }
@@ -353,6 +357,9 @@ impl Shared<'_> {
                 minimal: true,
             },
         };
+        // Interrupted mid-shrink: every candidate kept did fail the same
+        // way (a replay that could not run is never kept), so the sequence
+        // so far stands, marked not minimal by the shrinker.
         // Rerun the minimal sequence; keep the evidence of the first rerun
         // that fails the same way (its step numbers match the repro).
         let mut reproduced = 0;
@@ -373,6 +380,7 @@ impl Shared<'_> {
                 }
             }
         }
+        let interrupted = teardown::stopping();
         let shrink_s = t.elapsed().as_secs_f64();
         self.shrinking.fetch_sub(1, Ordering::SeqCst);
         self.shrink_steps
@@ -456,7 +464,11 @@ impl Shared<'_> {
             shrink_replays: shrunk.replays,
             shrink_s,
             minimal: shrunk.minimal,
-            reproduced: format!("{reproduced}/{}", self.req.reruns),
+            reproduced: if interrupted {
+                format!("{reproduced}/{} (interrupted)", self.req.reruns)
+            } else {
+                format!("{reproduced}/{}", self.req.reruns)
+            },
             repro: repro_rel,
             console_log: elog,
         });

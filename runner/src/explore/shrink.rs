@@ -38,6 +38,10 @@ pub struct Replay {
 pub trait System {
     /// Runs `ops` from a fresh start.
     fn replay(&mut self, ops: &[Op]) -> Replay;
+    /// Whether to stop shrinking now (the run was interrupted).
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -68,7 +72,7 @@ pub fn shrink(
         let mut removed = false;
         let mut i = 0;
         while i < cur.len() {
-            if replays >= max_replays {
+            if replays >= max_replays || sys.stopped() {
                 return Shrunk {
                     ops: cur,
                     replays,
