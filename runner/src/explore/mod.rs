@@ -180,6 +180,9 @@ pub struct ExploreReport {
     pub incomplete: Option<String>,
     /// The first failure of harness trouble, if any, for people.
     pub first_error: Option<String>,
+    /// Completed operations by kind, function and result (what was
+    /// explored), e.g. `attach fexit target -> EBUSY`.
+    pub coverage: std::collections::BTreeMap<String, u64>,
 }
 
 impl ExploreReport {
@@ -249,7 +252,35 @@ struct Shared<'a> {
     findings: Mutex<Vec<Finding>>,
     shrink_times: Mutex<Vec<f64>>,
     first_error: Mutex<Option<String>>,
+    coverage: Mutex<std::collections::BTreeMap<String, u64>>,
     t0: Instant,
+}
+
+/// `attach fmod_ret(777) target -> EBUSY`: an operation's kind, function
+/// and result in `s`.
+pub fn coverage_key(s: &model::State, op: &Op) -> String {
+    let what = match *op {
+        Op::Attach {
+            func,
+            kind,
+            fmod_ret,
+            ..
+        } => {
+            let k = if kind == coexist_proto::BpfKind::FmodRet {
+                format!("fmod_ret({fmod_ret})")
+            } else {
+                kind.section().to_string()
+            };
+            format!("attach {k} {}", func.short())
+        }
+        Op::Detach { id } => format!(
+            "detach {}",
+            s.attached(id).map(|f| f.short()).unwrap_or("?")
+        ),
+        Op::DirectUnload => "direct_unload".to_string(),
+        other => other.to_string().replace('(', " ").replace(')', ""),
+    };
+    format!("{what} -> {}", s.predict(op).unwrap_or("ok"))
 }
 
 impl Shared<'_> {
@@ -283,6 +314,7 @@ impl Shared<'_> {
             }
             self.steps.fetch_add(r.steps as u64, Ordering::SeqCst);
             self.ops.fetch_add(r.ops_done as u64, Ordering::SeqCst);
+            self.count_coverage(&ops[..r.ops_done.min(ops.len())]);
             if let Some(e) = &r.error {
                 self.errors.fetch_add(1, Ordering::SeqCst);
                 self.first_error
@@ -474,6 +506,17 @@ impl Shared<'_> {
         });
     }
 
+    /// Counts each completed operation by kind, function and the result
+    /// the model gave it (and the kernel showed).
+    fn count_coverage(&self, ops: &[Op]) {
+        let mut s = model::State::new(self.guest.rule);
+        let mut c = self.coverage.lock().unwrap_or_else(|e| e.into_inner());
+        for op in ops {
+            *c.entry(coverage_key(&s, op)).or_default() += 1;
+            s.apply(op);
+        }
+    }
+
     fn progress(&self) -> String {
         let el = self.t0.elapsed().as_secs_f64();
         let left = match self.req.budget {
@@ -590,6 +633,7 @@ pub fn explore(
         findings: Mutex::new(Vec::new()),
         shrink_times: Mutex::new(Vec::new()),
         first_error: Mutex::new(None),
+        coverage: Mutex::new(Default::default()),
         t0: Instant::now(),
     };
     let finished = AtomicBool::new(false);
@@ -646,6 +690,7 @@ pub fn explore(
         complete: interrupted.is_none(),
         incomplete: interrupted.map(|s| format!("interrupted by signal {s}")),
         first_error: sh.first_error.into_inner().unwrap_or_default(),
+        coverage: sh.coverage.into_inner().unwrap_or_default(),
     })
 }
 

@@ -107,6 +107,16 @@ pub fn section(r: &ExploreReport) -> String {
         }
         s.push_str("</div>\n");
     }
+    if !r.coverage.is_empty() {
+        s.push_str("<details><summary>operations explored, by result</summary><table>");
+        for (k, n) in &r.coverage {
+            s.push_str(&format!(
+                "<tr><td><code>{}</code></td><td>{n}</td></tr>",
+                esc(k)
+            ));
+        }
+        s.push_str("</table></details>\n");
+    }
     s.push_str("</section>\n");
     s
 }
