@@ -38,6 +38,10 @@ pub struct ExploreOpts {
     /// Most candidates one shrink replays.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     max_shrink_replays: u64,
+    /// Failing sequences shrunk per signature (invariant and splat
+    /// title); later ones are only counted.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    shrinks_per_signature: u64,
     #[command(flatten)]
     machine: MachineOpts,
     /// Results directory (default: results/<run-id> in the project).
@@ -88,7 +92,7 @@ impl ExploreOpts {
             results_dir: self.results.clone(),
             max_shrink_replays: self.max_shrink_replays as usize,
             reruns: 3,
-            shrinks_per_signature: 2,
+            shrinks_per_signature: self.shrinks_per_signature as usize,
         }
     }
 }

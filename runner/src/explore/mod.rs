@@ -183,6 +183,9 @@ pub struct ExploreReport {
     /// Completed operations by kind, function and result (what was
     /// explored), e.g. `attach fexit target -> EBUSY`.
     pub coverage: std::collections::BTreeMap<String, u64>,
+    /// Failing sequences not shrunk (their signature was shrunk enough
+    /// already), by signature.
+    pub unshrunk: Vec<Unshrunk>,
 }
 
 impl ExploreReport {
@@ -253,7 +256,20 @@ struct Shared<'a> {
     shrink_times: Mutex<Vec<f64>>,
     first_error: Mutex<Option<String>>,
     coverage: Mutex<std::collections::BTreeMap<String, u64>>,
+    shrinks_started: Mutex<std::collections::BTreeMap<Signature, usize>>,
+    unshrunk: Mutex<std::collections::BTreeMap<Signature, Unshrunk>>,
     t0: Instant,
+}
+
+/// Failing sequences that were not shrunk because their signature had
+/// been shrunk `shrinks_per_signature` times already.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Unshrunk {
+    pub invariant: Invariant,
+    /// The splat title (normalized), if the signature has one.
+    pub splat: Option<String>,
+    pub count: usize,
+    pub seeds: Vec<String>,
 }
 
 /// `attach fmod_ret(777) target -> EBUSY`: an operation's kind, function
@@ -349,20 +365,26 @@ impl Shared<'_> {
     fn found(&self, index: u64, seed: u64, ops: &[Op], b: Broken, log: PathBuf) {
         let sig = b.signature();
         {
-            let mut f = self.findings.lock().unwrap_or_else(|e| e.into_inner());
-            let same: Vec<usize> = f
-                .iter()
-                .enumerate()
-                .filter(|(_, x)| x.signature() == sig)
-                .map(|(i, _)| i)
-                .collect();
-            if same.len() >= self.req.shrinks_per_signature || b.op_index.is_none() {
-                if let Some(&i) = same.first() {
-                    f[i].count += 1;
-                    f[i].also_seeds.push(format!("{seed:#x}"));
-                    return;
-                }
+            let mut started = self
+                .shrinks_started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let n = started.entry(sig.clone()).or_default();
+            if *n >= self.req.shrinks_per_signature {
+                // Not shrunk: counted by signature only, never credited
+                // to a minimal sequence it was not shown to shrink to.
+                let mut u = self.unshrunk.lock().unwrap_or_else(|e| e.into_inner());
+                let e = u.entry(sig.clone()).or_insert_with(|| Unshrunk {
+                    invariant: sig.invariant,
+                    splat: sig.splat.clone(),
+                    count: 0,
+                    seeds: Vec::new(),
+                });
+                e.count += 1;
+                e.seeds.push(format!("{seed:#x}"));
+                return;
             }
+            *n += 1;
         }
         self.shrinking.fetch_add(1, Ordering::SeqCst);
         let t = Instant::now();
@@ -634,6 +656,8 @@ pub fn explore(
         shrink_times: Mutex::new(Vec::new()),
         first_error: Mutex::new(None),
         coverage: Mutex::new(Default::default()),
+        shrinks_started: Mutex::new(Default::default()),
+        unshrunk: Mutex::new(Default::default()),
         t0: Instant::now(),
     };
     let finished = AtomicBool::new(false);
@@ -691,6 +715,12 @@ pub fn explore(
         incomplete: interrupted.map(|s| format!("interrupted by signal {s}")),
         first_error: sh.first_error.into_inner().unwrap_or_default(),
         coverage: sh.coverage.into_inner().unwrap_or_default(),
+        unshrunk: sh
+            .unshrunk
+            .into_inner()
+            .unwrap_or_default()
+            .into_values()
+            .collect(),
     })
 }
 
@@ -748,6 +778,17 @@ pub fn summary(r: &ExploreReport) -> String {
         for sp in &f.splats {
             s.push_str(&format!("    {}\n", sp.line()));
         }
+    }
+    for u in &r.unshrunk {
+        s.push_str(&format!(
+            "  {} more failing sequence(s) broke {}{} (not shrunk: that signature was shrunk enough already)\n",
+            u.count,
+            u.invariant,
+            u.splat
+                .as_ref()
+                .map(|t| format!(" with {t}"))
+                .unwrap_or_default()
+        ));
     }
     s
 }

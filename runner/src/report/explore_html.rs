@@ -107,6 +107,18 @@ pub fn section(r: &ExploreReport) -> String {
         }
         s.push_str("</div>\n");
     }
+    for u in &r.unshrunk {
+        s.push_str(&format!(
+            "<p>{} more failing sequence(s) broke <code>{}</code>{} (not shrunk: that signature was shrunk enough already; seeds {})</p>\n",
+            u.count,
+            esc(u.invariant.as_str()),
+            u.splat
+                .as_ref()
+                .map(|t| format!(" with <code>{}</code>", esc(t)))
+                .unwrap_or_default(),
+            esc(&u.seeds.join(", "))
+        ));
+    }
     if !r.coverage.is_empty() {
         s.push_str("<details><summary>operations explored, by result</summary><table>");
         for (k, n) in &r.coverage {
