@@ -180,8 +180,10 @@ pub struct ExploreReport {
     pub incomplete: Option<String>,
     /// The first failure of harness trouble, if any, for people.
     pub first_error: Option<String>,
-    /// Completed operations by kind, function and result (what was
-    /// explored), e.g. `attach fexit target -> EBUSY`.
+    /// What was explored: completed operations by kind, function and
+    /// result (`attach fexit target -> EBUSY`), and the states each
+    /// function was in after them (`state target: livepatch enabled;
+    /// fentry, fmod_ret(777)`), with counts.
     pub coverage: std::collections::BTreeMap<String, u64>,
     /// Failing sequences not shrunk (their signature was shrunk enough
     /// already), by signature.
@@ -270,6 +272,39 @@ pub struct Unshrunk {
     pub splat: Option<String>,
     pub count: usize,
     pub seeds: Vec<String>,
+}
+
+/// `state target: livepatch enabled; fentry, fmod_ret(777), fexit`: what
+/// a function had after an operation (programs in attach order).
+pub fn state_key(s: &model::State, f: model::Func) -> String {
+    let st = s.func(f);
+    let lp = match st.lp {
+        model::Lp::Absent => "no livepatch",
+        model::Lp::Enabled => "livepatch enabled",
+        model::Lp::Disabled => "livepatch disabled",
+    };
+    let progs: Vec<String> = st
+        .progs
+        .iter()
+        .map(|p| match p.kind {
+            coexist_proto::BpfKind::FmodRet => format!("fmod_ret({})", p.fmod_ret),
+            k => k.section().to_string(),
+        })
+        .collect();
+    let direct = if matches!(s.direct, Some((d, _)) if d == f) {
+        "; coexist_direct"
+    } else {
+        ""
+    };
+    format!(
+        "state {}: {lp}; {}{direct}",
+        f.short(),
+        if progs.is_empty() {
+            "no BPF".to_string()
+        } else {
+            progs.join(", ")
+        }
+    )
 }
 
 /// `attach fmod_ret(777) target -> EBUSY`: an operation's kind, function
@@ -536,6 +571,9 @@ impl Shared<'_> {
         for op in ops {
             *c.entry(coverage_key(&s, op)).or_default() += 1;
             s.apply(op);
+            for f in model::FUNCS {
+                *c.entry(state_key(&s, f)).or_default() += 1;
+            }
         }
     }
 
