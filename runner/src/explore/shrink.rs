@@ -63,51 +63,110 @@ pub fn shrink(
     sys: &mut dyn System,
     max_replays: usize,
 ) -> Shrunk {
-    // Nothing after the failing operation ran.
-    let mut cur: Vec<Op> = ops[..(at + 1).min(ops.len())].to_vec();
-    let mut replays = 0;
-    let model = State::new(rule);
-    let mut n = (cur.len() / 2).max(1);
-    loop {
-        let mut removed = false;
-        let mut i = 0;
-        while i < cur.len() {
-            if replays >= max_replays || sys.stopped() {
-                return Shrunk {
-                    ops: cur,
-                    replays,
-                    minimal: false,
-                };
-            }
-            let end = (i + n).min(cur.len());
-            let mut cand = cur[..i].to_vec();
-            cand.extend_from_slice(&cur[end..]);
-            if cand.is_empty() || !model.accepts_all(&cand) {
-                i += n;
-                continue;
-            }
-            replays += 1;
-            match sys.replay(&cand).failed {
-                Some((s, at)) if &s == sig => {
-                    cand.truncate(at + 1);
-                    cur = cand;
-                    removed = true;
-                }
-                _ => i += n,
-            }
+    let mut sh = Shrinker {
+        sig,
+        model: State::new(rule),
+        sys,
+        replays: 0,
+        max_replays,
+        // Nothing after the failing operation ran.
+        cur: ops[..(at + 1).min(ops.len())].to_vec(),
+    };
+    let minimal = sh.run();
+    Shrunk {
+        ops: sh.cur,
+        replays: sh.replays,
+        minimal,
+    }
+}
+
+struct Shrinker<'a> {
+    sig: &'a Signature,
+    model: State,
+    sys: &'a mut dyn System,
+    replays: usize,
+    max_replays: usize,
+    cur: Vec<Op>,
+}
+
+enum Try {
+    Kept,
+    No,
+    Out,
+}
+
+impl Shrinker<'_> {
+    /// Replays `cand` if the model accepts it; keeps it if it fails the
+    /// same way (cut after its failing operation).
+    fn attempt(&mut self, mut cand: Vec<Op>) -> Try {
+        if cand.is_empty() || !self.model.accepts_all(&cand) {
+            return Try::No;
         }
-        if n == 1 {
-            if !removed {
-                break;
+        if self.replays >= self.max_replays || self.sys.stopped() {
+            return Try::Out;
+        }
+        self.replays += 1;
+        match self.sys.replay(&cand).failed {
+            Some((s, at)) if &s == self.sig => {
+                cand.truncate(at + 1);
+                self.cur = cand;
+                Try::Kept
             }
-        } else {
-            n = (n / 2).max(1);
+            _ => Try::No,
         }
     }
-    Shrunk {
-        ops: cur,
-        replays,
-        minimal: true,
+
+    /// Chunks, then single operations, then pairs (an attach with its
+    /// detach, a load with its unload: neither goes alone), until no
+    /// single operation and no pair can be removed. False when the
+    /// replay cap or an interruption stopped it first.
+    fn run(&mut self) -> bool {
+        let mut n = (self.cur.len() / 2).max(1);
+        loop {
+            let mut removed = false;
+            let mut i = 0;
+            while i < self.cur.len() {
+                let end = (i + n).min(self.cur.len());
+                let mut cand = self.cur[..i].to_vec();
+                cand.extend_from_slice(&self.cur[end..]);
+                match self.attempt(cand) {
+                    Try::Kept => removed = true,
+                    Try::No => i += n,
+                    Try::Out => return false,
+                }
+            }
+            if n > 1 {
+                n = (n / 2).max(1);
+                continue;
+            }
+            if removed {
+                continue;
+            }
+            // 1-minimal: try pairs.
+            let mut pair_removed = false;
+            'pairs: for i in 0..self.cur.len() {
+                for j in i + 1..self.cur.len() {
+                    let cand: Vec<Op> = self
+                        .cur
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| *k != i && *k != j)
+                        .map(|(_, o)| *o)
+                        .collect();
+                    match self.attempt(cand) {
+                        Try::Kept => {
+                            pair_removed = true;
+                            break 'pairs;
+                        }
+                        Try::No => {}
+                        Try::Out => return false,
+                    }
+                }
+            }
+            if !pair_removed {
+                return true;
+            }
+        }
     }
 }
 
@@ -169,8 +228,8 @@ mod tests {
             let r = shrink(&ops, &sig, at, Rule::Shared, &mut sys, 500);
             assert!(r.minimal);
             // Three operations (livepatch, fentry, fexit/fmod_ret) or a
-            // longer 1-minimal form (e.g. fmod_ret attached early and
-            // detached after the livepatch): never more than six.
+            // longer minimal form the fake allows (e.g. fmod_ret attached
+            // early, detached after the livepatch): never more than six.
             assert!(r.ops.len() <= 6, "{:?} -> {:?}", ops, r.ops);
             if r.ops.len() == 3 {
                 three += 1;
@@ -202,6 +261,35 @@ mod tests {
         assert!(
             three * 2 >= found,
             "{three} of {found} shrunk to three operations"
+        );
+    }
+
+    #[test]
+    fn an_attach_and_its_detach_go_together() {
+        let f = Func::Cmdline;
+        let at = |id, kind| Op::Attach {
+            id,
+            func: f,
+            kind,
+            fmod_ret: 0,
+        };
+        // As found on stock (seed 103): no single operation can go, the
+        // pair attach(p2)/detach(p2) can.
+        let ops = [
+            Op::LivepatchLoad { func: f },
+            at(2, BpfKind::Fexit),
+            Op::Detach { id: 2 },
+            at(6, BpfKind::Fentry),
+            at(7, BpfKind::Fexit),
+        ];
+        let mut sys = Buggy { runs: 0 };
+        let (sig, at_op) = sys.replay(&ops).failed.unwrap();
+        assert_eq!(at_op, 4);
+        let r = shrink(&ops, &sig, at_op, Rule::Shared, &mut sys, 100);
+        assert!(r.minimal);
+        assert_eq!(
+            r.ops,
+            vec![ops[0], at(6, BpfKind::Fentry), at(7, BpfKind::Fexit)]
         );
     }
 
