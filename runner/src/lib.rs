@@ -26,6 +26,7 @@
 
 pub mod build;
 pub mod events;
+pub mod explore;
 pub mod image;
 pub mod input;
 pub mod record;

@@ -94,6 +94,12 @@ fn stop_build(pgid: i32) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    // SIGKILL is delivered, not yet acted on: a loaded machine can take a
+    // moment to end the group's members.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while group_running(pgid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 pub fn register_dir(p: PathBuf) {
@@ -279,25 +285,41 @@ mod tests {
         Group::spawn(Command::new("sh").args(["-c", script])).unwrap()
     }
 
+    /// Until the script has set its trap (a loaded machine can take far
+    /// longer than any fixed sleep to start a shell).
+    fn wait_for(marker: &std::path::Path) {
+        let t0 = std::time::Instant::now();
+        while !marker.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "the script never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     #[test]
     fn a_dropped_build_gets_sigterm_to_clean_up_then_sigkill() {
         let d = tempfile::tempdir().unwrap();
         let done = d.path().join("cleaned-up");
         // Like make: on SIGTERM it removes what it was writing, then exits.
+        let ready = d.path().join("ready");
         let g = sh(&format!(
-            "trap 'touch {}; exit 1' TERM; while :; do sleep 0.05; done",
-            done.display()
+            "trap 'touch {}; exit 1' TERM; touch {}; while :; do sleep 0.05; done",
+            done.display(),
+            ready.display()
         ));
         let pgid = g.pgid;
-        std::thread::sleep(Duration::from_millis(200));
+        wait_for(&ready);
         drop(g);
         assert!(done.is_file(), "the group did not get SIGTERM first");
         assert!(!group_running(pgid));
 
         // One that ignores SIGTERM is killed after the grace.
-        let g = sh("trap '' TERM; while :; do sleep 0.05; done");
+        let ignoring = d.path().join("ignoring");
+        let g = sh(&format!(
+            "trap '' TERM; touch {}; while :; do sleep 0.05; done",
+            ignoring.display()
+        ));
         let pgid = g.pgid;
-        std::thread::sleep(Duration::from_millis(200));
+        wait_for(&ignoring);
         let t0 = std::time::Instant::now();
         drop(g);
         assert!(!group_running(pgid));

@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["suite"],
     &["record"],
     &["run"],
+    &["explore"],
     &["report", "ui"],
 ];
 

@@ -26,4 +26,4 @@ pub mod variant;
 pub use cache::Cache;
 pub use kbuild::{Builder, KernelDoesNotBuild, Manifest, Plan};
 pub use list::KernelRow;
-pub use variant::{Project, Variant};
+pub use variant::{Coexistence, Project, Variant};

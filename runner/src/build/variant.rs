@@ -45,6 +45,23 @@ pub struct VariantDecl {
     pub series: Option<String>,
     /// Fragment names: `kernel-config/<name>.config`, merged in order.
     pub fragments: Vec<String>,
+    /// The rule this kernel is meant to follow for a livepatch and a BPF
+    /// trampoline on one function (default `shared`).
+    #[serde(default)]
+    pub coexistence: Coexistence,
+}
+
+/// What a variant's kernel is meant to do with a livepatch (an IPMODIFY
+/// ftrace_ops) and a BPF trampoline (a DIRECT ftrace_ops with ops_func) on
+/// one function. `explore`'s model takes its rule from here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Coexistence {
+    /// The post-series rule (Linux 6.0, ftrace_ops->ops_func): both share it.
+    #[default]
+    Shared,
+    /// The pre-series rule: the second of the two is refused with EBUSY.
+    Exclusive,
 }
 
 /// Where a variant's source comes from, once resolved.
@@ -63,6 +80,7 @@ pub struct Variant {
     pub source: Source,
     pub series: Option<Series>,
     pub fragments: Vec<Fragment>,
+    pub coexistence: Coexistence,
 }
 
 /// The project's declarative inputs: `kernel-config/`, `patches/`.
@@ -238,6 +256,7 @@ pub fn parse_variants(
             source,
             series,
             fragments,
+            coexistence: v.coexistence,
         });
     }
     Ok(out)

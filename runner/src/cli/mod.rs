@@ -6,6 +6,7 @@
 //! configuration or infrastructure error (bisect-run: 0/1/125/128).
 
 mod bisect;
+mod explore;
 mod kernel;
 mod suite;
 mod vm;
@@ -65,6 +66,11 @@ enum Cmd {
     Run(vm::RunOpts),
     /// Run suites: every (variant, case) in a fresh VM; reports in results/<run-id>/.
     Suite(suite::SuiteOpts),
+    /// Model-based random sequences of livepatch, BPF trampoline and
+    /// DIRECT ftrace operations, each in a restored guest, checked after
+    /// every step; failures shrunk to a minimal reproducer (a suite file).
+    /// Exit 1 when something was found, 0 when the budget ran out clean.
+    Explore(explore::ExploreOpts),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -92,6 +98,9 @@ enum BenchCmd {
     /// default --accel auto and with --accel tcg, and `run -- true`;
     /// medians and the targets (--json for scripts).
     Loop(vm::BenchLoopOpts),
+    /// An explore run's figures: sequences per minute, steps per second,
+    /// median shrink time (default budget 2m; --json for scripts).
+    Explore(explore::BenchExploreOpts),
 }
 
 /// The guest machine.
@@ -180,6 +189,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Shell(o) => vm::shell(&ws, &o),
         Cmd::Run(o) => vm::run(&ws, &o),
         Cmd::Suite(o) => suite::suite(&ws, &o),
+        Cmd::Explore(o) => explore::explore(&ws, &o),
+        Cmd::Bench(BenchCmd::Explore(o)) => explore::bench(&ws, &o),
         Cmd::Bench(BenchCmd::Suite(o)) => suite::bench(&ws, &o),
         Cmd::Bench(BenchCmd::Boot(o)) => vm::bench_boot(&ws, &o),
         Cmd::Bench(BenchCmd::Loop(o)) => vm::bench_loop(&ws, &o),

@@ -17,7 +17,8 @@ use super::{MachineOpts, SourceOpts};
 
 #[derive(Args, Clone)]
 pub struct SuiteOpts {
-    /// `all`, or a suite name (suites/<name>.yaml).
+    /// `all`, a suite name (suites/<name>.yaml), or the path of a suite
+    /// file (an explore repro).
     #[arg(default_value = "all")]
     name: String,
     /// Only these variants (repeatable).

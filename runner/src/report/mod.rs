@@ -23,6 +23,7 @@ use crate::record::{CaseResult, Expected, RunReport};
 
 pub mod bench;
 pub mod diff;
+pub mod explore_html;
 pub mod grid;
 pub mod html;
 pub mod junit;

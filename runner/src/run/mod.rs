@@ -100,6 +100,9 @@ pub fn load_suites(ws: &Workspace, name: &str, variants: &[Variant]) -> Result<V
     let files = suite::list_files(&ws.project.root)?;
     let chosen: Vec<PathBuf> = if name == "all" {
         files
+    } else if name.ends_with(".yaml") && Path::new(name).is_file() {
+        // A suite file given by its path (an explore repro, say).
+        vec![PathBuf::from(name)]
     } else {
         let want = ws.project.root.join("suites").join(format!("{name}.yaml"));
         if !files.contains(&want) {

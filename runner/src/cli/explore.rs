@@ -1,0 +1,188 @@
+//! `explore`, `bench explore`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use coexist::explore::{self, Budget, ExploreReport, ExploreRequest};
+use coexist::report;
+use coexist::run;
+use coexist::teardown;
+use coexist::ui::Terminal;
+use coexist::workspace::Workspace;
+
+use super::MachineOpts;
+
+#[derive(Args, Clone)]
+pub struct ExploreOpts {
+    /// The variant to explore (its coexistence rule is the model's).
+    #[arg(long, value_name = "NAME")]
+    variant: String,
+    /// The run's seed (default: from the clock; printed). Decimal or 0x hex.
+    #[arg(long, value_parser = parse_seed)]
+    seed: Option<u64>,
+    /// Explore for this long: 90s, 5m, 1h (default 5m unless --sequences).
+    #[arg(long, value_parser = parse_budget, conflicts_with = "sequences")]
+    budget: Option<Duration>,
+    /// Explore this many sequences instead of a time budget.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    sequences: Option<u64>,
+    /// Most operations in a sequence (1 to 64).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=64))]
+    max_len: u64,
+    /// VMs at once (default: the number of cores).
+    #[arg(short, long, value_parser = super::count)]
+    jobs: Option<usize>,
+    /// Most candidates one shrink replays.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_shrink_replays: u64,
+    /// Failing sequences shrunk per signature (invariant and splat
+    /// title); later ones are only counted.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    shrinks_per_signature: u64,
+    #[command(flatten)]
+    machine: MachineOpts,
+    /// Results directory (default: results/<run-id> in the project).
+    #[arg(long, value_name = "DIR")]
+    results: Option<PathBuf>,
+}
+
+fn parse_seed(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not a seed (a number, decimal or 0x hex)"))
+}
+
+fn parse_budget(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration (90s, 5m, 1h): {e}"))?;
+    if d.is_zero() || d > Duration::from_secs(7 * 86400) {
+        return Err(format!("'{s}': a budget above 0 and at most a week"));
+    }
+    Ok(d)
+}
+
+impl ExploreOpts {
+    fn request(&self) -> ExploreRequest {
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 ^ ((std::process::id() as u64) << 32))
+                .unwrap_or(1)
+        });
+        let budget = match (self.sequences, self.budget) {
+            (Some(n), _) => Budget::Sequences(n),
+            (None, Some(d)) => Budget::Time(d),
+            (None, None) => Budget::Time(Duration::from_secs(300)),
+        };
+        ExploreRequest {
+            variant: self.variant.clone(),
+            seed,
+            budget,
+            max_len: self.max_len as usize,
+            workers: self
+                .jobs
+                .unwrap_or_else(coexist::workspace::default_jobs)
+                .max(1),
+            machine: self.machine.machine(),
+            results_dir: self.results.clone(),
+            max_shrink_replays: self.max_shrink_replays as usize,
+            reruns: 3,
+            shrinks_per_signature: self.shrinks_per_signature as usize,
+        }
+    }
+}
+
+/// Runs a request and writes explore.json and index.html.
+fn run_and_write(ws: &Workspace, req: &ExploreRequest) -> Result<(ExploreReport, PathBuf)> {
+    req.check()?;
+    // An unknown variant is bad input: said before any directory is made.
+    let variants = ws.variants(None)?;
+    coexist::build::variant::select(&variants, std::slice::from_ref(&req.variant))?;
+    let id = run::run_id();
+    let dir = explore::results_dir(ws, req, &id);
+    std::fs::create_dir_all(&dir)?;
+    let term = Terminal::new();
+    let r = explore::explore(ws, req, &dir, &id, &term)?;
+    explore::write_json(&dir, &r)?;
+    report::explore_html::write(&dir, &r)?;
+    Ok((r, dir))
+}
+
+fn exit_code(r: &ExploreReport) -> u8 {
+    match teardown::interrupted() {
+        Some(sig) => (128 + sig).clamp(0, 255) as u8,
+        None => r.exit_code(),
+    }
+}
+
+pub fn explore(ws: &Workspace, o: &ExploreOpts) -> Result<u8> {
+    let req = o.request();
+    let (r, dir) = run_and_write(ws, &req)?;
+    print!("{}", explore::summary(&r));
+    if let Some(why) = &r.incomplete {
+        eprintln!("the run is incomplete: {why}");
+    }
+    println!("reports: {}", dir.display());
+    Ok(exit_code(&r))
+}
+
+#[derive(Args, Clone)]
+pub struct BenchExploreOpts {
+    #[command(flatten)]
+    explore: ExploreOpts,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `bench explore`: an explore run's figures (sequences per minute, steps
+/// per second, median shrink time).
+pub fn bench(ws: &Workspace, o: &BenchExploreOpts) -> Result<u8> {
+    let mut req = o.explore.request();
+    if o.explore.budget.is_none() && o.explore.sequences.is_none() {
+        req.budget = Budget::Time(Duration::from_secs(120));
+    }
+    let (r, dir) = run_and_write(ws, &req)?;
+    let figures = serde_json::json!({
+        "variant": r.variant,
+        "seed": r.seed,
+        "jobs": r.jobs,
+        "accel": r.accel,
+        "budget": r.budget,
+        "duration_s": r.duration_s,
+        "sequences": r.sequences,
+        "steps": r.steps,
+        "sequences_per_min": r.sequences_per_min,
+        "steps_per_s": r.steps_per_s,
+        "median_shrink_s": r.median_shrink_s,
+        "findings": r.findings.len(),
+        "results": dir,
+    });
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        println!(
+            "bench explore {} (-j {}, {}): {:.1} sequences/min, {:.1} steps/s, median shrink {}, {} finding(s); {}",
+            r.variant,
+            r.jobs,
+            r.accel.as_deref().unwrap_or("?"),
+            r.sequences_per_min,
+            r.steps_per_s,
+            r.median_shrink_s
+                .map(|s| format!("{s:.1} s"))
+                .unwrap_or_else(|| "n/a (nothing shrunk)".into()),
+            r.findings.len(),
+            dir.display()
+        );
+    }
+    Ok(if teardown::interrupted().is_some() {
+        exit_code(&r)
+    } else {
+        0
+    })
+}

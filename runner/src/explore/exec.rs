@@ -1,0 +1,269 @@
+//! The executor: one sequence in one guest restored from the variant's
+//! READY snapshot. Each operation becomes the model's probes (the
+//! operation's step, then the checks of every function), each sent to the
+//! agent and checked by its step family (`steps::check`); a splat
+//! attributed to a step (or seen between steps) breaks `no_splat`; a VM
+//! that dies, hangs or panics breaks `guest_alive`. The first broken
+//! invariant ends the sequence.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coexist_proto::Step;
+use serde::{Deserialize, Serialize};
+
+use super::model::{prologue, Invariant, Op, Probe, Rule, State};
+use super::shrink::{normalize_title, Replay, Signature, System};
+use crate::events::EventSink;
+use crate::image::Prepared;
+use crate::steps;
+use crate::vm::snapshot::Snapshots;
+use crate::vm::{accel, AccelChoice, FailureKind, Splat};
+
+/// Each step's host-side timeout.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where and how a sequence's guest runs.
+#[derive(Clone)]
+pub struct Guest {
+    pub prepared: Arc<Prepared>,
+    pub snapshots: Option<Arc<Snapshots>>,
+    pub accel: AccelChoice,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub rule: Rule,
+}
+
+/// A broken invariant, with its evidence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Broken {
+    pub invariant: Invariant,
+    /// The operation it broke at (index into the sequence); None: the prologue.
+    pub op_index: Option<usize>,
+    pub op: Option<String>,
+    /// The step that showed it, as sent.
+    pub step: Step,
+    /// What the model required of that step.
+    pub expected: String,
+    /// What the step showed, and the mismatches.
+    pub seen: String,
+    pub splats: Vec<Splat>,
+}
+
+impl Broken {
+    pub fn signature(&self) -> Signature {
+        Signature {
+            invariant: self.invariant,
+            splat: self.splats.first().map(|s| normalize_title(&s.title)),
+        }
+    }
+}
+
+/// What one sequence did.
+#[derive(Clone, Debug)]
+pub struct SeqRun {
+    /// Agent steps answered.
+    pub steps: usize,
+    /// Operations completed with every check holding.
+    pub ops_done: usize,
+    pub broken: Option<Broken>,
+    /// Harness trouble (the guest could not be had): no verdict.
+    pub error: Option<String>,
+    pub console_log: PathBuf,
+    pub secs: f64,
+}
+
+/// The expectation, for people.
+pub fn describe_expect(p: &Probe) -> String {
+    let mut v = serde_json::to_value(&p.expect).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        if m.is_empty() {
+            return "success".into();
+        }
+    }
+    if let serde_json::Value::Object(m) = &mut v {
+        let mut flat = serde_json::Map::new();
+        for (k, val) in m.iter() {
+            match val {
+                serde_json::Value::Object(inner) => flat.extend(inner.clone()),
+                _ => {
+                    flat.insert(k.clone(), val.clone());
+                }
+            }
+        }
+        v = serde_json::Value::Object(flat);
+    }
+    v.to_string()
+}
+
+/// Runs `ops` in a fresh guest; the console log goes to `log`.
+pub fn run_sequence(g: &Guest, ops: &[Op], log: PathBuf, events: &dyn EventSink) -> SeqRun {
+    let t0 = Instant::now();
+    let mut run = SeqRun {
+        steps: 0,
+        ops_done: 0,
+        broken: None,
+        error: None,
+        console_log: log.clone(),
+        secs: 0.0,
+    };
+    if let Some(d) = log.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    let mut cfg = g.prepared.vm_config(log);
+    cfg.memory_mb = g.memory_mb;
+    cfg.cpus = g.cpus;
+    let variant = g.prepared.variant.clone();
+    let started = match &g.snapshots {
+        Some(s) => s.start(&variant, cfg, g.accel, events),
+        None => accel::boot(g.accel, cfg, events),
+    };
+    let mut vm = match started {
+        Ok(vm) => vm,
+        Err(f) => {
+            run.error = Some(format!("{:?}: {}", f.kind, f.message));
+            run.secs = t0.elapsed().as_secs_f64();
+            return run;
+        }
+    };
+    let mut state = State::new(g.rule);
+    let mut handles: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut seen_unattributed = vm.unattributed().len();
+    let plan: Vec<(Option<usize>, Vec<Probe>)> = std::iter::once((None, prologue()))
+        .chain(
+            ops.iter()
+                .enumerate()
+                .map(|(i, op)| (Some(i), state.apply(op))),
+        )
+        .collect();
+    'ops: for (index, probes) in plan {
+        let op_text = index.map(|i| ops[i].to_string());
+        for p in probes {
+            let mut step = p.step.clone();
+            if let Some(id) = p.prog {
+                if let Some(h) = handles.get(&id) {
+                    steps::bpf::set_handle(&mut step, steps::bpf::Handle(*h));
+                }
+            }
+            let broken = |inv: Invariant, seen: String, splats: Vec<Splat>| Broken {
+                invariant: inv,
+                op_index: index,
+                op: op_text.clone(),
+                step: step.clone(),
+                expected: describe_expect(&p),
+                seen,
+                splats,
+            };
+            match vm.run(step.clone(), STEP_TIMEOUT) {
+                Err(f) => {
+                    if matches!(
+                        f.kind,
+                        FailureKind::QemuFailed
+                            | FailureKind::Protocol
+                            | FailureKind::RestoreFailed
+                    ) {
+                        run.error = Some(format!("{:?}: {}", f.kind, f.message));
+                    } else {
+                        let splats = f.panic.as_deref().cloned().into_iter().collect();
+                        run.broken = Some(broken(
+                            Invariant::GuestAlive,
+                            format!("{:?}: {}", f.kind, f.message),
+                            splats,
+                        ));
+                    }
+                    break 'ops;
+                }
+                Ok(out) => {
+                    run.steps += 1;
+                    if let (Some(id), Some(h)) = (p.prog, steps::bpf::handle_of(&out.answer)) {
+                        handles.insert(id, h.0);
+                    }
+                    let mismatches = steps::check(&p.expect, &out.answer);
+                    let seen = || {
+                        let mut s = answer_text(&out.answer);
+                        for m in &mismatches {
+                            s.push_str("; ");
+                            s.push_str(m);
+                        }
+                        s
+                    };
+                    let new_between: Vec<Splat> = vm.unattributed()[seen_unattributed..].to_vec();
+                    seen_unattributed = vm.unattributed().len();
+                    if !out.splats.is_empty() || !new_between.is_empty() {
+                        let mut splats = out.splats.clone();
+                        splats.extend(new_between);
+                        run.broken = Some(broken(Invariant::NoSplat, seen(), splats));
+                        break 'ops;
+                    }
+                    if !mismatches.is_empty() {
+                        run.broken = Some(broken(p.invariant, seen(), Vec::new()));
+                        break 'ops;
+                    }
+                }
+            }
+        }
+        if index.is_some() {
+            run.ops_done += 1;
+        }
+    }
+    if run.broken.is_some() || run.error.is_some() {
+        vm.kill();
+    } else if let Err(f) = vm.shutdown() {
+        run.error = Some(format!("shutdown: {:?}: {}", f.kind, f.message));
+    }
+    run.secs = t0.elapsed().as_secs_f64();
+    run
+}
+
+/// An answer in one line: ok or the errno, the output, the data.
+pub fn answer_text(a: &coexist_proto::Answer) -> String {
+    let head = if a.ok {
+        "ok".to_string()
+    } else {
+        format!(
+            "failed {}{}",
+            a.errno_name.clone().unwrap_or_default(),
+            a.error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )
+    };
+    let mut s = head;
+    if !a.output.is_empty() {
+        s.push_str(&format!(", output {:?}", crate::text::shown(&a.output)));
+    }
+    if a.data.is_some() {
+        s.push_str(&format!(", data {}", steps::data_text(a)));
+    }
+    s
+}
+
+/// The real system for the shrinker: each replay in a fresh guest.
+pub struct VmSystem<'a> {
+    pub guest: &'a Guest,
+    pub log_dir: PathBuf,
+    pub events: &'a dyn EventSink,
+    pub runs: usize,
+    pub steps: usize,
+}
+
+impl System for VmSystem<'_> {
+    fn replay(&mut self, ops: &[Op]) -> Replay {
+        self.runs += 1;
+        let log = self.log_dir.join(format!("replay-{}.log", self.runs));
+        let r = run_sequence(self.guest, ops, log, self.events);
+        self.steps += r.steps;
+        Replay {
+            failed: r
+                .broken
+                .and_then(|b| b.op_index.map(|i| (b.signature(), i))),
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        crate::teardown::stopping()
+    }
+}

@@ -1,0 +1,1000 @@
+//! The model: a pure, abstract state of what each target function has
+//! (its livepatch, its BPF trampoline programs, the DIRECT ftrace user),
+//! the operation alphabet, and for each operation the result the
+//! variant's rule predicts and the checks that must hold after it.
+//!
+//! Nothing here touches a VM: [`State::apply`] says what an operation must
+//! do and returns the agent steps (with their expectations) that check it,
+//! the operation's own step first. The executor (`exec`) runs those steps;
+//! the repro writer (`repro`) prints them as a suite case; unit tests drive
+//! the model directly.
+//!
+//! What the kernel is meant to do (docs/explore.md has the reasoning):
+//! - `Shared` (the post-series rule, Linux 6.0 `ftrace_ops->ops_func`): a
+//!   livepatch and a BPF trampoline share a function in either order.
+//! - `Exclusive` (the pre-series rule, `baseline`): the second of them on
+//!   one function is refused with EBUSY.
+//! - Both: a DIRECT ftrace user without `ops_func` (`coexist_direct`) and
+//!   anything else on the same function (a livepatch, a BPF trampoline):
+//!   the second is refused with EBUSY.
+//! - A call shows the patched output iff the function's livepatch is
+//!   enabled; fentry programs all run; fmod_ret programs run newest first
+//!   and the first that returns non-zero skips the rest and the function
+//!   (the caller sees its value); fexit programs all run and see the
+//!   return value. Every program that runs counts one hit per call.
+//! - `enabled_functions`: one user per enabled livepatch (`I`), one per BPF
+//!   trampoline with at least one program (`R`, `D`), one for the DIRECT
+//!   user (`R`, `D`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use coexist_proto::{BpfKind, Step};
+use serde::{Deserialize, Serialize};
+
+use crate::build::Coexistence;
+use crate::input::Errno;
+use crate::steps::bpf::BpfExpect;
+use crate::steps::ftrace::FtraceExpect;
+use crate::steps::livepatch::LivepatchExpect;
+use crate::steps::StepExpect;
+
+/// The rule a variant's kernel is meant to follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// Livepatch and BPF trampoline share a function.
+    Shared,
+    /// The second of them on a function is refused with EBUSY.
+    Exclusive,
+}
+
+impl From<Coexistence> for Rule {
+    fn from(c: Coexistence) -> Rule {
+        match c {
+            Coexistence::Shared => Rule::Shared,
+            Coexistence::Exclusive => Rule::Exclusive,
+        }
+    }
+}
+
+/// The target functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Func {
+    #[serde(rename = "cmdline_proc_show")]
+    Cmdline,
+    #[serde(rename = "coexist_target_value")]
+    Target,
+}
+
+pub const FUNCS: [Func; 2] = [Func::Cmdline, Func::Target];
+
+/// What /proc/cmdline reads while livepatch-sample is enabled.
+pub const CMDLINE_PATCHED: &str = "this has been live patched\n";
+/// coexist_target_value(41) unpatched and patched.
+pub const TARGET_PLAIN: i64 = 42;
+pub const TARGET_PATCHED: i64 = 1041;
+/// The argument the debugfs file passes to coexist_target_value.
+pub const TARGET_ARG: u64 = 41;
+/// The fmod_ret value the alphabet uses besides 0 (0: call the function).
+pub const FMOD_RET_VALUE: i64 = 777;
+
+impl Func {
+    pub fn name(self) -> &'static str {
+        match self {
+            Func::Cmdline => "cmdline_proc_show",
+            Func::Target => "coexist_target_value",
+        }
+    }
+
+    pub fn short(self) -> &'static str {
+        match self {
+            Func::Cmdline => "cmdline",
+            Func::Target => "target",
+        }
+    }
+
+    /// The livepatch module that patches it (for `livepatch_load`).
+    pub fn livepatch_module(self) -> &'static str {
+        match self {
+            Func::Cmdline => "livepatch-sample",
+            Func::Target => "coexist_livepatch",
+        }
+    }
+
+    /// The patch's name in /sys/kernel/livepatch (and the module's name).
+    pub fn livepatch_name(self) -> &'static str {
+        match self {
+            Func::Cmdline => "livepatch_sample",
+            Func::Target => "coexist_livepatch",
+        }
+    }
+
+    /// The fixture program of this kind for this function; None where the
+    /// kernel does not allow the kind (fmod_ret needs a function on the
+    /// error-injection list: coexist_target_value is, cmdline_proc_show
+    /// is not).
+    pub fn program(self, kind: BpfKind) -> Option<&'static str> {
+        match (self, kind) {
+            (_, BpfKind::Fentry) => Some("cx_fentry"),
+            (Func::Cmdline, BpfKind::Fexit) => Some("cx_fexit_seq"),
+            (Func::Target, BpfKind::Fexit) => Some("cx_fexit"),
+            (Func::Cmdline, BpfKind::FmodRet) => None,
+            (Func::Target, BpfKind::FmodRet) => Some("cx_fmod_ret"),
+        }
+    }
+}
+
+/// One operation of the alphabet. BPF programs are named by the id their
+/// attach carries (unique in a sequence), so a detach still names the
+/// same program after shrinking drops other operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// insmod of the function's livepatch module, which enables it.
+    LivepatchLoad { func: Func },
+    /// Disable the function's livepatch (the module stays loaded; on 6.1 a
+    /// disabled patch cannot be enabled again: unload and load it).
+    LivepatchDisable { func: Func },
+    /// rmmod of the function's livepatch module.
+    LivepatchUnload { func: Func },
+    /// Attach a BPF program of this kind; `fmod_ret` is what an fmod_ret
+    /// program returns (0: call the function).
+    Attach {
+        id: u32,
+        func: Func,
+        kind: BpfKind,
+        #[serde(default)]
+        fmod_ret: i64,
+    },
+    /// Detach the program attached by `Attach { id }`.
+    Detach { id: u32 },
+    /// insmod coexist_direct (a DIRECT ftrace_ops without ops_func) on the function.
+    DirectLoad { func: Func },
+    /// rmmod coexist_direct.
+    DirectUnload,
+    /// Call the function (checks after every operation call both anyway).
+    Call { func: Func },
+}
+
+fn kind_name(k: BpfKind) -> &'static str {
+    k.section()
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::LivepatchLoad { func } => write!(f, "livepatch_load({})", func.short()),
+            Op::LivepatchDisable { func } => write!(f, "livepatch_disable({})", func.short()),
+            Op::LivepatchUnload { func } => write!(f, "livepatch_unload({})", func.short()),
+            Op::Attach {
+                id,
+                func,
+                kind,
+                fmod_ret,
+            } => {
+                write!(f, "attach(p{id}: {} {}", kind_name(*kind), func.short())?;
+                if *kind == BpfKind::FmodRet {
+                    write!(f, " ret={fmod_ret}")?;
+                }
+                write!(f, ")")
+            }
+            Op::Detach { id } => write!(f, "detach(p{id})"),
+            Op::DirectLoad { func } => write!(f, "direct_load({})", func.short()),
+            Op::DirectUnload => write!(f, "direct_unload"),
+            Op::Call { func } => write!(f, "call({})", func.short()),
+        }
+    }
+}
+
+/// A livepatch's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Lp {
+    /// Module not loaded.
+    #[default]
+    Absent,
+    /// Loaded and enabled (transition done).
+    Enabled,
+    /// Loaded, disabled (its sysfs directory is gone).
+    Disabled,
+}
+
+/// An attached BPF program.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Prog {
+    pub id: u32,
+    pub kind: BpfKind,
+    pub fmod_ret: i64,
+    pub hits: u64,
+}
+
+/// What one function has.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FuncState {
+    pub lp: Lp,
+    /// In attach order (oldest first).
+    pub progs: Vec<Prog>,
+}
+
+/// The most programs a generated sequence keeps on one function.
+pub const MAX_PROGS_PER_FUNC: usize = 4;
+
+/// The abstract state of the guest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct State {
+    pub rule: Rule,
+    pub funcs: BTreeMap<Func, FuncState>,
+    /// Where coexist_direct sits, if loaded, and its hit counter.
+    pub direct: Option<(Func, u64)>,
+    /// Program ids used so far (attached or not): an id is attached once.
+    pub used_ids: Vec<u32>,
+}
+
+/// Which invariant a check step guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Invariant {
+    /// The operation's result (success, or the errno the rule gives).
+    Result,
+    /// What userspace sees when the function runs.
+    CallOutput,
+    /// A BPF program's counters (hits by exactly one per call; what it saw).
+    BpfCounters,
+    /// The DIRECT user's hit counter.
+    DirectHits,
+    /// The function's enabled_functions entry (users and flags).
+    FtraceState,
+    /// The livepatch's sysfs state (settled, enabled as modelled).
+    LivepatchState,
+    /// No kernel report (WARNING, BUG, lockdep, ...).
+    NoSplat,
+    /// The guest stays up and answers (no panic, hang or crash).
+    GuestAlive,
+}
+
+impl Invariant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Invariant::Result => "result",
+            Invariant::CallOutput => "call_output",
+            Invariant::BpfCounters => "bpf_counters",
+            Invariant::DirectHits => "direct_hits",
+            Invariant::FtraceState => "ftrace_state",
+            Invariant::LivepatchState => "livepatch_state",
+            Invariant::NoSplat => "no_splat",
+            Invariant::GuestAlive => "guest_alive",
+        }
+    }
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One agent step with what it must show. `prog` names the program whose
+/// handle the step takes (bpf_stats, bpf_detach) or gives (bpf_attach):
+/// the executor fills in the agent's handle, the repro writer a label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    pub invariant: Invariant,
+    pub step: Step,
+    pub prog: Option<u32>,
+    pub expect: StepExpect,
+}
+
+fn probe(invariant: Invariant, step: Step, expect: StepExpect) -> Probe {
+    Probe {
+        invariant,
+        step,
+        prog: None,
+        expect,
+    }
+}
+
+fn refused(errno: &str) -> StepExpect {
+    StepExpect {
+        errno: Some(Errno::parse(errno).expect("a known errno")),
+        ..Default::default()
+    }
+}
+
+/// Steps that set the guest up before any operation: the target module.
+pub fn prologue() -> Vec<Probe> {
+    vec![probe(
+        Invariant::Result,
+        Step::Insmod {
+            module: "coexist_target".into(),
+            params: String::new(),
+        },
+        StepExpect::default(),
+    )]
+}
+
+impl State {
+    pub fn new(rule: Rule) -> State {
+        State {
+            rule,
+            funcs: FUNCS.iter().map(|f| (*f, FuncState::default())).collect(),
+            direct: None,
+            used_ids: Vec::new(),
+        }
+    }
+
+    pub fn func(&self, f: Func) -> &FuncState {
+        &self.funcs[&f]
+    }
+
+    fn func_mut(&mut self, f: Func) -> &mut FuncState {
+        self.funcs.get_mut(&f).expect("every function has a state")
+    }
+
+    fn direct_on(&self, f: Func) -> bool {
+        matches!(self.direct, Some((d, _)) if d == f)
+    }
+
+    /// Where program `id` is attached.
+    pub fn attached(&self, id: u32) -> Option<Func> {
+        self.funcs
+            .iter()
+            .find(|(_, s)| s.progs.iter().any(|p| p.id == id))
+            .map(|(f, _)| *f)
+    }
+
+    /// Whether `op` may run in this state (the preconditions the
+    /// generator keeps and the shrinker checks candidates against).
+    pub fn accepts(&self, op: &Op) -> bool {
+        match *op {
+            Op::LivepatchLoad { func } => self.func(func).lp == Lp::Absent,
+            Op::LivepatchDisable { func } => self.func(func).lp == Lp::Enabled,
+            Op::LivepatchUnload { func } => self.func(func).lp != Lp::Absent,
+            Op::Attach {
+                id,
+                func,
+                kind,
+                fmod_ret,
+            } => {
+                func.program(kind).is_some()
+                    && !self.used_ids.contains(&id)
+                    && self.func(func).progs.len() < MAX_PROGS_PER_FUNC
+                    && (kind == BpfKind::FmodRet || fmod_ret == 0)
+            }
+            Op::Detach { id } => self.attached(id).is_some(),
+            Op::DirectLoad { .. } => self.direct.is_none(),
+            Op::DirectUnload => self.direct.is_some(),
+            Op::Call { .. } => true,
+        }
+    }
+
+    /// Whether every operation of `ops` is accepted in turn from here.
+    pub fn accepts_all(&self, ops: &[Op]) -> bool {
+        let mut s = self.clone();
+        for op in ops {
+            if !s.accepts(op) {
+                return false;
+            }
+            s.apply(op);
+        }
+        true
+    }
+
+    /// The errno the rule gives `op` here, or None for success.
+    pub fn predict(&self, op: &Op) -> Option<&'static str> {
+        match *op {
+            // A DIRECT user without ops_func refuses a livepatch under
+            // both rules; the exclusive rule also refuses it next to BPF.
+            Op::LivepatchLoad { func } => (self.direct_on(func)
+                || (self.rule == Rule::Exclusive && !self.func(func).progs.is_empty()))
+            .then_some("EBUSY"),
+            Op::LivepatchDisable { .. } => None,
+            // rmmod (O_NONBLOCK) of a module an enabled patch holds.
+            Op::LivepatchUnload { func } => (self.func(func).lp == Lp::Enabled).then_some("EAGAIN"),
+            // Two DIRECT users never share; the exclusive rule also
+            // refuses BPF next to an enabled livepatch.
+            Op::Attach { func, .. } => (self.direct_on(func)
+                || (self.rule == Rule::Exclusive && self.func(func).lp == Lp::Enabled))
+                .then_some("EBUSY"),
+            Op::Detach { .. } => None,
+            Op::DirectLoad { func } => {
+                let s = self.func(func);
+                (s.lp == Lp::Enabled || !s.progs.is_empty()).then_some("EBUSY")
+            }
+            Op::DirectUnload => None,
+            Op::Call { .. } => None,
+        }
+    }
+
+    /// Applies `op` (which [`State::accepts`]) and returns the steps that
+    /// check it: the operation itself, then the checks of every function.
+    pub fn apply(&mut self, op: &Op) -> Vec<Probe> {
+        let errno = self.predict(op);
+        let expect = errno.map(refused).unwrap_or_default();
+        let mut probes = Vec::new();
+        let op_probe = |step: Step, prog: Option<u32>| Probe {
+            invariant: Invariant::Result,
+            step,
+            prog,
+            expect: expect.clone(),
+        };
+        match *op {
+            Op::LivepatchLoad { func } => {
+                probes.push(op_probe(
+                    Step::LivepatchLoad {
+                        module: func.livepatch_module().into(),
+                        timeout_ms: None,
+                    },
+                    None,
+                ));
+                if errno.is_none() {
+                    self.func_mut(func).lp = Lp::Enabled;
+                }
+            }
+            Op::LivepatchDisable { func } => {
+                probes.push(op_probe(
+                    Step::LivepatchDisable {
+                        name: func.livepatch_name().into(),
+                        timeout_ms: None,
+                    },
+                    None,
+                ));
+                self.func_mut(func).lp = Lp::Disabled;
+            }
+            Op::LivepatchUnload { func } => {
+                probes.push(op_probe(
+                    Step::LivepatchUnload {
+                        name: func.livepatch_name().into(),
+                    },
+                    None,
+                ));
+                if errno.is_none() {
+                    self.func_mut(func).lp = Lp::Absent;
+                }
+            }
+            Op::Attach {
+                id,
+                func,
+                kind,
+                fmod_ret,
+            } => {
+                probes.push(op_probe(
+                    Step::BpfAttach {
+                        program: func.program(kind).expect("accepted").into(),
+                        kind,
+                        target: func.name().into(),
+                        object: None,
+                        fmod_ret,
+                    },
+                    Some(id),
+                ));
+                self.used_ids.push(id);
+                if errno.is_none() {
+                    self.func_mut(func).progs.push(Prog {
+                        id,
+                        kind,
+                        fmod_ret,
+                        hits: 0,
+                    });
+                }
+            }
+            Op::Detach { id } => {
+                probes.push(op_probe(Step::BpfDetach { handle: None }, Some(id)));
+                if let Some(f) = self.attached(id) {
+                    self.func_mut(f).progs.retain(|p| p.id != id);
+                }
+            }
+            Op::DirectLoad { func } => {
+                probes.push(op_probe(
+                    Step::Insmod {
+                        module: "coexist_direct".into(),
+                        params: format!("target={}", func.name()),
+                    },
+                    None,
+                ));
+                if errno.is_none() {
+                    self.direct = Some((func, 0));
+                }
+            }
+            Op::DirectUnload => {
+                probes.push(op_probe(
+                    Step::Rmmod {
+                        name: "coexist_direct".into(),
+                    },
+                    None,
+                ));
+                self.direct = None;
+            }
+            Op::Call { func } => {
+                probes.extend(self.call(func));
+            }
+        }
+        probes.extend(self.checks());
+        probes
+    }
+
+    /// The checks after every operation: each function is called and the
+    /// call checked (output, every program's counters, the DIRECT user's
+    /// counter), then its enabled_functions entry and its livepatch's state.
+    pub fn checks(&mut self) -> Vec<Probe> {
+        let mut probes = Vec::new();
+        for f in FUNCS {
+            probes.extend(self.call(f));
+            probes.extend(self.counters(f));
+            probes.push(self.ftrace_probe(f));
+            if let Some(p) = self.livepatch_probe(f) {
+                probes.push(p);
+            }
+        }
+        probes
+    }
+
+    /// Calls `f` once: the trigger step, and the model's counters move.
+    fn call(&mut self, f: Func) -> Vec<Probe> {
+        let patched = self.func(f).lp == Lp::Enabled;
+        // fmod_ret: newest first; the first non-zero return skips the
+        // remaining fmod_ret programs and the function.
+        let mut override_ret = None;
+        let direct_here = self.direct_on(f);
+        let st = self.func_mut(f);
+        for p in st.progs.iter_mut().filter(|p| p.kind == BpfKind::Fentry) {
+            p.hits += 1;
+        }
+        for p in st
+            .progs
+            .iter_mut()
+            .rev()
+            .filter(|p| p.kind == BpfKind::FmodRet)
+        {
+            p.hits += 1;
+            if p.fmod_ret != 0 {
+                override_ret = Some(p.fmod_ret);
+                break;
+            }
+        }
+        for p in st.progs.iter_mut().filter(|p| p.kind == BpfKind::Fexit) {
+            p.hits += 1;
+        }
+        if direct_here {
+            if let Some((_, h)) = &mut self.direct {
+                *h += 1;
+            }
+        }
+        let expect = match f {
+            Func::Cmdline if patched => StepExpect {
+                output: Some(CMDLINE_PATCHED.into()),
+                ..Default::default()
+            },
+            Func::Cmdline => StepExpect {
+                output_contains: Some("rdinit=/init".into()),
+                output_not_contains: Some("live patched".into()),
+                ..Default::default()
+            },
+            Func::Target => StepExpect {
+                output: Some(format!("value={}\n", self.ret(f, override_ret))),
+                ..Default::default()
+            },
+        };
+        vec![probe(
+            Invariant::CallOutput,
+            Step::Trigger {
+                target: f.name().into(),
+            },
+            expect,
+        )]
+    }
+
+    /// What coexist_target_value returns to its caller now.
+    fn ret(&self, f: Func, override_ret: Option<i64>) -> i64 {
+        override_ret.unwrap_or(if self.func(f).lp == Lp::Enabled {
+            TARGET_PATCHED
+        } else {
+            TARGET_PLAIN
+        })
+    }
+
+    /// The counters of every program on `f` and of the DIRECT user there.
+    fn counters(&self, f: Func) -> Vec<Probe> {
+        let st = self.func(f);
+        let patched = st.lp == Lp::Enabled;
+        let override_ret = st
+            .progs
+            .iter()
+            .rev()
+            .find(|p| p.kind == BpfKind::FmodRet && p.fmod_ret != 0)
+            .map(|p| p.fmod_ret);
+        let mut probes = Vec::new();
+        for p in &st.progs {
+            let mut b = BpfExpect {
+                hits: Some(p.hits),
+                ..Default::default()
+            };
+            let mut e = StepExpect::default();
+            if p.hits > 0 {
+                match f {
+                    Func::Target => {
+                        b.arg0 = Some(TARGET_ARG);
+                        if p.kind == BpfKind::Fexit {
+                            b.ret = Some(self.ret(f, override_ret));
+                        }
+                    }
+                    Func::Cmdline if p.kind == BpfKind::Fexit => {
+                        // cx_fexit_seq: what the running implementation
+                        // wrote into the seq_file (95 bytes at most).
+                        if patched {
+                            b.seen = Some(CMDLINE_PATCHED.into());
+                        } else {
+                            e.output_not_contains = Some("live patched".into());
+                        }
+                    }
+                    Func::Cmdline => {}
+                }
+            }
+            e.bpf = Some(b);
+            probes.push(Probe {
+                invariant: Invariant::BpfCounters,
+                step: Step::BpfStats { handle: 0 },
+                prog: Some(p.id),
+                expect: e,
+            });
+        }
+        if let Some((d, hits)) = self.direct {
+            if d == f {
+                probes.push(probe(
+                    Invariant::DirectHits,
+                    Step::Read {
+                        path: "/sys/module/coexist_direct/parameters/hits".into(),
+                    },
+                    StepExpect {
+                        output: Some(format!("{hits}\n")),
+                        ..Default::default()
+                    },
+                ));
+            }
+        }
+        probes
+    }
+
+    /// The users ftrace must list on `f`, as (refs, flags).
+    pub fn ftrace_users(&self, f: Func) -> (u64, String) {
+        let st = self.func(f);
+        let lp = st.lp == Lp::Enabled;
+        let direct = !st.progs.is_empty() || self.direct_on(f);
+        let refs = lp as u64 + !st.progs.is_empty() as u64 + self.direct_on(f) as u64;
+        let mut flags = String::new();
+        if direct {
+            flags.push('R');
+        }
+        if lp {
+            flags.push('I');
+        }
+        if direct {
+            flags.push('D');
+        }
+        (refs, flags)
+    }
+
+    fn ftrace_probe(&self, f: Func) -> Probe {
+        let (refs, flags) = self.ftrace_users(f);
+        let fe = if refs == 0 {
+            FtraceExpect {
+                present: Some(false),
+                ..Default::default()
+            }
+        } else {
+            FtraceExpect {
+                present: Some(true),
+                flags: Some(flags),
+                refs: Some(refs),
+            }
+        };
+        probe(
+            Invariant::FtraceState,
+            Step::FtraceState {
+                function: f.name().into(),
+            },
+            StepExpect {
+                ftrace: Some(fe),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The livepatch's sysfs state, when its module is loaded: enabled
+    /// and settled, or gone once disabled.
+    fn livepatch_probe(&self, f: Func) -> Option<Probe> {
+        let le = match self.func(f).lp {
+            Lp::Absent => return None,
+            Lp::Enabled => LivepatchExpect {
+                present: Some(true),
+                enabled: Some(true),
+                transition: Some(false),
+            },
+            Lp::Disabled => LivepatchExpect {
+                present: Some(false),
+                ..Default::default()
+            },
+        };
+        Some(probe(
+            Invariant::LivepatchState,
+            Step::LivepatchState {
+                name: f.livepatch_name().into(),
+            },
+            StepExpect {
+                livepatch: Some(le),
+                ..Default::default()
+            },
+        ))
+    }
+}
+
+/// The ops of a sequence without its calls (a finding lists these).
+pub fn without_calls(ops: &[Op]) -> Vec<Op> {
+    ops.iter()
+        .filter(|o| !matches!(o, Op::Call { .. }))
+        .copied()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lp(func: Func) -> Op {
+        Op::LivepatchLoad { func }
+    }
+    fn att(id: u32, func: Func, kind: BpfKind) -> Op {
+        Op::Attach {
+            id,
+            func,
+            kind,
+            fmod_ret: 0,
+        }
+    }
+    fn op_errno(s: &mut State, op: Op) -> Option<String> {
+        assert!(s.accepts(&op), "{op} accepted in {s:?}");
+        let p = s.apply(&op);
+        p[0].expect.errno.as_ref().map(|e| e.as_str().to_string())
+    }
+    fn find(p: &[Probe], inv: Invariant, f: Func) -> Vec<&Probe> {
+        p.iter()
+            .filter(|x| x.invariant == inv)
+            .filter(|x| match &x.step {
+                Step::Trigger { target } => target == f.name(),
+                Step::FtraceState { function } => function == f.name(),
+                Step::LivepatchState { name } => name == f.livepatch_name(),
+                _ => true,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shared_rule_lets_both_orders_share_a_function() {
+        for f in FUNCS {
+            let mut s = State::new(Rule::Shared);
+            assert_eq!(op_errno(&mut s, lp(f)), None);
+            assert_eq!(op_errno(&mut s, att(1, f, BpfKind::Fentry)), None);
+            let p = s.apply(&att(2, f, BpfKind::Fexit));
+            assert_eq!(p[0].expect.errno, None);
+            let ft = find(&p, Invariant::FtraceState, f);
+            assert_eq!(
+                ft[0].expect.ftrace.as_ref().unwrap().flags.as_deref(),
+                Some("RID")
+            );
+            assert_eq!(ft[0].expect.ftrace.as_ref().unwrap().refs, Some(2));
+            let mut s = State::new(Rule::Shared);
+            assert_eq!(op_errno(&mut s, att(1, f, BpfKind::Fexit)), None);
+            assert_eq!(op_errno(&mut s, lp(f)), None);
+        }
+    }
+
+    #[test]
+    fn exclusive_rule_refuses_the_second_with_ebusy() {
+        for f in FUNCS {
+            let mut s = State::new(Rule::Exclusive);
+            assert_eq!(op_errno(&mut s, lp(f)), None);
+            assert_eq!(
+                op_errno(&mut s, att(1, f, BpfKind::Fentry)).as_deref(),
+                Some("EBUSY")
+            );
+            // The refused program is not attached: nothing to detach.
+            assert!(!s.accepts(&Op::Detach { id: 1 }));
+            // The other function is free.
+            let other = if f == Func::Cmdline {
+                Func::Target
+            } else {
+                Func::Cmdline
+            };
+            assert_eq!(op_errno(&mut s, att(2, other, BpfKind::Fentry)), None);
+            // Disabled (module still loaded): BPF may attach.
+            assert_eq!(op_errno(&mut s, Op::LivepatchDisable { func: f }), None);
+            assert_eq!(op_errno(&mut s, att(3, f, BpfKind::Fexit)), None);
+            let mut s = State::new(Rule::Exclusive);
+            assert_eq!(op_errno(&mut s, att(1, f, BpfKind::Fexit)), None);
+            assert_eq!(op_errno(&mut s, lp(f)).as_deref(), Some("EBUSY"));
+            assert_eq!(s.func(f).lp, Lp::Absent, "a refused load leaves no module");
+            assert_eq!(op_errno(&mut s, Op::Detach { id: 1 }), None);
+            assert_eq!(op_errno(&mut s, lp(f)), None);
+        }
+    }
+
+    #[test]
+    fn the_direct_user_excludes_everything_under_both_rules() {
+        for rule in [Rule::Shared, Rule::Exclusive] {
+            let f = Func::Target;
+            let mut s = State::new(rule);
+            assert_eq!(op_errno(&mut s, Op::DirectLoad { func: f }), None);
+            assert_eq!(op_errno(&mut s, lp(f)).as_deref(), Some("EBUSY"));
+            assert_eq!(
+                op_errno(&mut s, att(1, f, BpfKind::Fentry)).as_deref(),
+                Some("EBUSY")
+            );
+            assert_eq!(
+                op_errno(&mut s, att(2, Func::Cmdline, BpfKind::Fentry)),
+                None
+            );
+            let p = s.apply(&Op::Call { func: f });
+            let hits = p
+                .iter()
+                .rfind(|x| x.invariant == Invariant::DirectHits)
+                .unwrap();
+            // One call in the checks after each of the four operations
+            // before, then the Call op's own and its checks': six.
+            assert_eq!(hits.expect.output.as_deref(), Some("6\n"));
+            assert_eq!(op_errno(&mut s, Op::DirectUnload), None);
+            assert_eq!(op_errno(&mut s, lp(f)), None);
+            assert_eq!(
+                op_errno(&mut s, Op::DirectLoad { func: f }).as_deref(),
+                Some("EBUSY")
+            );
+            let mut s = State::new(rule);
+            assert_eq!(op_errno(&mut s, att(1, f, BpfKind::Fentry)), None);
+            assert_eq!(
+                op_errno(&mut s, Op::DirectLoad { func: f }).as_deref(),
+                Some("EBUSY")
+            );
+            assert!(s.direct.is_none());
+        }
+    }
+
+    #[test]
+    fn livepatch_lifecycle() {
+        let f = Func::Cmdline;
+        let mut s = State::new(Rule::Shared);
+        assert!(!s.accepts(&Op::LivepatchDisable { func: f }));
+        assert!(!s.accepts(&Op::LivepatchUnload { func: f }));
+        s.apply(&lp(f));
+        assert!(!s.accepts(&lp(f)), "loaded: no second load");
+        assert_eq!(
+            op_errno(&mut s, Op::LivepatchUnload { func: f }).as_deref(),
+            Some("EAGAIN")
+        );
+        assert_eq!(s.func(f).lp, Lp::Enabled);
+        let p = s.apply(&Op::LivepatchDisable { func: f });
+        let st = find(&p, Invariant::LivepatchState, f);
+        assert_eq!(
+            st[0].expect.livepatch.as_ref().unwrap().present,
+            Some(false)
+        );
+        let out = find(&p, Invariant::CallOutput, f);
+        assert_eq!(
+            out[0].expect.output_not_contains.as_deref(),
+            Some("live patched")
+        );
+        assert!(!s.accepts(&lp(f)), "disabled but loaded: unload first");
+        assert_eq!(op_errno(&mut s, Op::LivepatchUnload { func: f }), None);
+        assert!(s.accepts(&lp(f)));
+    }
+
+    #[test]
+    fn calls_show_the_patch_and_move_every_counter_by_one() {
+        let f = Func::Target;
+        let mut s = State::new(Rule::Shared);
+        s.apply(&lp(f));
+        s.apply(&att(1, f, BpfKind::Fentry));
+        let p = s.apply(&att(2, f, BpfKind::Fexit));
+        let out = find(&p, Invariant::CallOutput, f);
+        assert_eq!(out[0].expect.output.as_deref(), Some("value=1041\n"));
+        let c: Vec<_> = find(&p, Invariant::BpfCounters, f);
+        let b1 = c.iter().find(|x| x.prog == Some(1)).unwrap();
+        let b2 = c.iter().find(|x| x.prog == Some(2)).unwrap();
+        // p1: the check after its attach, and after p2's.
+        assert_eq!(b1.expect.bpf.as_ref().unwrap().hits, Some(2));
+        assert_eq!(b2.expect.bpf.as_ref().unwrap().hits, Some(1));
+        assert_eq!(b2.expect.bpf.as_ref().unwrap().ret, Some(1041));
+        assert_eq!(b2.expect.bpf.as_ref().unwrap().arg0, Some(41));
+        // Detached: no longer checked; the other moves on.
+        let p = s.apply(&Op::Detach { id: 1 });
+        let c = find(&p, Invariant::BpfCounters, f);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].expect.bpf.as_ref().unwrap().hits, Some(2));
+        let p = s.apply(&Op::LivepatchDisable { func: f });
+        let out = find(&p, Invariant::CallOutput, f);
+        assert_eq!(out[0].expect.output.as_deref(), Some("value=42\n"));
+    }
+
+    #[test]
+    fn fmod_ret_runs_newest_first_and_the_first_non_zero_wins() {
+        let f = Func::Target;
+        let mut s = State::new(Rule::Shared);
+        s.apply(&lp(f));
+        s.apply(&Op::Attach {
+            id: 1,
+            func: f,
+            kind: BpfKind::FmodRet,
+            fmod_ret: FMOD_RET_VALUE,
+        });
+        s.apply(&att(2, f, BpfKind::Fexit));
+        let p = s.apply(&Op::Attach {
+            id: 3,
+            func: f,
+            kind: BpfKind::FmodRet,
+            fmod_ret: 0,
+        });
+        let out = find(&p, Invariant::CallOutput, f);
+        assert_eq!(out[0].expect.output.as_deref(), Some("value=777\n"));
+        let c = find(&p, Invariant::BpfCounters, f);
+        let hits = |id| {
+            c.iter()
+                .find(|x| x.prog == Some(id))
+                .unwrap()
+                .expect
+                .bpf
+                .as_ref()
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(hits(1).hits, Some(3));
+        assert_eq!(hits(2).ret, Some(777));
+        assert_eq!(hits(3).hits, Some(1));
+        // A non-zero program attached last skips the older ones.
+        let p = s.apply(&Op::Attach {
+            id: 4,
+            func: f,
+            kind: BpfKind::FmodRet,
+            fmod_ret: FMOD_RET_VALUE,
+        });
+        let c = find(&p, Invariant::BpfCounters, f);
+        let h = |id| {
+            c.iter()
+                .find(|x| x.prog == Some(id))
+                .unwrap()
+                .expect
+                .bpf
+                .as_ref()
+                .unwrap()
+                .hits
+        };
+        assert_eq!((h(1), h(3), h(4)), (Some(3), Some(1), Some(1)));
+        // fmod_ret is not allowed on cmdline_proc_show (not error-injectable).
+        assert!(!s.accepts(&att(9, Func::Cmdline, BpfKind::FmodRet)));
+    }
+
+    #[test]
+    fn ftrace_users_follow_the_state() {
+        let f = Func::Cmdline;
+        let mut s = State::new(Rule::Shared);
+        assert_eq!(s.ftrace_users(f), (0, String::new()));
+        s.apply(&lp(f));
+        assert_eq!(s.ftrace_users(f), (1, "I".into()));
+        s.apply(&att(1, f, BpfKind::Fentry));
+        s.apply(&att(2, f, BpfKind::Fexit));
+        assert_eq!(s.ftrace_users(f), (2, "RID".into()));
+        s.apply(&Op::LivepatchDisable { func: f });
+        assert_eq!(s.ftrace_users(f), (1, "RD".into()));
+        s.apply(&Op::Detach { id: 1 });
+        s.apply(&Op::Detach { id: 2 });
+        assert_eq!(s.ftrace_users(f), (0, String::new()));
+        s.apply(&Op::DirectLoad { func: f });
+        assert_eq!(s.ftrace_users(f), (1, "RD".into()));
+    }
+
+    #[test]
+    fn accepts_all_checks_a_whole_sequence() {
+        let s = State::new(Rule::Shared);
+        let f = Func::Cmdline;
+        assert!(s.accepts_all(&[lp(f), att(1, f, BpfKind::Fentry), Op::Detach { id: 1 }]));
+        assert!(!s.accepts_all(&[Op::Detach { id: 1 }]));
+        assert!(!s.accepts_all(&[att(1, f, BpfKind::Fentry), att(1, f, BpfKind::Fexit)]));
+        assert!(!s.accepts_all(&[lp(f), lp(f)]));
+    }
+}
