@@ -174,7 +174,12 @@ pub struct VariantInfo {
     pub snapshot: Option<String>,
     pub kernel_key: String,
     pub kernel_release: String,
+    /// The source's identity (tarball and hash, or tree and commit).
     pub source: String,
+    /// The source's name in variants.yaml (`debian-6.12`), or `tree
+    /// <path>`; reports group variants by it.
+    #[serde(default)]
+    pub source_name: String,
     pub series: Vec<String>,
     pub fragments: Vec<String>,
     pub fixtures_key: String,
@@ -200,6 +205,7 @@ impl VariantInfo {
             kernel_key: p.manifest.key.clone(),
             kernel_release: p.manifest.kernel_release.clone(),
             source: p.manifest.source.clone(),
+            source_name: p.source_name.clone(),
             series: p.manifest.series.clone(),
             fragments: p.manifest.fragments.clone(),
             fixtures_key: p.fixtures.key.clone(),

@@ -290,7 +290,10 @@ mod tests {
     fn wait_for(marker: &std::path::Path) {
         let t0 = std::time::Instant::now();
         while !marker.exists() {
-            assert!(t0.elapsed() < Duration::from_secs(30), "the script never started");
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the script never started"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -275,7 +275,9 @@ pub struct FtraceState {
     pub module: Option<String>,
     /// The record's reference count (how many ftrace_ops use it).
     pub refs: u64,
-    /// Flags as printed: any of "R", "I", "D", in that order.
+    /// Flags as printed: any of "R", "I", "D", in that order. (From 6.4
+    /// on the kernel prints " O" (call ops) and " M" (modified) after
+    /// them; those are in `raw` only.)
     pub flags: String,
     pub tramp: Option<String>,
     pub direct: Option<String>,
@@ -507,6 +509,12 @@ coexist_target_value [coexist_target] (1) R I   \ttramp: 0xffffffffc0004000 (klp
         assert_eq!(t.flags, "RI");
         assert_eq!(t.refs, 1);
         assert_eq!(t.direct, None);
+        // 6.12 t_show(): " O" and " M " columns after " D".
+        let text612 = "cmdline_proc_show (2) R I D   M \ttramp: 0xffffffffc0002000 (klp_ftrace_handler+0x0/0x160) ->ftrace_ops_list_func+0x0/0x1b0\n\
+\tdirect-->bpf_trampoline_6442462397+0x0/0x1000\n";
+        let u = parse_enabled_functions(text612, "cmdline_proc_show");
+        assert_eq!((u.refs, u.flags.as_str()), (2, "RID"));
+        assert!(u.raw.contains(" M "), "{}", u.raw);
         let a = parse_enabled_functions(text, "absent_fn");
         assert!(!a.present);
         let sch = parse_enabled_functions(text, "schedule");

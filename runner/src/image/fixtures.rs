@@ -1,8 +1,11 @@
 //! Fixtures built per variant: the out-of-tree modules of
 //! `images/fixtures/modules/` (kbuild against the variant's build tree) and
 //! the BPF objects of `images/fixtures/bpf/` (clang -target bpf, with a
-//! vmlinux.h dumped from the variant's BTF by bpftool). Cached by content
-//! under `<cache>/fixtures/<key>/`, published atomically.
+//! vmlinux.h dumped from the variant's BTF by bpftool), and what the
+//! variant's own selftests build out of tree ([`SELFTEST_BUILDS`]: from
+//! Linux 6.7 on, the livepatch selftests' `test_klp_*` modules and their
+//! helper program). Cached by content under `<cache>/fixtures/<key>/`,
+//! published atomically.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +25,77 @@ pub struct Fixtures {
     pub modules: Vec<PathBuf>,
     /// `*.bpf.o`
     pub bpf: Vec<PathBuf>,
+    /// Selftest builds: (path below the image's `/selftests`, file).
+    pub selftests: Vec<(String, PathBuf)>,
+}
+
+/// What a collection of the kernel's selftests builds before it runs, as
+/// its Makefile would on a machine with the kernel's build dir: modules
+/// (`dir`, every `*.c` in it, kbuild `M=` against the variant's build) and
+/// programs (one `*.c` each, linked static for the guest). A source without
+/// the directory has nothing to build (up to 6.6 the livepatch modules are
+/// in the kernel, `CONFIG_TEST_LIVEPATCH`).
+pub struct SelftestBuild {
+    /// Below `tools/testing/selftests/`.
+    pub collection: &'static str,
+    /// Module directory below the collection.
+    pub modules: &'static str,
+    /// Program sources below the collection.
+    pub programs: &'static [&'static str],
+}
+
+pub const SELFTEST_BUILDS: &[SelftestBuild] = &[SelftestBuild {
+    collection: "livepatch",
+    modules: "test_modules",
+    programs: &["test_klp-call_getpid.c"],
+}];
+
+/// One collection's build in a source: its declaration, its module
+/// sources, its program sources.
+type SelftestSources = (&'static SelftestBuild, Vec<PathBuf>, Vec<PathBuf>);
+
+/// The selftest builds a source has.
+fn selftest_sources(source_dir: &Path) -> Result<Vec<SelftestSources>> {
+    let mut v = Vec::new();
+    for b in SELFTEST_BUILDS {
+        let dir = source_dir
+            .join("tools/testing/selftests")
+            .join(b.collection);
+        let mdir = dir.join(b.modules);
+        let mods = if mdir.is_dir() {
+            sources(&mdir, |n| n.ends_with(".c"))?
+        } else {
+            Vec::new()
+        };
+        let progs: Vec<PathBuf> = b
+            .programs
+            .iter()
+            .map(|p| dir.join(p))
+            .filter(|p| p.is_file())
+            .collect();
+        if !mods.is_empty() || !progs.is_empty() {
+            v.push((b, mods, progs));
+        }
+    }
+    Ok(v)
+}
+
+/// Where a selftest build's output goes in the entry, below `selftests/`.
+fn selftest_outputs(
+    builds: &[(&'static SelftestBuild, Vec<PathBuf>, Vec<PathBuf>)],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (b, mods, progs) in builds {
+        for m in mods {
+            let stem = m.file_stem().unwrap().to_string_lossy();
+            out.push(format!("{}/{}/{stem}.ko", b.collection, b.modules));
+        }
+        for p in progs {
+            let stem = p.file_stem().unwrap().to_string_lossy();
+            out.push(format!("{}/{stem}", b.collection));
+        }
+    }
+    out
 }
 
 fn sources(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
@@ -69,6 +143,12 @@ pub fn build(
         "bpftool",
         source::first_line("bpftool", &["--version"]).as_bytes(),
     );
+    // The selftest builds come from the kernel's source (in its key).
+    let st_builds = selftest_sources(&kernel.source_dir)?;
+    let st_outputs = selftest_outputs(&st_builds);
+    if !st_builds.is_empty() {
+        h.part("gcc", source::first_line("gcc", &["--version"]).as_bytes());
+    }
     let key = h.finish();
     let entry = cache.dir("fixtures").join(&key);
     let found = |entry: &Path| -> Result<Fixtures> {
@@ -76,6 +156,10 @@ pub fn build(
             key: key.clone(),
             modules: listed(&entry.join("modules"), ".ko")?,
             bpf: listed(&entry.join("bpf"), ".bpf.o")?,
+            selftests: st_outputs
+                .iter()
+                .map(|rel| (rel.clone(), entry.join("selftests").join(rel)))
+                .collect(),
         })
     };
     // Every module source gives a .ko and every BPF source a .bpf.o; an
@@ -92,6 +176,11 @@ pub fn build(
             n.strip_suffix(".bpf.c")
                 .map(|stem| PathBuf::from("bpf").join(format!("{stem}.bpf.o")))
         }))
+        .chain(
+            st_outputs
+                .iter()
+                .map(|rel| PathBuf::from("selftests").join(rel)),
+        )
         .collect();
     let sound = |entry: &Path| want.iter().all(|w| entry.join(w).is_file());
     if entry.is_dir() && sound(&entry) {
@@ -192,6 +281,91 @@ pub fn build(
             kbuild::run_quiet(c, &format!("clang {}", src.display()))?;
         }
     }
+    for (b, mods, progs) in &st_builds {
+        let out = st.join("selftests").join(b.collection);
+        if !mods.is_empty() {
+            let work = staging
+                .path()
+                .join("selftests")
+                .join(b.collection)
+                .join(b.modules);
+            std::fs::create_dir_all(&work)?;
+            for p in mods.iter().chain(
+                sources(
+                    &kernel
+                        .source_dir
+                        .join("tools/testing/selftests")
+                        .join(b.collection)
+                        .join(b.modules),
+                    |n| n.ends_with(".h"),
+                )?
+                .iter(),
+            ) {
+                std::fs::copy(p, work.join(p.file_name().unwrap()))?;
+            }
+            let objs: Vec<String> = mods
+                .iter()
+                .map(|m| format!("{}.o", m.file_stem().unwrap().to_string_lossy()))
+                .collect();
+            std::fs::write(
+                work.join("Kbuild"),
+                format!("obj-m += {}\n", objs.join(" ")),
+            )?;
+            let mut c = kbuild::make_command(cache, &kernel.source_dir, &kernel.build_dir);
+            c.arg(format!("M={}", work.display())).arg("modules");
+            kbuild::run_quiet(
+                c,
+                &format!("building the {} selftests' modules", b.collection),
+            )
+            .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
+            std::fs::create_dir_all(out.join(b.modules))?;
+            for ko in listed(&work, ".ko")? {
+                std::fs::copy(&ko, out.join(b.modules).join(ko.file_name().unwrap()))?;
+            }
+        }
+        for p in progs {
+            std::fs::create_dir_all(&out)?;
+            let mut c = Command::new("gcc");
+            c.args(["-O2", "-static", "-o"])
+                .arg(out.join(p.file_stem().unwrap()))
+                .arg(p);
+            kbuild::run_quiet(c, &format!("gcc {}", p.display()))?;
+        }
+    }
     cache::publish(&st, &entry)?;
     found(&entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selftest_builds_are_what_the_source_has() {
+        let d = tempfile::tempdir().unwrap();
+        // A 6.1-like source: the livepatch tests, no test_modules/, no
+        // helper program: nothing to build.
+        let lp = d.path().join("tools/testing/selftests/livepatch");
+        std::fs::create_dir_all(&lp).unwrap();
+        std::fs::write(lp.join("test-livepatch.sh"), "").unwrap();
+        assert!(selftest_sources(d.path()).unwrap().is_empty());
+        // A 6.12-like one: every module source and the helper program.
+        let m = lp.join("test_modules");
+        std::fs::create_dir_all(&m).unwrap();
+        for f in ["test_klp_b.c", "test_klp_a.c", "Makefile", "x.h"] {
+            std::fs::write(m.join(f), "").unwrap();
+        }
+        std::fs::write(lp.join("test_klp-call_getpid.c"), "").unwrap();
+        let b = selftest_sources(d.path()).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].0.collection, "livepatch");
+        assert_eq!(
+            selftest_outputs(&b),
+            [
+                "livepatch/test_modules/test_klp_a.ko",
+                "livepatch/test_modules/test_klp_b.ko",
+                "livepatch/test_klp-call_getpid",
+            ]
+        );
+    }
 }

@@ -33,7 +33,8 @@ pub struct Recipe {
     #[serde(default = "yes")]
     pub modules: bool,
     /// Include the variant's fixtures: modules in
-    /// `/lib/modules/<release>/extra/`, BPF objects in `/fixtures/bpf/`.
+    /// `/lib/modules/<release>/extra/`, BPF objects in `/fixtures/bpf/`,
+    /// the selftests' own builds below `/selftests/<collection>/`.
     #[serde(default = "yes")]
     pub fixtures: bool,
     /// Extra files: project-relative source -> guest path.
@@ -404,6 +405,12 @@ pub fn entries(
                 let name = f.file_name().unwrap().to_string_lossy();
                 push_file(&mut e, &format!("{dir}/{name}"), 0o644, std::fs::read(f)?);
             }
+        }
+        // Next to the selftests that load or run them.
+        for (rel, f) in &fx.selftests {
+            let mode = if rel.ends_with(".ko") { 0o644 } else { 0o755 };
+            let guest = format!("{}/{rel}", coexist_proto::SELFTESTS_DIR);
+            push_file(&mut e, &guest, mode, std::fs::read(f)?);
         }
     }
     for f in &recipe.files {

@@ -17,6 +17,9 @@ pub const DEFAULT_RECIPE: &str = "base";
 #[derive(Clone, Debug)]
 pub struct Prepared {
     pub variant: String,
+    /// The name of the variant's source (`debian-6.12`; for a kernel tree
+    /// `tree <path>`): what the reports group variants by.
+    pub source_name: String,
     pub manifest: Manifest,
     pub fixtures: Fixtures,
     pub image: Image,
@@ -61,6 +64,10 @@ pub fn prepare(
     });
     Ok(Prepared {
         variant: v.name.clone(),
+        source_name: match &v.source {
+            crate::build::variant::Source::Tarball(d) => d.name.clone(),
+            crate::build::variant::Source::Tree(p) => format!("tree {}", p.display()),
+        },
         manifest,
         fixtures,
         image,

@@ -5,7 +5,7 @@
 //! ([`by_variant`]: the KTAP subtests, the JUnit testsuites), and the
 //! totals line ([`verdict_counts`], [`totals_line`], [`incomplete_line`]).
 
-use crate::record::{CaseResult, RunReport, Totals};
+use crate::record::{CaseResult, RunReport, Totals, VariantInfo};
 
 /// The row key of a result: `suite/case` (its id without `@variant`).
 pub fn case_key(r: &CaseResult) -> String {
@@ -79,6 +79,90 @@ impl<'a> Grid<'a> {
         self.rows
             .iter()
             .filter_map(move |row| row.cells[i].map(|c| (row.key.as_str(), c)))
+    }
+}
+
+/// A run of adjacent columns whose variants are built from one kernel
+/// source.
+#[derive(Debug, PartialEq)]
+pub struct SourceGroup {
+    /// The source's name (`debian-6.12`), "" for variants the report does
+    /// not describe.
+    pub source: String,
+    /// Its origin as the variants' kernel version gives it (`Debian
+    /// linux-source-6.12 6.12.118-1~deb12u1`), if any.
+    pub origin: String,
+    pub columns: std::ops::Range<usize>,
+}
+
+/// The kernel release a variant's header shows: `6.12.118` of
+/// `6.12.118 (Debian linux-source-6.12 6.12.118-1~deb12u1)`.
+pub fn short_version(v: &VariantInfo) -> &str {
+    v.kernel_version
+        .split_whitespace()
+        .next()
+        .unwrap_or(&v.kernel_release)
+}
+
+impl<'a> Grid<'a> {
+    /// [`Grid::of`] with the columns grouped by kernel source: the
+    /// variants of one source side by side (in their order), sources in
+    /// the order their first variant appears; variants `infos` does not
+    /// describe last, in a group of their own.
+    pub fn by_source(
+        results: &'a [CaseResult],
+        infos: &[VariantInfo],
+    ) -> (Grid<'a>, Vec<SourceGroup>) {
+        let mut g = Grid::of(results);
+        let info = |v: &str| infos.iter().find(|i| i.name == v);
+        // By name; a report from before names were recorded, by identity.
+        let source_of = |v: &str| {
+            info(v)
+                .map(|i| {
+                    if i.source_name.is_empty() {
+                        i.source.clone()
+                    } else {
+                        i.source_name.clone()
+                    }
+                })
+                .unwrap_or_default()
+        };
+        let mut sources: Vec<String> = Vec::new();
+        for v in &g.variants {
+            let s = source_of(v);
+            if !sources.contains(&s) {
+                sources.push(s);
+            }
+        }
+        // Described sources first, in order; the undescribed ("") last.
+        if let Some(i) = sources.iter().position(String::is_empty) {
+            let e = sources.remove(i);
+            sources.push(e);
+        }
+        let mut order: Vec<usize> = (0..g.variants.len()).collect();
+        order.sort_by_key(|&i| sources.iter().position(|s| *s == source_of(&g.variants[i])));
+        g.variants = order.iter().map(|&i| g.variants[i].clone()).collect();
+        for row in &mut g.rows {
+            row.cells = order.iter().map(|&i| row.cells[i]).collect();
+        }
+        let mut groups: Vec<SourceGroup> = Vec::new();
+        for (i, v) in g.variants.iter().enumerate() {
+            let s = source_of(v);
+            match groups.last_mut() {
+                Some(last) if last.source == s => last.columns.end = i + 1,
+                _ => groups.push(SourceGroup {
+                    origin: info(v)
+                        .and_then(|i| {
+                            let (_, o) = i.kernel_version.split_once(" (")?;
+                            Some(o.trim_end_matches(')').to_string())
+                        })
+                        .unwrap_or_default(),
+                    source: s,
+                    columns: i..i + 1,
+                }),
+            }
+        }
+        (g, groups)
     }
 }
 
@@ -180,6 +264,72 @@ mod tests {
             ]
         );
         assert_eq!(Grid::of(&[]).rows.len(), 0);
+    }
+
+    #[test]
+    fn columns_are_grouped_by_kernel_source() {
+        let mut r = sample();
+        r.results
+            .push(result("a/pass", "v3", Verdict::Pass, true, Expected::Pass));
+        r.results.push(result(
+            "a/pass",
+            "other",
+            Verdict::Pass,
+            true,
+            Expected::Pass,
+        ));
+        let info = |name: &str, source: &str, version: &str| VariantInfo {
+            name: name.into(),
+            source_name: source.into(),
+            kernel_version: version.into(),
+            ..Default::default()
+        };
+        // v1 and v3 from one source, v2 from another; "other" undescribed.
+        let infos = [
+            info(
+                "v1",
+                "debian-6.1",
+                "6.1.192 (Debian linux-source-6.1 6.1.192-3)",
+            ),
+            info(
+                "v2",
+                "debian-6.12",
+                "6.12.118 (Debian linux-source-6.12 6.12.118-1~deb12u1)",
+            ),
+            info(
+                "v3",
+                "debian-6.1",
+                "6.1.192 (Debian linux-source-6.1 6.1.192-3)",
+            ),
+        ];
+        let (g, groups) = Grid::by_source(&r.results, &infos);
+        assert_eq!(g.variants, ["v1", "v3", "v2", "other"]);
+        // Cells follow their columns.
+        for row in &g.rows {
+            for (v, c) in g.variants.iter().zip(&row.cells) {
+                if let Some(c) = c {
+                    assert_eq!(&c.variant, v);
+                }
+            }
+        }
+        assert_eq!(g.rows[0].cells.iter().filter(|c| c.is_some()).count(), 4);
+        let got: Vec<(&str, &str, std::ops::Range<usize>)> = groups
+            .iter()
+            .map(|x| (x.source.as_str(), x.origin.as_str(), x.columns.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("debian-6.1", "Debian linux-source-6.1 6.1.192-3", 0..2),
+                (
+                    "debian-6.12",
+                    "Debian linux-source-6.12 6.12.118-1~deb12u1",
+                    2..3
+                ),
+                ("", "", 3..4),
+            ]
+        );
+        assert_eq!(short_version(&infos[1]), "6.12.118");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::grid::{incomplete_line, totals_line, Grid};
+use super::grid::{incomplete_line, short_version, totals_line, Grid};
 use super::{expected_text, shown, RunReport};
 use crate::record::{CaseResult, Expected, StepRecord, Verdict};
 
@@ -294,7 +294,7 @@ pub fn html(r: &RunReport, results_dir: Option<&Path>) -> String {
     let mut s = String::new();
     header(&mut s, r);
     variants(&mut s, r);
-    matrix(&mut s, &Grid::of(&r.results));
+    matrix(&mut s, r);
     timeline(&mut s, r);
     details(&mut s, r, results_dir);
     script(&mut s);
@@ -368,7 +368,11 @@ fn options(name: &str, id: &str, values: &[String]) -> String {
 
 /// The filters (hidden until the script shows them) and the case x
 /// variant matrix, a cell per result linking to its detail.
-fn matrix(s: &mut String, grid: &Grid) {
+/// The case x variant matrix, its columns grouped by kernel source (a
+/// header row per source, each variant with its kernel release).
+fn matrix(s: &mut String, r: &RunReport) {
+    let (grid, groups) = Grid::by_source(&r.results, &r.variants);
+    let grid = &grid;
     let mut suites: Vec<String> = grid.rows.iter().map(|row| row.suite.to_string()).collect();
     suites.dedup();
     s.push_str("<h2>Matrix</h2>");
@@ -383,9 +387,40 @@ fn matrix(s: &mut String, grid: &Grid) {
             &["PASS", "FAIL", "ERROR", "XFAIL", "XPASS", "SKIP"].map(String::from)
         )
     );
-    s.push_str("<table id=matrix><tr><th>case</th>");
+    s.push_str("<table id=matrix>");
+    if groups.len() > 1 || groups.iter().any(|g| !g.source.is_empty()) {
+        s.push_str("<tr class=sources><th></th>");
+        for g in &groups {
+            let name = if g.source.is_empty() {
+                "(other)"
+            } else {
+                &g.source
+            };
+            let _ = write!(
+                s,
+                "<th colspan={} class=source title=\"{}\">{}<br><small>{}</small></th>",
+                g.columns.len(),
+                esc(&g.origin),
+                esc(name),
+                esc(&g.origin)
+            );
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("<tr><th>case</th>");
     for v in &grid.variants {
-        let _ = write!(s, "<th>{}</th>", esc(v));
+        let release = r
+            .variants
+            .iter()
+            .find(|i| &i.name == v)
+            .map(short_version)
+            .unwrap_or("");
+        let _ = write!(
+            s,
+            "<th>{}<br><small class=mono>{}</small></th>",
+            esc(v),
+            esc(release)
+        );
     }
     s.push_str("</tr>");
     for row in &grid.rows {

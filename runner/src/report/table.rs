@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::grid::{incomplete_line, totals_line, Grid};
+use super::grid::{incomplete_line, short_version, totals_line, Grid};
 use super::{expected_text, shown, RunReport};
 use crate::record::{CaseResult, Expected, Verdict};
 
@@ -20,11 +20,21 @@ fn cell(r: &CaseResult) -> String {
     )
 }
 
-/// The terminal summary: case rows x variant columns, then the unexpected
-/// outcomes with their evidence.
+/// The terminal summary: case rows x variant columns (grouped by kernel
+/// source, each with its kernel release), then the unexpected outcomes
+/// with their evidence.
 pub fn table(report: &RunReport) -> String {
-    let grid = Grid::of(&report.results);
+    let (grid, groups) = Grid::by_source(&report.results, &report.variants);
     let variants = &grid.variants;
+    let release = |v: &str| {
+        report
+            .variants
+            .iter()
+            .find(|i| i.name == v)
+            .map(short_version)
+            .unwrap_or("")
+            .to_string()
+    };
     let w0 = grid
         .rows
         .iter()
@@ -52,6 +62,7 @@ pub fn table(report: &RunReport) -> String {
                 .max()
                 .unwrap_or(0)
                 .max(v.len())
+                .max(release(v).len())
         })
         .collect();
     let mut s = String::new();
@@ -69,11 +80,37 @@ pub fn table(report: &RunReport) -> String {
     if !report.variants.is_empty() {
         s.push('\n');
     }
+    // One line naming each source over its columns, when there are two.
+    if groups.len() > 1 {
+        let _ = write!(s, "{:<w0$}", "");
+        for g in &groups {
+            let span: usize = widths[g.columns.clone()]
+                .iter()
+                .map(|w| w + 2)
+                .sum::<usize>()
+                - 2;
+            let name = if g.source.is_empty() {
+                "(other)"
+            } else {
+                &g.source
+            };
+            let label = format!("{name} {}", "-".repeat(span.saturating_sub(name.len() + 1)));
+            let _ = write!(s, "  {label:<span$}");
+        }
+        s.push('\n');
+    }
     let _ = write!(s, "{:<w0$}", "CASE");
     for (v, w) in variants.iter().zip(&widths) {
         let _ = write!(s, "  {v:<w$}");
     }
     s.push('\n');
+    if variants.iter().any(|v| !release(v).is_empty()) {
+        let _ = write!(s, "{:<w0$}", "");
+        for (v, w) in variants.iter().zip(&widths) {
+            let _ = write!(s, "  {:<w$}", release(v));
+        }
+        s.push('\n');
+    }
     for (row, cs) in grid.rows.iter().zip(&cells) {
         let _ = write!(s, "{:<w0$}", row.key);
         for (c, w) in cs.iter().zip(&widths) {

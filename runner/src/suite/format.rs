@@ -54,12 +54,15 @@ pub struct FtracetestSection {
     pub tests: Vec<SelftestDecl>,
 }
 
-/// One selftest: its name, or `{test, description, expect, timeout}`.
-/// Without `expect`, the test must pass on every variant.
+/// One selftest: its name, or `{test, description, variants, expect,
+/// timeout}`. Without `expect`, the test must pass on every variant;
+/// `variants` narrows the suite's (a test that only some kernel lines
+/// have).
 #[derive(Clone, Debug)]
 pub struct SelftestDecl {
     pub test: String,
     pub description: String,
+    pub variants: Option<Vec<String>>,
     pub expect: Expectations,
     pub timeout: Option<f64>,
 }
@@ -70,6 +73,8 @@ struct SelftestFull {
     test: String,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    variants: Option<Vec<String>>,
     #[serde(default, deserialize_with = "input::unique_map")]
     expect: Expectations,
     #[serde(default)]
@@ -83,13 +88,14 @@ impl<'de> Deserialize<'de> for SelftestDecl {
             type Value = SelftestDecl;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str(
-                    "a test (`test-livepatch.sh`) or `{test, description, expect, timeout}`",
+                    "a test (`test-livepatch.sh`) or `{test, description, variants, expect, timeout}`",
                 )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<SelftestDecl, E> {
                 Ok(SelftestDecl {
                     test: v.to_string(),
                     description: String::new(),
+                    variants: None,
                     expect: Expectations::new(),
                     timeout: None,
                 })
@@ -99,6 +105,7 @@ impl<'de> Deserialize<'de> for SelftestDecl {
                 Ok(SelftestDecl {
                     test: f.test,
                     description: f.description,
+                    variants: f.variants,
                     expect: f.expect,
                     timeout: f.timeout,
                 })

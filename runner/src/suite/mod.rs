@@ -91,7 +91,7 @@ pub fn parse(text: &str, path: &Path, variants: &[String], fx: &FixtureNames) ->
         check::check_case(&file, ci, variants, fx, &at, line)?;
     }
     let mut file = file;
-    selftests::expand_selftests(&mut file, text, path, fx)?;
+    selftests::expand_selftests(&mut file, text, path, variants, fx)?;
     if file.cases.is_empty() {
         bail!(
             "{}: the suite has no cases (and no kselftest or ftracetest tests)",
@@ -381,6 +381,38 @@ ftracetest:
             let j = serde_json::to_string(&e).unwrap();
             assert_eq!(serde_json::from_str::<Expected>(&j).unwrap(), e, "{j}");
         }
+    }
+
+    #[test]
+    fn a_selftest_may_run_on_some_variants_only() {
+        let t = "\
+suite: st
+variants: [baseline, share-ipmodify]
+kselftest:
+  collection: livepatch
+  tests:
+    - test-livepatch.sh
+    - {test: test-syscall.sh, variants: [share-ipmodify]}
+";
+        let s = parse(t, Path::new("s.yaml"), &vars(), &fx()).unwrap();
+        assert_eq!(s.file.cases[0].variants, None);
+        assert_eq!(
+            s.file.cases[1].variants.as_deref(),
+            Some(&["share-ipmodify".to_string()][..])
+        );
+        // An unknown variant is placed at its line, and so is an expectation
+        // for a variant the test does not run on.
+        let e = err(&t.replace("variants: [share-ipmodify]}", "variants: [nope]}"));
+        assert!(e.starts_with("s.yaml:7:"), "{e}");
+        assert!(
+            e.contains("test 'test-syscall.sh': unknown variant 'nope'"),
+            "{e}"
+        );
+        let e = err(&t.replace(
+            "variants: [share-ipmodify]}",
+            "variants: [share-ipmodify], expect: {baseline: skip}}",
+        ));
+        assert!(e.contains("baseline"), "{e}");
     }
 
     #[test]

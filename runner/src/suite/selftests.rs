@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use coexist_proto::Step;
 
-use super::check::{check_expectations, Runs, MAX_SECONDS};
+use super::check::{self, check_expectations, Runs, MAX_SECONDS};
 use super::format::{Case, SelftestDecl, SuiteFile};
 use super::SuiteStep;
 use crate::image::FixtureNames;
@@ -23,6 +23,7 @@ pub fn expand_selftests(
     file: &mut SuiteFile,
     text: &str,
     path: &Path,
+    variants: &[String],
     fx: &FixtureNames,
 ) -> Result<()> {
     use coexist_proto::SelftestRunner;
@@ -69,7 +70,12 @@ pub fn expand_selftests(
                 input::check_seconds("timeout", x, 0.0, MAX_SECONDS)
                     .map_err(|m| anyhow::anyhow!("{}: test '{name}': {m}", at(name)))?;
             }
-            check_expectations(&t.expect, Runs::Selftest(name), &file.variants, &[], 1, &at)?;
+            let test_vs = t.variants.as_deref().unwrap_or(&file.variants);
+            if t.variants.is_some() {
+                check::check_variant_list(test_vs, variants)
+                    .map_err(|(n, m)| anyhow::anyhow!("{}: test '{name}': {m}", at(&n)))?;
+            }
+            check_expectations(&t.expect, Runs::Selftest(name), test_vs, &[], 1, &at)?;
             let step = Step::Selftest {
                 runner,
                 collection: collection.clone(),
@@ -87,7 +93,7 @@ pub fn expand_selftests(
                 } else {
                     t.description.clone()
                 },
-                variants: None,
+                variants: t.variants.clone(),
                 fixed_seconds: 0.0,
                 steps: vec![SuiteStep {
                     step,

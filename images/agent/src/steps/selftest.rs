@@ -67,6 +67,12 @@ pub fn selftest(
     cmd.args(["setsid", "/bin/bash"]);
     match runner {
         SelftestRunner::Kselftest => {
+            // From 6.7 on the livepatch tests look for a kernel build dir
+            // (KDIR, default /lib/modules/$(uname -r)/build) before they
+            // start, to build their modules; the image carries them built
+            // (in the collection's test_modules/), so the collection's
+            // directory stands in for it.
+            cmd.env("KDIR", &dir);
             cmd.args([
                 "-c",
                 KSELFTEST,

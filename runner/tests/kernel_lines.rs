@@ -1,0 +1,259 @@
+//! The second kernel line, 6.12, on real builds: the fixtures (and the
+//! livepatch selftests' own modules, which 6.12 builds out of tree) build
+//! against `stock-6.12`, and a real 6.12 guest runs the stacked sequence
+//! that shows the modify-path bug on stock 6.1 (fentry, livepatch, then
+//! fexit), checked after every change of state.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+
+use coexist::vm::{accel, AccelChoice, StepOutcome, Vm};
+use coexist_proto::{AnswerData, BpfKind, BpfStats, FtraceState, Step};
+
+const VARIANT: &str = "stock-6.12";
+
+fn modinfo(field: &str, ko: &Path) -> String {
+    let out = Command::new("modinfo")
+        .args(["-F", field])
+        .arg(ko)
+        .output()
+        .expect("modinfo");
+    assert!(out.status.success(), "modinfo {}", ko.display());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn stock_6_12_fixtures_and_selftest_modules_build_for_its_kernel() {
+    let p = common::prepare(VARIANT);
+    let release = &p.manifest.kernel_release;
+    assert!(release.starts_with("6.12."), "kernel release {release}");
+    let names: Vec<String> = p
+        .fixtures
+        .modules
+        .iter()
+        .map(|m| m.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "coexist_direct.ko",
+        "coexist_livepatch.ko",
+        "coexist_livepatch_multi.ko",
+        "coexist_target.ko",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    // Every fixture module is built for this kernel: its vermagic starts
+    // with the 6.12 release (not 6.1's, whose build dir is next to it).
+    for m in &p.fixtures.modules {
+        let vermagic = modinfo("vermagic", m);
+        assert!(
+            vermagic.starts_with(&format!("{release} ")),
+            "{}: vermagic '{vermagic}', kernel {release}",
+            m.display()
+        );
+    }
+    // The BPF objects: one per source file, each an ELF for BPF (EM_BPF).
+    assert!(!p.fixtures.bpf.is_empty());
+    for o in &p.fixtures.bpf {
+        let b = std::fs::read(o).unwrap();
+        assert_eq!(&b[..4], b"\x7fELF", "{}", o.display());
+        assert_eq!(u16::from_le_bytes([b[18], b[19]]), 247, "{}", o.display());
+    }
+    // From 6.7 on the livepatch selftests' modules are not the kernel's:
+    // every test_modules/*.c of 6.12's source is built, a livepatch where
+    // the test loads it as one, and the helper program is linked static.
+    let src = p
+        .manifest
+        .source_dir
+        .join("tools/testing/selftests/livepatch/test_modules");
+    let mut want: Vec<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.ok()?.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".c")
+                .map(|s| format!("livepatch/test_modules/{s}.ko"))
+        })
+        .collect();
+    want.push("livepatch/test_klp-call_getpid".into());
+    want.sort();
+    let mut got: Vec<String> = p
+        .fixtures
+        .selftests
+        .iter()
+        .map(|(r, _)| r.clone())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    for (rel, f) in &p.fixtures.selftests {
+        if rel.ends_with(".ko") {
+            let vermagic = modinfo("vermagic", f);
+            assert!(
+                vermagic.starts_with(&format!("{release} ")),
+                "{rel}: {vermagic}"
+            );
+        }
+    }
+    let lp = p
+        .fixtures
+        .selftests
+        .iter()
+        .find(|(r, _)| r.ends_with("/test_klp_livepatch.ko"))
+        .unwrap();
+    assert_eq!(modinfo("livepatch", &lp.1), "Y");
+    let prog = &p
+        .fixtures
+        .selftests
+        .iter()
+        .find(|(r, _)| !r.ends_with(".ko"))
+        .unwrap()
+        .1;
+    let b = std::fs::read(prog).unwrap();
+    assert_eq!(&b[..4], b"\x7fELF");
+    // Static: no program interpreter (PT_INTERP) among the program headers.
+    let phoff = u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
+    let phentsize = u16::from_le_bytes([b[54], b[55]]) as usize;
+    let phnum = u16::from_le_bytes([b[56], b[57]]) as usize;
+    let interp = (0..phnum).any(|i| {
+        let o = phoff + i * phentsize;
+        u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) == 3
+    });
+    assert!(!interp, "{} is dynamically linked", prog.display());
+}
+
+fn run(vm: &mut Vm, step: Step) -> StepOutcome {
+    let s = format!("{step:?}");
+    let out = vm
+        .run(step, Duration::from_secs(60))
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert!(out.splats.is_empty(), "{s}: splat: {:#?}", out.splats);
+    assert!(out.answer.ok, "{s}: {:?}", out.answer);
+    out
+}
+
+fn value(vm: &mut Vm) -> String {
+    run(
+        vm,
+        Step::Trigger {
+            target: "coexist_target_value".into(),
+        },
+    )
+    .answer
+    .output
+}
+
+fn attach(vm: &mut Vm, program: &str, kind: BpfKind) -> u32 {
+    let out = run(
+        vm,
+        Step::BpfAttach {
+            program: program.into(),
+            kind,
+            target: "coexist_target_value".into(),
+            object: None,
+            fmod_ret: 0,
+        },
+    );
+    match out.answer.data {
+        Some(AnswerData::Attach(a)) => a.handle,
+        other => panic!("no handle: {other:?}"),
+    }
+}
+
+fn stats(vm: &mut Vm, h: u32) -> BpfStats {
+    match run(vm, Step::BpfStats { handle: h }).answer.data {
+        Some(AnswerData::Stats(s)) => s,
+        other => panic!("no stats: {other:?}"),
+    }
+}
+
+fn ftrace(vm: &mut Vm) -> FtraceState {
+    let step = Step::FtraceState {
+        function: "coexist_target_value".into(),
+    };
+    match run(vm, step).answer.data {
+        Some(AnswerData::Ftrace(s)) => s,
+        other => panic!("no ftrace state: {other:?}"),
+    }
+}
+
+#[test]
+fn stock_6_12_guest_runs_fentry_livepatch_fexit_stacked_on_one_function() {
+    let p = common::prepare(VARIANT);
+    let d = tempfile::tempdir().unwrap();
+    let c = p.vm_config(d.path().join("console.log"));
+    let mut vm =
+        accel::boot(AccelChoice::Auto, c, &common::Quiet).unwrap_or_else(|f| panic!("{f}"));
+    let release = run(
+        &mut vm,
+        Step::Exec {
+            argv: vec!["uname".into(), "-r".into()],
+        },
+    )
+    .answer
+    .output;
+    assert!(release.starts_with("6.12."), "uname -r: {release}");
+
+    run(
+        &mut vm,
+        Step::Insmod {
+            module: "coexist_target".into(),
+            params: String::new(),
+        },
+    );
+    assert_eq!(value(&mut vm), "value=42\n");
+    let fentry = attach(&mut vm, "cx_fentry", BpfKind::Fentry);
+    assert_eq!(value(&mut vm), "value=42\n");
+    assert_eq!(stats(&mut vm, fentry).hits, 1);
+    let f = ftrace(&mut vm);
+    assert_eq!((f.flags.as_str(), f.refs), ("RD", 1), "{f:?}");
+
+    run(
+        &mut vm,
+        Step::LivepatchLoad {
+            module: "coexist_livepatch".into(),
+            timeout_ms: None,
+        },
+    );
+    assert_eq!(value(&mut vm), "value=1041\n");
+    assert_eq!(stats(&mut vm, fentry).hits, 2);
+    let f = ftrace(&mut vm);
+    assert_eq!((f.flags.as_str(), f.refs), ("RID", 2), "{f:?}");
+
+    // The step that bypasses the livepatch on stock 6.1: a program that
+    // calls the original function joins a trampoline next to a livepatch.
+    let fexit = attach(&mut vm, "cx_fexit", BpfKind::Fexit);
+    assert_eq!(value(&mut vm), "value=1041\n");
+    assert_eq!(stats(&mut vm, fentry).hits, 3);
+    let s = stats(&mut vm, fexit);
+    assert_eq!((s.hits, s.ret), (1, 1041), "{s:?}");
+    let f = ftrace(&mut vm);
+    assert_eq!((f.flags.as_str(), f.refs), ("RID", 2), "{f:?}");
+    assert!(
+        f.direct
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("bpf_trampoline_"),
+        "{f:?}"
+    );
+
+    run(
+        &mut vm,
+        Step::BpfDetach {
+            handle: Some(fexit),
+        },
+    );
+    assert_eq!(value(&mut vm), "value=1041\n");
+    assert_eq!(stats(&mut vm, fentry).hits, 4);
+    run(
+        &mut vm,
+        Step::BpfDetach {
+            handle: Some(fentry),
+        },
+    );
+    assert_eq!(value(&mut vm), "value=1041\n");
+    let f = ftrace(&mut vm);
+    assert_eq!((f.flags.as_str(), f.refs), ("I", 1), "{f:?}");
+    assert!(vm.unattributed().is_empty(), "{:#?}", vm.unattributed());
+    vm.shutdown().unwrap();
+}
