@@ -31,7 +31,7 @@ pub struct Fixtures {
 
 /// What a collection of the kernel's selftests builds before it runs, as
 /// its Makefile would on a machine with the kernel's build dir: modules
-/// (`dir`, every `*.c` in it, kbuild `M=` against the variant's build) and
+/// (`modules`, every `*.c` in it, kbuild `M=` against the variant's build) and
 /// programs (one `*.c` each, linked static for the guest). A source without
 /// the directory has nothing to build (up to 6.6 the livepatch modules are
 /// in the kernel, `CONFIG_TEST_LIVEPATCH`).
@@ -81,9 +81,7 @@ fn selftest_sources(source_dir: &Path) -> Result<Vec<SelftestSources>> {
 }
 
 /// Where a selftest build's output goes in the entry, below `selftests/`.
-fn selftest_outputs(
-    builds: &[(&'static SelftestBuild, Vec<PathBuf>, Vec<PathBuf>)],
-) -> Vec<String> {
+fn selftest_outputs(builds: &[SelftestSources]) -> Vec<String> {
     let mut out = Vec::new();
     for (b, mods, progs) in builds {
         for m in mods {
