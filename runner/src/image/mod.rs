@@ -12,6 +12,8 @@
 //! - `initramfs`: recipes, the static agent, the cpio archive.
 //! - `host`: host programs with the shared libraries they load (as
 //!   mkinitramfs' copy_exec does), for the selftests' GNU tools.
+//! - `modules`: the modules a modular kernel's guest loads before its
+//!   agent greets the host, in `modules.dep` order.
 //! - `prepare`: the three together for one variant.
 //! - `inventory`: the fixture names a guest will have, read from the
 //!   sources before anything builds (for the suite checks).
@@ -20,6 +22,7 @@ pub mod fixtures;
 pub mod host;
 pub mod initramfs;
 pub mod inventory;
+pub mod modules;
 pub mod prepare;
 
 pub use fixtures::Fixtures;
