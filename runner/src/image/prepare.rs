@@ -67,6 +67,7 @@ pub fn prepare(
         source_name: match &v.source {
             crate::build::variant::Source::Tarball(d) => d.name.clone(),
             crate::build::variant::Source::Tree(p) => format!("tree {}", p.display()),
+            crate::build::variant::Source::Prebuilt(p) => format!("prebuilt {}", p.debian_package),
         },
         manifest,
         fixtures,
