@@ -127,6 +127,18 @@ pub fn resolve(decl: &PrebuiltDecl) -> Result<AptCandidate> {
     Ok(c)
 }
 
+/// Resolves the packages of every prebuilt variant among `variants`:
+/// what a command does before it builds or boots anything, so that a
+/// package apt does not know stops it at once.
+pub fn resolve_all<'a>(variants: impl IntoIterator<Item = &'a Variant>) -> Result<()> {
+    for v in variants {
+        if let crate::build::variant::Source::Prebuilt(d) = &v.source {
+            resolve(d)?;
+        }
+    }
+    Ok(())
+}
+
 /// The source identity of a prebuilt kernel: its `.deb`'s content.
 pub fn identify(decl: &PrebuiltDecl) -> Result<SourceId> {
     let c = resolve(decl)?;
