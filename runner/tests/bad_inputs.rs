@@ -207,6 +207,39 @@ fn each_bad_variants_file_is_refused_with_its_position() {
 }
 
 #[test]
+fn a_prebuilt_package_apt_does_not_know_is_refused_before_anything_builds() {
+    let all = cases("bad-prebuilt");
+    assert!(!all.is_empty());
+    // A scratch cache: nothing may be built, fetched or booted in it.
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    check_each(
+        &all,
+        |_| PathBuf::from("kernel-config/variants.yaml"),
+        &[
+            &["kernel", "list", "--cache-dir", c],
+            &[
+                "kernel",
+                "build",
+                "--variant",
+                "stock",
+                "--variant",
+                "image",
+                "--cache-dir",
+                c,
+            ],
+            &["boot", "--variant", "image", "--cache-dir", c],
+        ],
+    );
+    for d in ["kernels", "trees", "prebuilt", "images"] {
+        let n = std::fs::read_dir(cache.path().join(d))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{d}/ is not empty: something was made");
+    }
+}
+
+#[test]
 fn a_suite_saved_as_yml_is_refused_not_skipped() {
     let p = scratch();
     std::fs::copy(

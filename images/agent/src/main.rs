@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 mod steps;
 
-use coexist_proto::{step_marker, AgentMsg, Answer, Request, Step, PORT_NAME};
+use coexist_proto::{step_marker, AgentMsg, Answer, Request, Step, PORT_NAME, PRELOAD_MODULES};
 use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 
@@ -84,6 +84,7 @@ fn setup(warnings: &mut Vec<String>) {
             _ => {}
         }
     }
+    preload_modules(Path::new(PRELOAD_MODULES), &kernel_release(), warnings);
     for d in ["/bin", "/sbin", "/usr/bin", "/usr/sbin"] {
         let _ = std::fs::create_dir_all(d);
     }
@@ -96,6 +97,31 @@ fn setup(warnings: &mut Vec<String>) {
     }
     std::env::set_var("PATH", PATH);
     std::env::set_var("HOME", "/");
+}
+
+/// Loads the modules `list` names (a modular kernel's image: the agent's
+/// channel is a module there), in order, each a path relative to
+/// `/lib/modules/<release>/`. No list: nothing to load. A module already
+/// there (EEXIST) is fine; any other failure is a warning, and the rest
+/// are still tried.
+fn preload_modules(list: &Path, release: &str, warnings: &mut Vec<String>) {
+    let Ok(text) = std::fs::read_to_string(list) else {
+        return;
+    };
+    let dir = Path::new("/lib/modules").join(release);
+    for rel in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = dir.join(rel);
+        let loaded =
+            File::open(&path).map_err(|e| e.to_string()).and_then(
+                |f| match nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty()) {
+                    Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                    Err(e) => Err(e.desc().to_string()),
+                },
+            );
+        if let Err(e) = loaded {
+            warnings.push(format!("loading module {}: {e}", path.display()));
+        }
+    }
 }
 
 pub fn kernel_release() -> String {
@@ -339,6 +365,30 @@ mod tests {
         std::fs::remove_file(&d).unwrap();
         assert!(a.output.len() <= cap, "{}", a.output.len());
         assert!(a.output.starts_with("top\ny") && a.output.ends_with("y\nbottom\n"));
+    }
+
+    #[test]
+    fn preload_warns_for_each_module_it_cannot_load_and_goes_on() {
+        let d = std::env::temp_dir().join(format!("agent-preload-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let mut w = Vec::new();
+        // No list (a kernel built here): nothing to do, nothing to say.
+        preload_modules(&d.join("none"), "6.1.0-x", &mut w);
+        assert!(w.is_empty(), "{w:?}");
+        let list = d.join("preload");
+        std::fs::write(
+            &list,
+            "kernel/a/missing-one.ko\n\nkernel/b/missing-two.ko\n",
+        )
+        .unwrap();
+        preload_modules(&list, "6.1.0-x", &mut w);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("loading module /lib/modules/6.1.0-x/kernel/a/missing-one.ko: ")
+                && w[1].contains("missing-two.ko"),
+            "{w:?}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

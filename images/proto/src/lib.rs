@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 /// The virtio-serial port name (`/sys/class/virtio-ports/*/name`).
 pub const PORT_NAME: &str = "coexist.agent";
 
+/// In the image of a modular kernel (a distribution's): the modules the
+/// agent loads, one a line, in order, relative to
+/// `/lib/modules/<release>/`, before it looks for its port.
+pub const PRELOAD_MODULES: &str = "/etc/coexist/preload-modules";
+
 /// Console markers written to /dev/kmsg around each step.
 pub fn step_marker(id: u64, what: &str) -> String {
     format!("coexist: step {id} {what}")

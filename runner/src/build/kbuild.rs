@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::cache::{self, Cache, KeyHasher};
 use crate::build::kconfig;
+use crate::build::prebuilt;
 use crate::build::series;
 use crate::build::source::{self, SourceId};
 use crate::build::variant::{Source, Variant};
@@ -52,6 +53,9 @@ impl Plan {
     /// back and every artifact it names is there. Err: the entry exists
     /// but is damaged (why).
     pub fn cached(&self) -> Result<Option<Manifest>, String> {
+        if self.tree_key.is_empty() {
+            return prebuilt::cached(&self.entry_dir);
+        }
         if !self.entry_dir.exists() {
             return Ok(None);
         }
@@ -102,6 +106,10 @@ pub struct Manifest {
     /// reverse-apply cleanly) and were skipped.
     #[serde(default)]
     pub already_in_source: Vec<String>,
+    /// A prebuilt kernel (a distribution's package): what it is. None for
+    /// a kernel built here.
+    #[serde(default)]
+    pub prebuilt: Option<crate::build::prebuilt::PrebuiltInfo>,
 }
 
 /// The file in a prepared tree that lists the patches skipped as already
@@ -197,6 +205,19 @@ impl Builder<'_> {
                 let b = t.join(format!(".coexist-build-{config_key}"));
                 (t, b)
             }
+            // Nothing is built: no tree, no build dir; the key is the
+            // package's content.
+            Source::Prebuilt(_) => {
+                return Ok(Plan {
+                    key: prebuilt::key(&src.id),
+                    entry_dir: prebuilt::entry_dir(self.cache, &src.id),
+                    source: src,
+                    tree_key: String::new(),
+                    config_key: String::new(),
+                    tree_dir: PathBuf::new(),
+                    build_dir: PathBuf::new(),
+                })
+            }
         };
         Ok(Plan {
             source: src,
@@ -212,6 +233,9 @@ impl Builder<'_> {
     /// Builds the variant unless its entry is already published; says
     /// whether it was (a cache hit).
     pub fn build(&self, v: &Variant) -> Result<(Manifest, bool)> {
+        if let Source::Prebuilt(d) = &v.source {
+            return prebuilt::fetch(self.cache, v, d, self.events);
+        }
         let t0 = Instant::now();
         let plan = self.plan(v)?;
         let finished = |cached| {
@@ -287,7 +311,7 @@ impl Builder<'_> {
     /// the series applied (patched files get their own copies).
     fn prepare_tree(&self, v: &Variant, plan: &Plan) -> Result<()> {
         let decl = match &v.source {
-            Source::Tree(_) => return Ok(()),
+            Source::Tree(_) | Source::Prebuilt(_) => return Ok(()),
             Source::Tarball(d) => d,
         };
         if plan.tree_dir.join("Makefile").is_file() {
@@ -544,6 +568,7 @@ impl Builder<'_> {
             kernel_version: String::new(),
             source_origin: None,
             already_in_source: Vec::new(),
+            prebuilt: None,
         };
         self.describe_source(&mut manifest, plan);
         std::fs::write(

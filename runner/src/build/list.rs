@@ -6,7 +6,8 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::kbuild::{Builder, Manifest};
-use super::variant::Variant;
+use super::prebuilt;
+use super::variant::{Source, Variant};
 
 /// A variant, its cache key, and whether (and where) it is built.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -25,6 +26,9 @@ pub struct KernelRow {
     pub build_dir: Option<PathBuf>,
     /// The published manifest, when built.
     pub manifest: Option<Manifest>,
+    /// A prebuilt kernel: "Debian <package> <version>, kernel <release>"
+    /// (the release from the package name until it is fetched).
+    pub prebuilt: Option<String>,
     /// Why the variant cannot be planned (with `--kernel-tree`, a variant
     /// with a patch series).
     pub error: Option<String>,
@@ -59,6 +63,26 @@ pub fn rows(
         };
         // A damaged entry lists as not built: the next build replaces it.
         let manifest = plan.cached().unwrap_or(None);
+        if let Source::Prebuilt(d) = &v.source {
+            let release = match &manifest {
+                Some(m) => Some(m.kernel_release.clone()),
+                None => prebuilt::release_from_package(&d.debian_package),
+            };
+            out.push(KernelRow {
+                key: Some(plan.key.clone()),
+                cached: manifest.is_some(),
+                source: Some(plan.source.describe.clone()),
+                entry: Some(plan.entry_dir.clone()),
+                prebuilt: Some(format!(
+                    "{}, kernel {}",
+                    plan.source.origin.clone().unwrap_or_default(),
+                    release.as_deref().unwrap_or("unknown until fetched")
+                )),
+                manifest,
+                ..base
+            });
+            continue;
+        }
         out.push(KernelRow {
             key: Some(plan.key.clone()),
             cached: manifest.is_some(),

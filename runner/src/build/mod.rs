@@ -13,12 +13,16 @@
 //! - `cache`: keys, locks, atomic publication.
 //! - `kbuild`: the [`Builder`]: plan (keys, paths), tree, configure, make,
 //!   publish; progress as [`crate::events::Event`]s.
+//! - `prebuilt`: a distribution's kernel package instead of a build:
+//!   resolved with apt, downloaded, unpacked, `depmod`, `vmlinux` taken out
+//!   of `vmlinuz`; a [`Manifest`] like a build's.
 //! - `list`: one typed row per variant for `kernel list`.
 
 pub mod cache;
 pub mod kbuild;
 pub mod kconfig;
 pub mod list;
+pub mod prebuilt;
 pub mod series;
 pub mod source;
 pub mod variant;

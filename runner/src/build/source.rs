@@ -236,6 +236,7 @@ impl Sources {
         let key = match source {
             Source::Tarball(d) => format!("tarball:{}", d.name),
             Source::Tree(t) => format!("tree:{}", t.display()),
+            Source::Prebuilt(p) => format!("prebuilt:{}", p.debian_package),
         };
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = m.get(&key) {
@@ -251,6 +252,7 @@ impl Sources {
 /// A source that pins a `version` must be that version.
 pub fn identify(cache: &Cache, source: &Source, ev: &dyn EventSink) -> Result<SourceId> {
     match source {
+        Source::Prebuilt(p) => crate::build::prebuilt::identify(p),
         Source::Tarball(decl) => {
             ensure_tarball(decl)?;
             let package = decl

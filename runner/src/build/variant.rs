@@ -40,15 +40,35 @@ pub struct VariantDecl {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    pub source: String,
+    /// The declared source the kernel is built from (not with `prebuilt`).
+    #[serde(default)]
+    pub source: Option<String>,
     /// A directory under `patches/` holding a quilt `series` file.
     pub series: Option<String>,
     /// Fragment names: `kernel-config/<name>.config`, merged in order.
-    pub fragments: Vec<String>,
+    #[serde(default)]
+    pub fragments: Option<Vec<String>>,
+    /// A kernel as a distribution ships it, instead of `source`, `series`
+    /// and `fragments`.
+    #[serde(default)]
+    pub prebuilt: Option<PrebuiltDecl>,
     /// The rule this kernel is meant to follow for a livepatch and a BPF
     /// trampoline on one function (default `shared`).
     #[serde(default)]
     pub coexistence: Coexistence,
+}
+
+/// A prebuilt kernel: a Debian kernel image package, downloaded (never
+/// installed) and unpacked into the cache.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrebuiltDecl {
+    /// E.g. `linux-image-6.1.0-57-amd64-unsigned`.
+    pub debian_package: String,
+    /// Where it is declared ("variants.yaml:40:16", at the package name),
+    /// for errors.
+    #[serde(skip)]
+    pub origin: String,
 }
 
 /// What a variant's kernel is meant to do with a livepatch (an IPMODIFY
@@ -70,6 +90,8 @@ pub enum Source {
     Tarball(SourceDecl),
     /// A developer's own kernel tree, built as it is checked out.
     Tree(PathBuf),
+    /// A kernel built by a distribution: nothing is compiled.
+    Prebuilt(PrebuiltDecl),
 }
 
 /// A variant with every file it names loaded and checked.
@@ -179,14 +201,19 @@ pub fn parse_variants(
     // Each declaration is looked for after the previous one, so a name
     // declared twice is placed at its second declaration.
     let mut from = 1;
-    for v in &file.variants {
-        let here = match input::find_from(text, from, &format!("name: {}", v.name)) {
+    for (i, v) in file.variants.iter().enumerate() {
+        let (here, here_line) = match input::find_from(text, from, &format!("name: {}", v.name)) {
             Some((l, c)) => {
                 from = l + 1;
-                format!("{}:{l}:{c}", path.display())
+                (format!("{}:{l}:{c}", path.display()), l)
             }
-            None => at(&format!("name: {}", v.name)),
+            None => (at(&format!("name: {}", v.name)), 1),
         };
+        // The next declaration's line: a key looked for in this one must
+        // come before it.
+        let next_decl = file.variants.get(i + 1).and_then(|n| {
+            input::find_from(text, here_line + 1, &format!("name: {}", n.name)).map(|p| p.0)
+        });
         if out.iter().any(|o| o.name == v.name) {
             bail!("{here}: variant '{}' is declared twice", v.name);
         }
@@ -198,17 +225,64 @@ pub fn parse_variants(
                 v.name
             );
         }
+        if let Some(p) = &v.prebuilt {
+            // The kernel is the package's: nothing to build it from.
+            let pat = |k: &str| {
+                input::find_from(text, here_line, &format!("{k}:"))
+                    .filter(|(l, _)| next_decl.is_none_or(|n| *l < n))
+                    .map(|(l, c)| format!("{}:{l}:{c}", path.display()))
+            };
+            for (key, given) in [
+                ("source", v.source.is_some()),
+                ("series", v.series.is_some()),
+                ("fragments", v.fragments.is_some()),
+            ] {
+                if given {
+                    bail!(
+                        "{}: variant '{}' is prebuilt: '{key}' does not apply (a prebuilt kernel \
+                         comes as its package built it; declare another variant to build one)",
+                        pat(key).unwrap_or_else(|| here.clone()),
+                        v.name
+                    );
+                }
+            }
+            input::check_name("Debian package", &p.debian_package).map_err(|m| {
+                anyhow::anyhow!("{}: {m}", pat("debian_package").unwrap_or(here.clone()))
+            })?;
+            let origin = input::find_from(text, here_line, &p.debian_package)
+                .map(|(l, c)| format!("{}:{l}:{c}", path.display()))
+                .unwrap_or_else(|| here.clone());
+            out.push(Variant {
+                name: v.name.clone(),
+                description: v.description.clone(),
+                source: Source::Prebuilt(PrebuiltDecl {
+                    debian_package: p.debian_package.clone(),
+                    origin,
+                }),
+                series: None,
+                fragments: Vec::new(),
+                coexistence: v.coexistence,
+            });
+            continue;
+        }
+        let Some(source_name) = &v.source else {
+            bail!(
+                "{here}: variant '{}' names no source: give 'source:' (with 'fragments:') to build \
+                 a kernel, or 'prebuilt:' for a distribution's",
+                v.name
+            );
+        };
         let source = match kernel_tree {
             // Building a variant with a series from a user tree is refused
             // when that variant is built (kbuild::Builder::plan).
             Some(t) => Source::Tree(t.to_path_buf()),
-            None => match file.sources.iter().find(|s| s.name == v.source) {
+            None => match file.sources.iter().find(|s| &s.name == source_name) {
                 Some(s) => Source::Tarball(s.clone()),
                 None => bail!(
                     "{}: variant '{}' names source '{}', which is not declared under 'sources:' (known: {})",
-                    at(&format!("source: {}", v.source)),
+                    at(&format!("source: {source_name}")),
                     v.name,
-                    v.source,
+                    source_name,
                     file.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             },
@@ -230,11 +304,12 @@ pub fn parse_variants(
                 Some(Series::load(name, &dir)?)
             }
         };
-        if v.fragments.is_empty() {
+        let frags = v.fragments.as_deref().unwrap_or_default();
+        if frags.is_empty() {
             bail!("{here}: variant '{}' lists no config fragment", v.name);
         }
         let mut fragments = Vec::new();
-        for f in &v.fragments {
+        for f in frags {
             input::check_name("config fragment", f)
                 .map_err(|m| anyhow::anyhow!("{}: {m}", at(f)))?;
             let fp = root.join("kernel-config").join(format!("{f}.config"));
@@ -374,6 +449,71 @@ mod tests {
     }
 
     #[test]
+    fn a_prebuilt_variant_names_a_package_and_nothing_to_build() {
+        let (_d, root) = project();
+        let v = parse(
+            &root,
+            "  - name: img\n    prebuilt: {debian_package: linux-image-6.1.0-57-amd64-unsigned}\n",
+        )
+        .unwrap();
+        let Source::Prebuilt(p) = &v[0].source else {
+            panic!("{:?}", v[0].source)
+        };
+        assert_eq!(p.debian_package, "linux-image-6.1.0-57-amd64-unsigned");
+        // Placed at the package name, for resolution errors later.
+        assert_eq!(p.origin, "variants.yaml:6:32");
+        assert!(v[0].fragments.is_empty() && v[0].series.is_none());
+        // With source, series or fragments: an error at that key.
+        for (key, line) in [
+            ("source: deb", "    source: deb\n"),
+            ("series: p", "    series: p\n"),
+            ("fragments: [a]", "    fragments: [a]\n"),
+        ] {
+            let e = parse(
+                &root,
+                &format!("  - name: img\n    prebuilt: {{debian_package: linux-image-x}}\n{line}"),
+            )
+            .unwrap_err()
+            .to_string();
+            let k = key.split(':').next().unwrap();
+            assert!(
+                e.starts_with("variants.yaml:7:5: variant 'img' is prebuilt: ")
+                    && e.contains(&format!("'{k}' does not apply")),
+                "{key}: {e}"
+            );
+        }
+        // A key of the next variant is not this one's.
+        parse(
+            &root,
+            "  - name: img\n    prebuilt: {debian_package: linux-image-x}\n  - name: v1\n    source: deb\n    fragments: [a]\n",
+        )
+        .unwrap();
+        // Unknown keys, a package that is not a name, neither source nor prebuilt.
+        let e = parse(&root, "  - name: img\n    prebuilt: {debian_pkg: x}\n").unwrap_err();
+        assert!(
+            e.to_string().starts_with("variants.yaml:6:")
+                && e.to_string().contains("unknown field `debian_pkg`"),
+            "{e}"
+        );
+        let e = parse(
+            &root,
+            "  - name: img\n    prebuilt:\n      debian_package: \"linux image\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("variants.yaml:7:7: Debian package 'linux image'"),
+            "{e}"
+        );
+        let e = parse(&root, "  - name: img\n    fragments: [a]\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("variants.yaml:5:5: variant 'img' names no source"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn kernel_tree_replaces_the_source() {
         let (_d, root) = project();
         let text =
@@ -399,6 +539,7 @@ mod tests {
             "baseline",
             "share-ipmodify",
             "share-ipmodify-lockdep",
+            "debian-6.1-image",
         ] {
             assert!(names.contains(&n), "{names:?}");
         }

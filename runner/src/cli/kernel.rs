@@ -63,6 +63,8 @@ fn build(
     } else {
         variant::select(&variants, names)?
     };
+    // Every prebuilt package is resolved before anything builds.
+    coexist::build::prebuilt::resolve_all(chosen.iter().copied())?;
     let term = Terminal::new();
     let builder = ws.builder(jobs.unwrap_or_else(default_jobs), &term);
     let t0 = Instant::now();
@@ -104,7 +106,10 @@ fn list(ws: &Workspace, json: bool, src: &SourceOpts) -> Result<u8> {
             r.variant,
             r.key.as_deref().unwrap_or(""),
             if r.cached { "yes" } else { "no" },
-            r.source.as_deref().unwrap_or(""),
+            match &r.prebuilt {
+                Some(p) => format!("prebuilt: {p}"),
+                None => r.source.clone().unwrap_or_default(),
+            },
         );
         if let Some(m) = &r.manifest {
             for (k, v) in [
@@ -113,7 +118,10 @@ fn list(ws: &Workspace, json: bool, src: &SourceOpts) -> Result<u8> {
                 ("vmlinux", m.vmlinux.display().to_string()),
                 ("modules_dir", m.modules_dir.display().to_string()),
                 ("build_dir", m.build_dir.display().to_string()),
-            ] {
+            ]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            {
                 println!("{:<49} {k}: {v}", "");
             }
         }

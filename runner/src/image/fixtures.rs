@@ -120,6 +120,22 @@ pub fn build(
     events: &dyn EventSink,
 ) -> Result<Fixtures> {
     let note = |what: String| events.event(&Event::Preparing { what });
+    if let Some(p) = &kernel.prebuilt {
+        // Not yet: modules would build against the package's headers
+        // (linux-headers-<release>), BPF against its BTF.
+        events.event(&Event::Note(format!(
+            "fixtures: none for prebuilt {} ({} {}): no modules, no BPF objects yet",
+            kernel.variant, p.package, p.version
+        )));
+        let mut h = KeyHasher::new("fixtures-none-v1");
+        h.part("kernel", kernel.key.as_bytes());
+        return Ok(Fixtures {
+            key: h.finish(),
+            modules: Vec::new(),
+            bpf: Vec::new(),
+            selftests: Vec::new(),
+        });
+    }
     let root = project.root.join("images/fixtures");
     let mod_src = sources(&root.join("modules"), |n| {
         n.ends_with(".c") || n.ends_with(".h") || n == "Kbuild"

@@ -21,6 +21,7 @@ use crate::image::fixtures::Fixtures;
 use crate::input::yaml_error;
 
 use super::host;
+use super::modules::{self, Preload};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -340,7 +341,10 @@ pub fn check_recipe(project: &Project, name: &str) -> Result<Recipe> {
     Ok(recipe)
 }
 
-/// The archive's entries for a recipe, agent and kernel.
+/// The archive's entries for a recipe, agent and kernel. With `preload`
+/// (a modular kernel), the image has those modules of the kernel's tree
+/// and the list of them to load instead of the whole tree.
+#[allow(clippy::too_many_arguments)]
 pub fn entries(
     project: &Project,
     recipe: &Recipe,
@@ -349,6 +353,7 @@ pub fn entries(
     kernel: &Manifest,
     fixtures: Option<&Fixtures>,
     extra: &[Entry],
+    preload: Option<&Preload>,
 ) -> Result<Vec<Entry>> {
     let mut e = Vec::new();
     for d in [
@@ -388,12 +393,27 @@ pub fn entries(
         path: "/bin/sh".into(),
         target: "busybox".into(),
     });
-    if recipe.modules {
-        push_tree(
-            &mut e,
-            &kernel.modules_dir,
-            &format!("/lib/modules/{}", kernel.kernel_release),
-        )?;
+    let guest_modules = format!("/lib/modules/{}", kernel.kernel_release);
+    match (recipe.modules, preload) {
+        (false, _) => {}
+        (true, None) => push_tree(&mut e, &kernel.modules_dir, &guest_modules)?,
+        // A distribution's tree is hundreds of MB: only what the guest
+        // loads to reach READY, its depmod indexes, and the list in order.
+        (true, Some(p)) => {
+            for (rel, host) in &p.files {
+                let data = std::fs::read(host)
+                    .with_context(|| format!("cannot read {}", host.display()))?;
+                push_file(&mut e, &format!("{guest_modules}/{rel}"), 0o644, data);
+            }
+            let mut list = p.order.join("\n");
+            list.push('\n');
+            push_file(
+                &mut e,
+                coexist_proto::PRELOAD_MODULES,
+                0o644,
+                list.into_bytes(),
+            );
+        }
     }
     if let (true, Some(fx)) = (recipe.fixtures, fixtures) {
         let extra = format!("/lib/modules/{}/extra", kernel.kernel_release);
@@ -454,10 +474,41 @@ pub fn build(
     let memo = cache.dir("host-ldd");
     let mut extra = host::program_entries(&recipe.host_programs, Some(&memo))
         .map_err(|e| anyhow::anyhow!("{}: host_programs: {e:#}", recipe_path.display()))?;
-    extra.extend(
-        selftest_entries(&kernel.source_dir, &recipe.selftests)
-            .map_err(|e| anyhow::anyhow!("{}: selftests: {e:#}", recipe_path.display()))?,
-    );
+    let preload = match &kernel.prebuilt {
+        None => {
+            extra.extend(
+                selftest_entries(&kernel.source_dir, &recipe.selftests)
+                    .map_err(|e| anyhow::anyhow!("{}: selftests: {e:#}", recipe_path.display()))?,
+            );
+            None
+        }
+        Some(p) => {
+            let pre = modules::preload(&kernel.modules_dir, modules::AGENT_CHANNEL_MODULES)
+                .with_context(|| {
+                    format!(
+                        "the modules the agent needs from {} {}",
+                        p.package, p.version
+                    )
+                })?;
+            events.event(&Event::Note(format!(
+                "image for prebuilt {}: {} module(s) to load before READY ({}){}; no selftests \
+                 (the package has no source tree)",
+                kernel.variant,
+                pre.order.len(),
+                pre.order
+                    .iter()
+                    .map(|m| modules::module_name(m))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if pre.builtin.is_empty() {
+                    String::new()
+                } else {
+                    format!("; built in: {}", pre.builtin.join(", "))
+                }
+            )));
+            Some(pre)
+        }
+    };
     let mut h = KeyHasher::new("image-v2");
     h.part("recipe", &recipe_bytes)
         .part("agent", &agent)
@@ -475,6 +526,11 @@ pub fn build(
                 .part("link", path.as_bytes())
                 .part("target", target.as_bytes()),
         };
+    }
+    if let Some(p) = &preload {
+        for m in &p.order {
+            h.part("preload", m.as_bytes());
+        }
     }
     for f in &recipe.files {
         h.part(
@@ -495,7 +551,16 @@ pub fn build(
     events.event(&Event::Preparing {
         what: format!("building image '{recipe_name}' ({key})"),
     });
-    let entries = entries(project, &recipe, &agent, &busybox, kernel, fixtures, &extra)?;
+    let entries = entries(
+        project,
+        &recipe,
+        &agent,
+        &busybox,
+        kernel,
+        fixtures,
+        &extra,
+        preload.as_ref(),
+    )?;
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
     write_initramfs(
         &entries,

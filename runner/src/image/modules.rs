@@ -8,8 +8,59 @@
 //! module it depends on.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+
+/// The modules the agent's channel needs: the virtio PCI transport and
+/// the virtio console (its port is a virtio-serial port).
+pub const AGENT_CHANNEL_MODULES: &[&str] = &["virtio_pci", "virtio_console"];
+
+/// What a modular kernel's image carries of its modules tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preload {
+    /// The modules to load, in order, relative to `/lib/modules/<release>/`
+    /// (what the image's `coexist_proto::PRELOAD_MODULES` file lists).
+    pub order: Vec<String>,
+    /// The wanted names that are built in (`modules.builtin`): no loading.
+    pub builtin: Vec<String>,
+    /// Files to copy: (path relative to the modules dir, host file): the
+    /// modules of `order` and depmod's `modules.*` indexes.
+    pub files: Vec<(String, PathBuf)>,
+}
+
+/// The modules `names` need from a kernel's modules dir (with depmod's
+/// output): built-in names left out, the rest in load order.
+pub fn preload(modules_dir: &Path, names: &[&str]) -> Result<Preload> {
+    let read = |f: &str| {
+        let p = modules_dir.join(f);
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let dep = ModulesDep::parse(&read("modules.dep")?, "modules.dep")?;
+    let builtin_text = read("modules.builtin").unwrap_or_default();
+    let builtin_names: Vec<String> = builtin_text.lines().map(module_name).collect();
+    let (builtin, load): (Vec<&str>, Vec<&str>) = names
+        .iter()
+        .partition(|n| builtin_names.contains(&n.replace('-', "_")));
+    let order = dep.load_order(&load)?;
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    let mut indexes: Vec<String> = std::fs::read_dir(modules_dir)
+        .with_context(|| format!("cannot read {}", modules_dir.display()))?
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("modules."))
+        .collect();
+    indexes.sort();
+    for rel in indexes.iter().chain(&order) {
+        files.push((rel.clone(), modules_dir.join(rel)));
+    }
+    Ok(Preload {
+        order,
+        builtin: builtin.into_iter().map(String::from).collect(),
+        files,
+    })
+}
 
 /// `modules.dep`: each module's path and the paths it depends on.
 #[derive(Debug, Default)]
@@ -139,6 +190,57 @@ mod tests {
             dep.path_of("virtio_console"),
             Some("kernel/drivers/char/virtio_console.ko")
         );
+    }
+
+    #[test]
+    fn preload_from_a_modules_dir_skips_built_in_names() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |f: &str, s: &str| std::fs::write(d.path().join(f), s).unwrap();
+        w(
+            "modules.dep",
+            "kernel/v/virtio.ko:\nkernel/v/virtio_ring.ko:\n\
+             kernel/v/virtio_pci.ko: kernel/v/virtio_ring.ko kernel/v/virtio.ko\n\
+             kernel/c/virtio_console.ko: kernel/v/virtio_ring.ko kernel/v/virtio.ko\n",
+        );
+        w("modules.builtin", "kernel/c/virtio_console.ko\n");
+        w("modules.alias", "");
+        std::fs::create_dir(d.path().join("kernel")).unwrap();
+        let p = preload(d.path(), AGENT_CHANNEL_MODULES).unwrap();
+        assert_eq!(
+            p.order,
+            [
+                "kernel/v/virtio_ring.ko",
+                "kernel/v/virtio.ko",
+                "kernel/v/virtio_pci.ko"
+            ]
+        );
+        assert_eq!(p.builtin, ["virtio_console"]);
+        let rels: Vec<&str> = p.files.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(
+            rels,
+            [
+                "modules.alias",
+                "modules.builtin",
+                "modules.dep",
+                "kernel/v/virtio_ring.ko",
+                "kernel/v/virtio.ko",
+                "kernel/v/virtio_pci.ko"
+            ]
+        );
+        assert_eq!(p.files[3].1, d.path().join("kernel/v/virtio_ring.ko"));
+        // Every name built in: nothing to load.
+        w(
+            "modules.builtin",
+            "kernel/c/virtio_console.ko\nkernel/v/virtio_pci.ko\n",
+        );
+        assert!(preload(d.path(), AGENT_CHANNEL_MODULES)
+            .unwrap()
+            .order
+            .is_empty());
+        // Neither built in nor a module: an error that says which.
+        w("modules.builtin", "");
+        let e = preload(d.path(), &["virtio_blk"]).unwrap_err();
+        assert_eq!(format!("{e}"), "module 'virtio_blk' is not in modules.dep");
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub fn prepare(
         source_name: match &v.source {
             crate::build::variant::Source::Tarball(d) => d.name.clone(),
             crate::build::variant::Source::Tree(p) => format!("tree {}", p.display()),
+            crate::build::variant::Source::Prebuilt(p) => format!("prebuilt {}", p.debian_package),
         },
         manifest,
         fixtures,
@@ -79,15 +80,16 @@ pub fn prepare(
 }
 
 impl Prepared {
-    /// Boots the PVH vmlinux directly: no decompression, the fastest start.
+    /// Boots the PVH vmlinux directly (no decompression, the fastest
+    /// start); a prebuilt kernel boots as distributed, its bzImage.
     pub fn vm_config(&self, console_log: PathBuf) -> VmConfig {
+        let kernel = match &self.manifest.prebuilt {
+            None => &self.manifest.vmlinux,
+            Some(_) => &self.manifest.bzimage,
+        };
         VmConfig {
             accel_memory: Some(self.accel_memory.clone()),
-            ..VmConfig::new(
-                self.manifest.vmlinux.clone(),
-                self.image.path.clone(),
-                console_log,
-            )
+            ..VmConfig::new(kernel.clone(), self.image.path.clone(), console_log)
         }
     }
 }

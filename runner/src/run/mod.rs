@@ -359,11 +359,10 @@ impl Started {
         let t_prep = Instant::now();
         let mut prepared = BTreeMap::new();
         let mut infos = Vec::new();
-        for name in jobs
-            .iter()
-            .map(|j| j.variant.clone())
-            .collect::<BTreeSet<_>>()
-        {
+        let names: BTreeSet<String> = jobs.iter().map(|j| j.variant.clone()).collect();
+        // A prebuilt kernel's package is resolved before any kernel builds.
+        crate::build::prebuilt::resolve_all(variants.iter().filter(|v| names.contains(&v.name)))?;
+        for name in names {
             let v = variant::select(&variants, std::slice::from_ref(&name))?[0];
             let p = ws
                 .prepare(v, events)

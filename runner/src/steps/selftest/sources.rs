@@ -116,6 +116,8 @@ enum Listing {
 fn source_listing(ws: &Workspace, v: &Variant, events: &dyn EventSink) -> Result<Listing> {
     let decl = match &v.source {
         variant::Source::Tree(t) => return Ok(Listing::Dir(t.clone())),
+        // A distribution's kernel comes without its selftests (for now).
+        variant::Source::Prebuilt(_) => return Ok(Listing::Paths(BTreeSet::new())),
         variant::Source::Tarball(d) => d,
     };
     let id = ws.sources.identify(&ws.cache, &v.source, events)?;

@@ -1,0 +1,644 @@
+//! Prebuilt kernels: a Debian kernel image package (`prebuilt:
+//! {debian_package: linux-image-...}` in `variants.yaml`) instead of a
+//! build. Nothing is compiled and the host's `/boot` is never touched:
+//!
+//! 1. resolve: `apt-cache show` gives the candidate's version and the
+//!    SHA256 of its `.deb`, the content key (before anything builds; a
+//!    package apt does not know is an error at its declaration);
+//! 2. fetch: `apt-get download <pkg>=<version>` into a staging dir, the
+//!    `.deb` checked against that SHA256, `dpkg-deb -x` beside it,
+//!    `depmod -b` (the package has no `modules.dep`), the ELF `vmlinux`
+//!    taken out of `vmlinuz` (for its BTF), and a [`Manifest`]; the entry
+//!    `<cache>/prebuilt/<sha256 of the .deb>/` is published by one rename.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::build::cache::{self, Cache, KeyHasher};
+use crate::build::kbuild::{run_quiet, Manifest};
+use crate::build::kconfig::{self, Value};
+use crate::build::source::{self, SourceId};
+use crate::build::variant::{PrebuiltDecl, Variant};
+use crate::events::{Event, EventSink};
+
+/// What a prebuilt kernel's manifest says about it besides the paths.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrebuiltInfo {
+    /// The Debian package (`linux-image-6.1.0-57-amd64-unsigned`).
+    pub package: String,
+    /// Its Debian version (`6.1.192-3`).
+    pub version: String,
+    /// sha256 of the `.deb`: the entry's content key.
+    pub deb_sha256: String,
+    /// The options of the kernel's config this project is about, as set
+    /// there (`y`, `m`) or `None` when unset.
+    pub livepatch: Option<String>,
+    pub dynamic_ftrace_with_direct_calls: Option<String>,
+    pub dynamic_ftrace_with_args: Option<String>,
+    pub dynamic_ftrace_with_regs: Option<String>,
+}
+
+impl PrebuiltInfo {
+    /// Reads the options from the kernel's `config`.
+    pub fn read_config(&mut self, config_text: &str) {
+        let c = kconfig::parse_dotconfig(config_text);
+        let get = |o: &str| match c.get(o) {
+            Some(Value::Set(v)) => Some(v.clone()),
+            _ => None,
+        };
+        self.livepatch = get("CONFIG_LIVEPATCH");
+        self.dynamic_ftrace_with_direct_calls = get("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS");
+        self.dynamic_ftrace_with_args = get("CONFIG_DYNAMIC_FTRACE_WITH_ARGS");
+        self.dynamic_ftrace_with_regs = get("CONFIG_DYNAMIC_FTRACE_WITH_REGS");
+    }
+}
+
+/// The candidate apt would download for a package.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AptCandidate {
+    pub package: String,
+    pub version: String,
+    /// sha256 of the `.deb`, from the archive's index.
+    pub sha256: String,
+}
+
+/// The first record of `apt-cache show --no-all-versions` output.
+pub fn parse_apt_show(text: &str) -> Option<AptCandidate> {
+    let mut fields = BTreeMap::new();
+    for l in text.lines() {
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(": ") {
+            if !k.starts_with(' ') {
+                fields.insert(k, v.trim());
+            }
+        }
+    }
+    let sha = fields.get("SHA256")?;
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(AptCandidate {
+        package: fields.get("Package")?.to_string(),
+        version: fields.get("Version")?.to_string(),
+        sha256: sha.to_ascii_lowercase(),
+    })
+}
+
+/// Resolves the package with apt (memoised: once per process). An
+/// unknown package is an error at its declaration in `variants.yaml`.
+pub fn resolve(decl: &PrebuiltDecl) -> Result<AptCandidate> {
+    static MEMO: std::sync::Mutex<BTreeMap<String, AptCandidate>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let pkg = &decl.debian_package;
+    if let Some(c) = MEMO.lock().unwrap_or_else(|e| e.into_inner()).get(pkg) {
+        return Ok(c.clone());
+    }
+    let out = Command::new("apt-cache")
+        .args(["show", "--no-all-versions", pkg])
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run apt-cache (a prebuilt kernel needs a Debian system)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found = parse_apt_show(&text).filter(|c| &c.package == pkg);
+    let Some(c) = found.filter(|_| out.status.success()) else {
+        let why = String::from_utf8_lossy(&out.stderr);
+        bail!(
+            "{}: prebuilt: apt does not know the Debian package '{pkg}'{}; check the name \
+             (apt-cache search --names-only '^linux-image-' lists the kernels), or refresh \
+             the package lists (apt-get update)",
+            decl.origin,
+            match why.trim() {
+                "" => String::new(),
+                w => format!(" ({})", w.lines().next().unwrap_or(w)),
+            }
+        );
+    };
+    MEMO.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pkg.clone(), c.clone());
+    Ok(c)
+}
+
+/// Resolves the packages of every prebuilt variant among `variants`:
+/// what a command does before it builds or boots anything, so that a
+/// package apt does not know stops it at once.
+pub fn resolve_all<'a>(variants: impl IntoIterator<Item = &'a Variant>) -> Result<()> {
+    for v in variants {
+        if let crate::build::variant::Source::Prebuilt(d) = &v.source {
+            resolve(d)?;
+        }
+    }
+    Ok(())
+}
+
+/// The source identity of a prebuilt kernel: its `.deb`'s content.
+pub fn identify(decl: &PrebuiltDecl) -> Result<SourceId> {
+    let c = resolve(decl)?;
+    Ok(SourceId {
+        id: c.sha256.clone(),
+        describe: format!("{}_{}.deb sha256 {}", c.package, c.version, &c.sha256[..16]),
+        tarball: None,
+        origin: Some(format!("Debian {} {}", c.package, c.version)),
+    })
+}
+
+/// The kernel key of a prebuilt entry (16 hex digits, as every kernel
+/// key): the `.deb`'s sha256 and the layout of the entry.
+pub fn key(deb_sha256: &str) -> String {
+    let mut h = KeyHasher::new("prebuilt-v1");
+    h.part("deb-sha256", deb_sha256.as_bytes());
+    h.finish()
+}
+
+/// `<cache>/prebuilt/<sha256 of the .deb>/`.
+pub fn entry_dir(cache: &Cache, deb_sha256: &str) -> PathBuf {
+    cache.dir("prebuilt").join(deb_sha256)
+}
+
+/// The kernel release a Debian image package is for, from its name
+/// (`linux-image-6.1.0-57-amd64-unsigned` -> `6.1.0-57-amd64`), before it
+/// is fetched.
+pub fn release_from_package(pkg: &str) -> Option<String> {
+    let r = pkg.strip_prefix("linux-image-")?;
+    let r = r.strip_suffix("-unsigned").unwrap_or(r);
+    r.starts_with(|c: char| c.is_ascii_digit())
+        .then(|| r.to_string())
+}
+
+/// Takes the ELF kernel out of a bzImage (what the kernel's
+/// `scripts/extract-vmlinux` does, but at the payload the boot protocol
+/// header points at): gzip in process, xz and zstd through their tools.
+pub fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>> {
+    let u32_at = |o: usize| -> Result<usize> {
+        let b = bzimage
+            .get(o..o + 4)
+            .context("the file is too short for a bzImage header")?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    if bzimage.get(0x202..0x206) != Some(b"HdrS") {
+        bail!("not a bzImage (no HdrS boot protocol header)");
+    }
+    let setup_sects = match bzimage[0x1f1] {
+        0 => 4,
+        n => n as usize,
+    };
+    let (off, len) = (u32_at(0x248)?, u32_at(0x24c)?);
+    let start = (setup_sects + 1) * 512 + off;
+    let payload = bzimage
+        .get(start..start + len)
+        .context("the bzImage's payload lies outside the file")?;
+    // xz and zstd payloads end with the decompressed size (4 bytes, LE),
+    // which their tools do not read.
+    let sized = |p: &[u8]| -> Result<(Vec<u8>, usize)> {
+        let n = p.len().checked_sub(4).context("payload too short")?;
+        let size = u32::from_le_bytes([p[n], p[n + 1], p[n + 2], p[n + 3]]) as usize;
+        Ok((p[..n].to_vec(), size))
+    };
+    let elf = if payload.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(payload).read_to_end(&mut out)?;
+        out
+    } else if payload.starts_with(b"\xfd7zXZ\x00") {
+        let (stream, size) = sized(payload)?;
+        let out = decompress_with("xz", &stream)?;
+        if out.len() != size {
+            bail!("xz gave {} bytes, the bzImage says {size}", out.len());
+        }
+        out
+    } else if payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let (stream, size) = sized(payload)?;
+        let out = decompress_with("zstd", &stream)?;
+        if out.len() != size {
+            bail!("zstd gave {} bytes, the bzImage says {size}", out.len());
+        }
+        out
+    } else {
+        bail!(
+            "the bzImage's payload is compressed in a way this does not read (magic {:02x?}; \
+             gzip, xz and zstd are read)",
+            &payload[..payload.len().min(6)]
+        );
+    };
+    if !elf.starts_with(b"\x7fELF") {
+        bail!("the bzImage's payload is not an ELF image");
+    }
+    Ok(elf)
+}
+
+fn decompress_with(tool: &str, data: &[u8]) -> Result<Vec<u8>> {
+    let mut c = Command::new(tool);
+    c.arg("-dc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c
+        .spawn()
+        .with_context(|| format!("cannot run {tool} (the package {tool} has it)"))?;
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    if !out.status.success() {
+        bail!(
+            "{tool} -dc failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out.stdout)
+}
+
+/// The published entry, if it is sound: its manifest reads back and
+/// every file it names is there. Err: damaged (why).
+pub fn cached(entry: &Path) -> Result<Option<Manifest>, String> {
+    if !entry.exists() {
+        return Ok(None);
+    }
+    let m = Manifest::load(entry).map_err(|e| format!("{e:#}"))?;
+    for p in [&m.vmlinux, &m.bzimage, &m.system_map, &m.config] {
+        if !p.is_file() {
+            return Err(format!("{} is missing", p.display()));
+        }
+    }
+    if !m.modules_dir.join("modules.dep").is_file() {
+        return Err(format!(
+            "{}/modules.dep is missing",
+            m.modules_dir.display()
+        ));
+    }
+    Ok(Some(m))
+}
+
+/// Fetches (or finds) a prebuilt variant's kernel; says whether it was
+/// found (a cache hit). Emits `BuildPhase` and `BuildFinished` as a build.
+pub fn fetch(
+    cache: &Cache,
+    v: &Variant,
+    decl: &PrebuiltDecl,
+    events: &dyn EventSink,
+) -> Result<(Manifest, bool)> {
+    let t0 = Instant::now();
+    let phase = |what: String| {
+        events.event(&Event::BuildPhase {
+            variant: v.name.clone(),
+            what,
+        })
+    };
+    let c = resolve(decl)?;
+    let entry = entry_dir(cache, &c.sha256);
+    let key = key(&c.sha256);
+    let finished = |cached| {
+        events.event(&Event::BuildFinished {
+            variant: v.name.clone(),
+            key: key.clone(),
+            cached,
+            elapsed: t0.elapsed(),
+            entry: entry.clone(),
+        })
+    };
+    if let Ok(Some(m)) = cached(&entry) {
+        finished(true);
+        return Ok((m, true));
+    }
+    std::fs::create_dir_all(cache.dir("prebuilt"))?;
+    let _lock = cache.lock(&format!("prebuilt-{key}"), || {
+        phase("waiting for another run fetching the same package".into())
+    })?;
+    match cached(&entry) {
+        Ok(Some(m)) => {
+            finished(true);
+            return Ok((m, true));
+        }
+        Ok(None) => {}
+        Err(why) => {
+            phase(format!(
+                "cache entry {} is damaged ({why}); fetching it again",
+                entry.display()
+            ));
+            cache::discard(&entry)?;
+        }
+    }
+    cache::remove_stale_staging(&entry)?;
+    for (tool, pkg) in [("apt-get", "apt"), ("dpkg-deb", "dpkg"), ("depmod", "kmod")] {
+        if source::which(tool).is_none() {
+            source::require(&[pkg], &format!("{tool} is missing"))?;
+        }
+    }
+    let staging = cache::staging_dir(&entry)?;
+    let st = staging.path().join("entry");
+    let dl = staging.path().join("download");
+    std::fs::create_dir_all(&st)?;
+    std::fs::create_dir_all(&dl)?;
+    phase(format!(
+        "downloading {} {} (apt-get download; nothing is installed)",
+        c.package, c.version
+    ));
+    // As root, apt downloads as its sandbox user _apt where that user may
+    // write, else as root: the cache is root's, so root it is.
+    let mut cmd = Command::new("apt-get");
+    cmd.current_dir(&dl)
+        .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
+        .arg(format!("{}={}", c.package, c.version));
+    run_quiet(
+        cmd,
+        &format!("apt-get download {}={}", c.package, c.version),
+    )?;
+    let deb = std::fs::read_dir(&dl)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb")?;
+    let sha = cache::sha256_file(&deb)?;
+    if sha != c.sha256 {
+        bail!(
+            "{}: the downloaded {} has sha256 {sha}, but apt's index says {}",
+            decl.origin,
+            deb.display(),
+            c.sha256
+        );
+    }
+    phase(format!(
+        "unpacking {} (dpkg-deb -x into the cache)",
+        deb.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let root = st.join("root");
+    let mut cmd = Command::new("dpkg-deb");
+    cmd.arg("-x").arg(&deb).arg(&root);
+    run_quiet(cmd, "dpkg-deb -x")?;
+    std::fs::remove_file(&deb)?;
+    let release = only_release(&root.join("lib/modules"))?;
+    phase(format!("depmod for {release}"));
+    let mut cmd = Command::new(source::which("depmod").unwrap_or_else(|| "depmod".into()));
+    cmd.arg("-b").arg(&root).arg(&release);
+    run_quiet(cmd, "depmod")?;
+    let boot = root.join("boot");
+    let vmlinuz = boot.join(format!("vmlinuz-{release}"));
+    phase("taking vmlinux out of vmlinuz".into());
+    let bz = std::fs::read(&vmlinuz)
+        .with_context(|| format!("the package has no {}", vmlinuz.display()))?;
+    let elf = extract_vmlinux(&bz).with_context(|| format!("{}", vmlinuz.display()))?;
+    std::fs::write(st.join("vmlinux"), elf)?;
+    let config_rel = format!("root/boot/config-{release}");
+    let mut info = PrebuiltInfo {
+        package: c.package.clone(),
+        version: c.version.clone(),
+        deb_sha256: c.sha256.clone(),
+        ..Default::default()
+    };
+    info.read_config(
+        &std::fs::read_to_string(st.join(&config_rel))
+            .with_context(|| format!("the package has no boot/config-{release}"))?,
+    );
+    let manifest = manifest(v, &entry, &key, &release, info, t0.elapsed().as_secs_f64());
+    std::fs::write(
+        st.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    cache::publish(&st, &entry)?;
+    finished(false);
+    Ok((manifest, false))
+}
+
+/// The one directory under `lib/modules/`: the kernel release.
+fn only_release(dir: &Path) -> Result<String> {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("the package has no {}", dir.display()))?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    match names.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => {
+            bail!("the package should have one kernel release under lib/modules, it has {names:?}")
+        }
+    }
+}
+
+/// The manifest of an entry at `entry` (paths as published).
+pub fn manifest(
+    v: &Variant,
+    entry: &Path,
+    key: &str,
+    release: &str,
+    info: PrebuiltInfo,
+    seconds: f64,
+) -> Manifest {
+    let root = entry.join("root");
+    Manifest {
+        variant: v.name.clone(),
+        key: key.to_string(),
+        source: format!(
+            "{}_{}.deb sha256 {}",
+            info.package,
+            info.version,
+            &info.deb_sha256[..16.min(info.deb_sha256.len())]
+        ),
+        series: Vec::new(),
+        fragments: Vec::new(),
+        toolchain: String::new(),
+        kernel_release: release.to_string(),
+        build_seconds: seconds,
+        bzimage: root.join(format!("boot/vmlinuz-{release}")),
+        vmlinux: entry.join("vmlinux"),
+        // Debian's is a placeholder line: the real one is in the -dbg package.
+        system_map: root.join(format!("boot/System.map-{release}")),
+        config: root.join(format!("boot/config-{release}")),
+        modules_dir: root.join("lib/modules").join(release),
+        // No source and no build tree: nothing builds against it yet.
+        source_dir: PathBuf::new(),
+        build_dir: PathBuf::new(),
+        kernel_version: source::upstream_version(&info.version).to_string(),
+        source_origin: Some(format!("Debian {} {}", info.package, info.version)),
+        already_in_source: Vec::new(),
+        prebuilt: Some(info),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHOW: &str = "\
+Package: linux-image-6.1.0-57-amd64-unsigned
+Source: linux-signed-amd64 (6.1.192+3)
+Version: 6.1.192-3
+Installed-Size: 408265
+Depends: kmod, linux-base (>= 4.3~)
+Description-en: Linux 6.1 for 64-bit PCs
+ The Linux kernel 6.1 and modules for use on PCs with AMD64, Intel 64 or
+ VIA Nano processors.
+Filename: pool/main/l/linux/linux-image-6.1.0-57-amd64-unsigned_6.1.192-3_amd64.deb
+Size: 70584724
+SHA256: 6C2B9A0D5E6D4C07E8B1AE2EA1DCC1A0B4C6F9E2D1E5B4A3C2D1E0F9A8B7C6D5
+
+Package: other
+Version: 1
+SHA256: 0000000000000000000000000000000000000000000000000000000000000000
+";
+
+    #[test]
+    fn apt_show_gives_version_and_deb_sha256() {
+        let c = parse_apt_show(SHOW).unwrap();
+        assert_eq!(c.package, "linux-image-6.1.0-57-amd64-unsigned");
+        assert_eq!(c.version, "6.1.192-3");
+        assert_eq!(
+            c.sha256,
+            "6c2b9a0d5e6d4c07e8b1ae2ea1dcc1a0b4c6f9e2d1e5b4a3c2d1e0f9a8b7c6d5"
+        );
+        // No record, or one without a usable SHA256: nothing resolved.
+        assert_eq!(parse_apt_show(""), None);
+        assert_eq!(
+            parse_apt_show("Package: x\nVersion: 1\nSHA256: abc\n"),
+            None
+        );
+        assert_eq!(
+            release_from_package("linux-image-6.1.0-57-amd64-unsigned").as_deref(),
+            Some("6.1.0-57-amd64")
+        );
+        assert_eq!(
+            release_from_package("linux-image-6.12.38+deb13-cloud-amd64").as_deref(),
+            Some("6.12.38+deb13-cloud-amd64")
+        );
+        assert_eq!(release_from_package("linux-image-amd64"), None);
+    }
+
+    #[test]
+    fn an_unknown_package_is_an_error_at_its_declaration() {
+        let decl = PrebuiltDecl {
+            debian_package: "linux-image-0.0.0-no-such-kernel".into(),
+            origin: "variants.yaml:9:30".into(),
+        };
+        let e = format!("{:#}", resolve(&decl).unwrap_err());
+        assert!(
+            e.starts_with(
+                "variants.yaml:9:30: prebuilt: apt does not know the Debian package \
+                           'linux-image-0.0.0-no-such-kernel'"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_options_of_a_prebuilt_kernel() {
+        let mut i = PrebuiltInfo::default();
+        i.read_config(
+            "CONFIG_LIVEPATCH=y\nCONFIG_DYNAMIC_FTRACE_WITH_REGS=y\n\
+             CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y\n# CONFIG_DYNAMIC_FTRACE_WITH_ARGS is not set\n",
+        );
+        assert_eq!(i.livepatch.as_deref(), Some("y"));
+        assert_eq!(i.dynamic_ftrace_with_regs.as_deref(), Some("y"));
+        assert_eq!(i.dynamic_ftrace_with_direct_calls.as_deref(), Some("y"));
+        assert_eq!(i.dynamic_ftrace_with_args, None);
+        let mut j = PrebuiltInfo::default();
+        j.read_config("# CONFIG_LIVEPATCH is not set\n");
+        assert_eq!(j.livepatch, None);
+    }
+
+    /// A bzImage-shaped file: the boot header fields the extraction
+    /// reads, and `payload` where they point.
+    fn bzimage(payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 0x400];
+        b[0x1f1] = 1; // setup sectors: the payload area starts at 2 * 512
+        b[0x202..0x206].copy_from_slice(b"HdrS");
+        let off = 0x30u32;
+        b[0x248..0x24c].copy_from_slice(&off.to_le_bytes());
+        b[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        b.resize(0x400 + off as usize, 0xaa);
+        b.extend_from_slice(payload);
+        b.extend_from_slice(b"trailing code and data");
+        b
+    }
+
+    #[test]
+    fn vmlinux_comes_out_of_a_gzip_or_xz_bzimage() {
+        let elf: Vec<u8> = b"\x7fELF\x02\x01\x01"
+            .iter()
+            .copied()
+            .chain((0..5000u32).flat_map(|i| i.to_le_bytes()))
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&elf).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(extract_vmlinux(&bzimage(&gz)).unwrap(), elf);
+        // xz as the kernel writes it: the stream, then the size.
+        let mut xz = Command::new("xz")
+            .args(["-c", "--check=crc32"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        xz.stdin.take().unwrap().write_all(&elf).unwrap();
+        let mut payload = xz.wait_with_output().unwrap().stdout;
+        payload.extend_from_slice(&(elf.len() as u32).to_le_bytes());
+        assert_eq!(extract_vmlinux(&bzimage(&payload)).unwrap(), elf);
+        // A wrong size trailer, an unknown compression, no header.
+        let n = payload.len();
+        payload[n - 4..].copy_from_slice(&7u32.to_le_bytes());
+        let e = format!("{}", extract_vmlinux(&bzimage(&payload)).unwrap_err());
+        assert!(e.contains("the bzImage says 7"), "{e}");
+        let e = format!("{}", extract_vmlinux(&bzimage(b"BZh91AY&SY")).unwrap_err());
+        assert!(e.contains("gzip, xz and zstd are read"), "{e}");
+        let e = format!("{}", extract_vmlinux(&elf).unwrap_err());
+        assert!(e.contains("no HdrS"), "{e}");
+        // A payload that is not a kernel.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"not an ELF").unwrap();
+        let e = format!(
+            "{}",
+            extract_vmlinux(&bzimage(&gz.finish().unwrap())).unwrap_err()
+        );
+        assert!(e.contains("not an ELF"), "{e}");
+    }
+
+    #[test]
+    fn the_manifest_of_a_prebuilt_entry() {
+        let v = Variant {
+            name: "debian-6.1-image".into(),
+            description: String::new(),
+            source: crate::build::variant::Source::Prebuilt(PrebuiltDecl {
+                debian_package: "linux-image-6.1.0-57-amd64-unsigned".into(),
+                origin: String::new(),
+            }),
+            series: None,
+            fragments: Vec::new(),
+            coexistence: Default::default(),
+        };
+        let info = PrebuiltInfo {
+            package: "linux-image-6.1.0-57-amd64-unsigned".into(),
+            version: "6.1.192-3".into(),
+            deb_sha256: "ab".repeat(32),
+            livepatch: Some("y".into()),
+            ..Default::default()
+        };
+        let e = Path::new("/c/prebuilt/x");
+        let m = manifest(&v, e, "k", "6.1.0-57-amd64", info.clone(), 1.5);
+        assert_eq!(m.bzimage, e.join("root/boot/vmlinuz-6.1.0-57-amd64"));
+        assert_eq!(m.vmlinux, e.join("vmlinux"));
+        assert_eq!(m.config, e.join("root/boot/config-6.1.0-57-amd64"));
+        assert_eq!(m.modules_dir, e.join("root/lib/modules/6.1.0-57-amd64"));
+        assert_eq!(m.kernel_version, "6.1.192");
+        assert_eq!(
+            m.source_origin.as_deref(),
+            Some("Debian linux-image-6.1.0-57-amd64-unsigned 6.1.192-3")
+        );
+        // It reads back, and a manifest from before `prebuilt` existed
+        // reads as a built kernel.
+        let back: Manifest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(back.prebuilt, Some(info));
+        let mut j = serde_json::to_value(&m).unwrap();
+        j.as_object_mut().unwrap().remove("prebuilt");
+        let old: Manifest = serde_json::from_value(j).unwrap();
+        assert_eq!(old.prebuilt, None);
+        assert_ne!(key("a"), key("b"));
+        assert_eq!(key("a").len(), 16);
+    }
+}
