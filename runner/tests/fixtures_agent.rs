@@ -5,12 +5,11 @@
 //! at once, each with its own counter.
 
 use std::path::Path;
-use std::time::Duration;
 
 mod common;
 
-use coexist::vm::{accel, AccelChoice, StepOutcome, Vm};
-use coexist_proto::{AnswerData, BpfKind, BpfStats, FtraceState, LivepatchState, Step};
+use coexist::vm::{accel, AccelChoice, Vm};
+use coexist_proto::{AnswerData, BpfKind, LivepatchState, Step};
 
 fn boot(name: &str, dir: &Path) -> Vm {
     let p = common::prepare(name);
@@ -18,20 +17,7 @@ fn boot(name: &str, dir: &Path) -> Vm {
     accel::boot(AccelChoice::Tcg, c, &common::Quiet).unwrap_or_else(|f| panic!("{f}"))
 }
 
-fn run(vm: &mut Vm, step: Step) -> StepOutcome {
-    let out = vm
-        .run(step, Duration::from_secs(60))
-        .unwrap_or_else(|f| panic!("{f}"));
-    assert!(out.splats.is_empty(), "splat: {:#?}", out.splats);
-    out
-}
-
-fn ok(vm: &mut Vm, step: Step) -> StepOutcome {
-    let s = format!("{step:?}");
-    let out = run(vm, step);
-    assert!(out.answer.ok, "{s}: {:?}", out.answer);
-    out
-}
+use common::{ftrace, handle, ok, run, stats};
 
 fn attach(program: &str, kind: BpfKind, target: &str, fmod_ret: i64) -> Step {
     Step::BpfAttach {
@@ -40,27 +26,6 @@ fn attach(program: &str, kind: BpfKind, target: &str, fmod_ret: i64) -> Step {
         target: target.into(),
         object: None,
         fmod_ret,
-    }
-}
-
-fn handle(out: &StepOutcome) -> u32 {
-    match &out.answer.data {
-        Some(AnswerData::Attach(a)) => a.handle,
-        other => panic!("no handle: {other:?}"),
-    }
-}
-
-fn stats(vm: &mut Vm, h: u32) -> BpfStats {
-    match ok(vm, Step::BpfStats { handle: h }).answer.data {
-        Some(AnswerData::Stats(s)) => s,
-        other => panic!("no stats: {other:?}"),
-    }
-}
-
-fn ftrace(vm: &mut Vm, f: &str) -> FtraceState {
-    match ok(vm, Step::FtraceState { function: f.into() }).answer.data {
-        Some(AnswerData::Ftrace(s)) => s,
-        other => panic!("no ftrace state: {other:?}"),
     }
 }
 

@@ -6,12 +6,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 mod common;
 
-use coexist::vm::{accel, AccelChoice, StepOutcome, Vm};
-use coexist_proto::{AnswerData, BpfKind, BpfStats, FtraceState, Step};
+use coexist::vm::{accel, AccelChoice, Vm};
+use coexist_proto::{BpfKind, FtraceState, Step};
 
 const VARIANT: &str = "stock-6.12";
 
@@ -122,15 +121,7 @@ fn stock_6_12_fixtures_and_selftest_modules_build_for_its_kernel() {
     assert!(!interp, "{} is dynamically linked", prog.display());
 }
 
-fn run(vm: &mut Vm, step: Step) -> StepOutcome {
-    let s = format!("{step:?}");
-    let out = vm
-        .run(step, Duration::from_secs(60))
-        .unwrap_or_else(|f| panic!("{f}"));
-    assert!(out.splats.is_empty(), "{s}: splat: {:#?}", out.splats);
-    assert!(out.answer.ok, "{s}: {:?}", out.answer);
-    out
-}
+use common::{handle, ok as run, stats};
 
 fn value(vm: &mut Vm) -> String {
     run(
@@ -154,27 +145,11 @@ fn attach(vm: &mut Vm, program: &str, kind: BpfKind) -> u32 {
             fmod_ret: 0,
         },
     );
-    match out.answer.data {
-        Some(AnswerData::Attach(a)) => a.handle,
-        other => panic!("no handle: {other:?}"),
-    }
-}
-
-fn stats(vm: &mut Vm, h: u32) -> BpfStats {
-    match run(vm, Step::BpfStats { handle: h }).answer.data {
-        Some(AnswerData::Stats(s)) => s,
-        other => panic!("no stats: {other:?}"),
-    }
+    handle(&out)
 }
 
 fn ftrace(vm: &mut Vm) -> FtraceState {
-    let step = Step::FtraceState {
-        function: "coexist_target_value".into(),
-    };
-    match run(vm, step).answer.data {
-        Some(AnswerData::Ftrace(s)) => s,
-        other => panic!("no ftrace state: {other:?}"),
-    }
+    common::ftrace(vm, "coexist_target_value")
 }
 
 #[test]

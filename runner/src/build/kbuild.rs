@@ -53,25 +53,7 @@ impl Plan {
     /// back and every artifact it names is there. Err: the entry exists
     /// but is damaged (why).
     pub fn cached(&self) -> Result<Option<Manifest>, String> {
-        if self.tree_key.is_empty() {
-            return prebuilt::cached(&self.entry_dir);
-        }
-        if !self.entry_dir.exists() {
-            return Ok(None);
-        }
-        let m = Manifest::load(&self.entry_dir).map_err(|e| format!("{e:#}"))?;
-        for p in [&m.vmlinux, &m.bzimage, &m.system_map, &m.config] {
-            if !p.is_file() {
-                return Err(format!("{} is missing", p.display()));
-            }
-        }
-        if !m.modules_dir.join("modules.dep").is_file() {
-            return Err(format!(
-                "{}/modules.dep is missing",
-                m.modules_dir.display()
-            ));
-        }
-        Ok(Some(m))
+        Manifest::load_sound(&self.entry_dir)
     }
 }
 
@@ -117,6 +99,28 @@ pub struct Manifest {
 const ALREADY_APPLIED: &str = ".coexist-already-in-source";
 
 impl Manifest {
+    /// A published entry's manifest if the entry is sound: it reads back
+    /// and every artifact it names is there. `Ok(None)`: no entry; Err:
+    /// the entry exists but is damaged (why).
+    pub fn load_sound(entry: &Path) -> Result<Option<Manifest>, String> {
+        if !entry.exists() {
+            return Ok(None);
+        }
+        let m = Manifest::load(entry).map_err(|e| format!("{e:#}"))?;
+        for p in [&m.vmlinux, &m.bzimage, &m.system_map, &m.config] {
+            if !p.is_file() {
+                return Err(format!("{} is missing", p.display()));
+            }
+        }
+        if !m.modules_dir.join("modules.dep").is_file() {
+            return Err(format!(
+                "{}/modules.dep is missing",
+                m.modules_dir.display()
+            ));
+        }
+        Ok(Some(m))
+    }
+
     pub fn load(entry: &Path) -> Result<Manifest> {
         let p = entry.join("manifest.json");
         let b = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;

@@ -256,27 +256,6 @@ fn decompress_with(tool: &str, data: &[u8]) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// The published entry, if it is sound: its manifest reads back and
-/// every file it names is there. Err: damaged (why).
-pub fn cached(entry: &Path) -> Result<Option<Manifest>, String> {
-    if !entry.exists() {
-        return Ok(None);
-    }
-    let m = Manifest::load(entry).map_err(|e| format!("{e:#}"))?;
-    for p in [&m.vmlinux, &m.bzimage, &m.system_map, &m.config] {
-        if !p.is_file() {
-            return Err(format!("{} is missing", p.display()));
-        }
-    }
-    if !m.modules_dir.join("modules.dep").is_file() {
-        return Err(format!(
-            "{}/modules.dep is missing",
-            m.modules_dir.display()
-        ));
-    }
-    Ok(Some(m))
-}
-
 /// Fetches (or finds) a prebuilt variant's kernel; says whether it was
 /// found (a cache hit). Emits `BuildPhase` and `BuildFinished` as a build.
 pub fn fetch(
@@ -304,7 +283,7 @@ pub fn fetch(
             entry: entry.clone(),
         })
     };
-    if let Ok(Some(m)) = cached(&entry) {
+    if let Ok(Some(m)) = Manifest::load_sound(&entry) {
         finished(true);
         return Ok((m, true));
     }
@@ -312,7 +291,7 @@ pub fn fetch(
     let _lock = cache.lock(&format!("prebuilt-{key}"), || {
         phase("waiting for another run fetching the same package".into())
     })?;
-    match cached(&entry) {
+    match Manifest::load_sound(&entry) {
         Ok(Some(m)) => {
             finished(true);
             return Ok((m, true));

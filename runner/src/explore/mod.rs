@@ -35,7 +35,7 @@ use crate::events::{self, EventSink};
 use crate::record::Host;
 use crate::run::Machine;
 use crate::teardown;
-use crate::vm::snapshot::{self, Snapshots};
+use crate::vm::snapshot::Snapshots;
 use crate::vm::Splat;
 use crate::workspace::Workspace;
 use exec::{Broken, Guest};
@@ -631,15 +631,10 @@ pub fn explore(
     let p = ws.prepare(&v, events)?;
     let host = Host::current();
     let snaps = Snapshots::new(&ws.cache);
-    let mut base = p.vm_config(dir.join("snapshot-boot.log"));
-    base.memory_mb = req.machine.memory_mb;
-    base.cpus = req.machine.cpus;
-    let id = snapshot::Ident {
-        kernel_key: p.manifest.key.clone(),
-        image_key: p.image.key.clone(),
-        qemu_version: host.qemu.clone(),
-    };
-    if let Err(e) = snaps.prepare(&req.variant, &base, req.machine.accel, id, events) {
+    if let Err(e) = req
+        .machine
+        .prepare_snapshot(&snaps, (&req.variant, &p), dir, &host, events)
+    {
         events::note(
             events,
             format!(

@@ -755,6 +755,17 @@ mod tests {
         let p = s.apply(&op);
         p[0].expect.errno.as_ref().map(|e| e.as_str().to_string())
     }
+    /// The counters a probe list expects of program `id`.
+    fn bpf_expect(c: &[&Probe], id: u32) -> crate::steps::bpf::BpfExpect {
+        c.iter()
+            .find(|x| x.prog == Some(id))
+            .unwrap()
+            .expect
+            .bpf
+            .clone()
+            .unwrap()
+    }
+
     fn find(p: &[Probe], inv: Invariant, f: Func) -> Vec<&Probe> {
         p.iter()
             .filter(|x| x.invariant == inv)
@@ -933,16 +944,7 @@ mod tests {
         let out = find(&p, Invariant::CallOutput, f);
         assert_eq!(out[0].expect.output.as_deref(), Some("value=777\n"));
         let c = find(&p, Invariant::BpfCounters, f);
-        let hits = |id| {
-            c.iter()
-                .find(|x| x.prog == Some(id))
-                .unwrap()
-                .expect
-                .bpf
-                .as_ref()
-                .unwrap()
-                .clone()
-        };
+        let hits = |id| bpf_expect(&c, id);
         assert_eq!(hits(1).hits, Some(3));
         assert_eq!(hits(2).ret, Some(777));
         assert_eq!(hits(3).hits, Some(1));
@@ -954,16 +956,7 @@ mod tests {
             fmod_ret: FMOD_RET_VALUE,
         });
         let c = find(&p, Invariant::BpfCounters, f);
-        let h = |id| {
-            c.iter()
-                .find(|x| x.prog == Some(id))
-                .unwrap()
-                .expect
-                .bpf
-                .as_ref()
-                .unwrap()
-                .hits
-        };
+        let h = |id| bpf_expect(&c, id).hits;
         assert_eq!((h(1), h(3), h(4)), (Some(3), Some(1), Some(1)));
         // fmod_ret is not allowed on cmdline_proc_show (not error-injectable).
         assert!(!s.accepts(&att(9, Func::Cmdline, BpfKind::FmodRet)));

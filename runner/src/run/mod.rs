@@ -50,6 +50,30 @@ pub struct Machine {
     pub cpus: u32,
 }
 
+impl Machine {
+    /// Makes (or finds) the READY snapshot of prepared variant `name` on
+    /// this machine in `snaps`, its boot's console in `dir`, for the
+    /// host's QEMU (`host`). Err: why there is none (its jobs then boot).
+    pub fn prepare_snapshot(
+        &self,
+        snaps: &Snapshots,
+        (name, p): (&str, &crate::image::Prepared),
+        dir: &Path,
+        host: &Host,
+        events: &dyn EventSink,
+    ) -> Result<(), String> {
+        let mut base = p.vm_config(dir.join("snapshot-boot.log"));
+        base.memory_mb = self.memory_mb;
+        base.cpus = self.cpus;
+        let id = snapshot::Ident {
+            kernel_key: p.manifest.key.clone(),
+            image_key: p.image.key.clone(),
+            qemu_version: host.qemu.clone(),
+        };
+        snaps.prepare(name, &base, self.accel, id, events)
+    }
+}
+
 impl Default for Machine {
     fn default() -> Self {
         Machine {
@@ -393,15 +417,10 @@ impl Started {
                     );
                     continue;
                 }
-                let mut base = p.vm_config(dir.join("snapshot-boot.log"));
-                base.memory_mb = req.machine.memory_mb;
-                base.cpus = req.machine.cpus;
-                let id = snapshot::Ident {
-                    kernel_key: p.manifest.key.clone(),
-                    image_key: p.image.key.clone(),
-                    qemu_version: host.qemu.clone(),
-                };
-                if let Err(e) = s.prepare(name, &base, req.machine.accel, id, events) {
+                if let Err(e) = req
+                    .machine
+                    .prepare_snapshot(&s, (name, p), &dir, &host, events)
+                {
                     events::note(
                         events,
                         format!("no snapshot for {name} ({e}); its jobs boot fresh"),

@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 use coexist::build::variant;
 use coexist::events::{Event, EventSink};
 use coexist::image::Prepared;
+use coexist::vm::{StepOutcome, Vm};
 use coexist::Workspace;
+use coexist_proto::{AnswerData, BpfStats, FtraceState, Step};
 
 /// The project root (the workspace).
 pub fn root() -> PathBuf {
@@ -99,5 +101,50 @@ pub fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
+    }
+}
+
+/// Runs a step in a test guest: no splat may come with it.
+pub fn run(vm: &mut Vm, step: Step) -> StepOutcome {
+    let s = format!("{step:?}");
+    let out = vm
+        .run(step, std::time::Duration::from_secs(60))
+        .unwrap_or_else(|f| panic!("{s}: {f}"));
+    assert!(out.splats.is_empty(), "{s}: splat: {:#?}", out.splats);
+    out
+}
+
+/// Runs a step that must succeed, with no splat.
+pub fn ok(vm: &mut Vm, step: Step) -> StepOutcome {
+    let s = format!("{step:?}");
+    let out = run(vm, step);
+    assert!(out.answer.ok, "{s}: {:?}", out.answer);
+    out
+}
+
+/// The handle a bpf_attach answered with.
+pub fn handle(out: &StepOutcome) -> u32 {
+    match &out.answer.data {
+        Some(AnswerData::Attach(a)) => a.handle,
+        other => panic!("no handle: {other:?}"),
+    }
+}
+
+/// An attached program's counters.
+pub fn stats(vm: &mut Vm, h: u32) -> BpfStats {
+    match ok(vm, Step::BpfStats { handle: h }).answer.data {
+        Some(AnswerData::Stats(s)) => s,
+        other => panic!("no stats: {other:?}"),
+    }
+}
+
+/// A function's entry in enabled_functions.
+pub fn ftrace(vm: &mut Vm, function: &str) -> FtraceState {
+    let step = Step::FtraceState {
+        function: function.into(),
+    };
+    match ok(vm, step).answer.data {
+        Some(AnswerData::Ftrace(s)) => s,
+        other => panic!("no ftrace state: {other:?}"),
     }
 }
