@@ -45,6 +45,25 @@ pub struct PrebuiltInfo {
 }
 
 impl PrebuiltInfo {
+    /// "Debian <package> <version>; LIVEPATCH=y DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y
+    /// DYNAMIC_FTRACE_WITH_ARGS=y DYNAMIC_FTRACE_WITH_REGS=y" (an unset
+    /// option as `=n`): what reports show of a prebuilt kernel.
+    pub fn describe(&self) -> String {
+        let o = |name: &str, v: &Option<String>| format!("{name}={}", v.as_deref().unwrap_or("n"));
+        format!(
+            "Debian {} {}; {} {} {} {}",
+            self.package,
+            self.version,
+            o("LIVEPATCH", &self.livepatch),
+            o(
+                "DYNAMIC_FTRACE_WITH_DIRECT_CALLS",
+                &self.dynamic_ftrace_with_direct_calls
+            ),
+            o("DYNAMIC_FTRACE_WITH_ARGS", &self.dynamic_ftrace_with_args),
+            o("DYNAMIC_FTRACE_WITH_REGS", &self.dynamic_ftrace_with_regs)
+        )
+    }
+
     /// Reads the options from the kernel's `config`.
     pub fn read_config(&mut self, config_text: &str) {
         let c = kconfig::parse_dotconfig(config_text);
@@ -618,6 +637,13 @@ SHA256: 0000000000000000000000000000000000000000000000000000000000000000
         let mut j = PrebuiltInfo::default();
         j.read_config("# CONFIG_LIVEPATCH is not set\n");
         assert_eq!(j.livepatch, None);
+        i.package = "linux-image-6.1.0-57-amd64-unsigned".into();
+        i.version = "6.1.192-3".into();
+        assert_eq!(
+            i.describe(),
+            "Debian linux-image-6.1.0-57-amd64-unsigned 6.1.192-3; LIVEPATCH=y \
+             DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y DYNAMIC_FTRACE_WITH_ARGS=n DYNAMIC_FTRACE_WITH_REGS=y"
+        );
     }
 
     /// A bzImage-shaped file: the boot header fields the extraction
