@@ -492,7 +492,7 @@ pub fn build(
                 })?;
             events.event(&Event::Note(format!(
                 "image for prebuilt {}: {} module(s) to load before READY ({}){}; no selftests \
-                 (the package has no source tree)",
+                 (not built for a prebuilt kernel yet)",
                 kernel.variant,
                 pre.order.len(),
                 pre.order
