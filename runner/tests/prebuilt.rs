@@ -52,16 +52,33 @@ fn debians_kernel_boots_to_ready_and_runs_a_command() {
         .iter()
         .map(|m| m.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "coexist_direct.ko",
-            "coexist_livepatch.ko",
-            "coexist_livepatch_multi.ko",
-            "coexist_target.ko",
-            "livepatch_sample.ko"
-        ]
-    );
+    // The project's modules, and from the declared source: the livepatch
+    // sample, 6.1's livepatch selftest modules and the ftrace-direct
+    // samples, one .ko per source file.
+    let mut want: Vec<String> = [
+        "coexist_direct",
+        "coexist_livepatch",
+        "coexist_livepatch_multi",
+        "coexist_target",
+    ]
+    .iter()
+    .map(|n| format!("{n}.ko"))
+    .collect();
+    for (dir, prefix) in [
+        ("samples/livepatch", "livepatch-sample"),
+        ("lib/livepatch", "test_klp_"),
+        ("samples/ftrace", "ftrace-direct"),
+    ] {
+        for e in std::fs::read_dir(m.source_dir.join(dir)).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            if let Some(stem) = n.strip_suffix(".c").filter(|s| s.starts_with(prefix)) {
+                want.push(format!("{}.ko", stem.replace('-', "_")));
+            }
+        }
+    }
+    want.sort();
+    assert_eq!(names, want);
+    assert!(names.len() >= 4 + 1 + 10 + 5, "{names:?}");
     let kernels = modinfo(
         "vermagic",
         &m.modules_dir.join("kernel/drivers/char/virtio_console.ko"),

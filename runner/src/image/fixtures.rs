@@ -351,11 +351,19 @@ fn build_bpf(
 }
 
 /// What a prebuilt kernel's declared source gives that its packages do
-/// not ship built: (source file below the tree, module name). Built out
-/// of tree against the headers like the project's modules; the module
-/// goes to the image's `extra/` as `<name>.ko`.
-pub const PREBUILT_SAMPLES: &[(&str, &str)] =
-    &[("samples/livepatch/livepatch-sample.c", "livepatch_sample")];
+/// not ship built: (directory below the tree, file name prefix, required).
+/// Every `<prefix>*.c` there is built out of tree against the headers like
+/// the project's modules, and goes to the image's `extra/` as `<stem>.ko`
+/// (`-` as `_`): the livepatch sample (the suites' `livepatch-sample`),
+/// 6.1's livepatch selftest modules (`lib/livepatch/test_klp_*`, which
+/// Debian's config leaves out, `CONFIG_TEST_LIVEPATCH`; from 6.7 on they
+/// are not there) and the ftrace-direct samples (ftracetest's direct
+/// tests).
+pub const PREBUILT_SOURCE_MODULES: &[(&str, &str, bool)] = &[
+    ("samples/livepatch", "livepatch-sample", true),
+    ("lib/livepatch", "test_klp_", false),
+    ("samples/ftrace", "ftrace-direct", false),
+];
 
 /// Fixtures for a prebuilt kernel: the project's modules and the
 /// [`PREBUILT_SAMPLES`] built with kbuild against its headers package
@@ -401,18 +409,25 @@ fn build_prebuilt(
     let bpf_src = sources(&root.join("bpf"), |n| {
         n.ends_with(".c") || n.ends_with(".h")
     })?;
-    let mut samples: Vec<(PathBuf, &str)> = Vec::new();
+    let mut samples: Vec<(PathBuf, String)> = Vec::new();
     if !kernel.source_dir.as_os_str().is_empty() {
-        for (rel, name) in PREBUILT_SAMPLES {
-            let p = kernel.source_dir.join(rel);
-            if !p.is_file() {
+        for (dir, prefix, required) in PREBUILT_SOURCE_MODULES {
+            let d = kernel.source_dir.join(dir);
+            let found = listed(&d, ".c")?
+                .into_iter()
+                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+                .collect::<Vec<_>>();
+            if found.is_empty() && *required {
                 bail!(
-                    "the source tree {} of prebuilt {} has no {rel}",
+                    "the source tree {} of prebuilt {} has no {dir}/{prefix}*.c",
                     kernel.source_dir.display(),
                     kernel.variant
                 );
             }
-            samples.push((p, name));
+            for p in found {
+                let name = p.file_stem().unwrap().to_string_lossy().replace('-', "_");
+                samples.push((p, name));
+            }
         }
     }
     let mut h = KeyHasher::new("fixtures-prebuilt-v1");
