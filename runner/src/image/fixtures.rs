@@ -657,6 +657,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_headers_copy_keeps_its_links_pointing_where_they_did() {
+        let d = tempfile::tempdir().unwrap();
+        // Debian's layout: /usr/src/linux-headers-<release>/scripts ->
+        // ../../lib/linux-kbuild-6.1/scripts, an absolute link, a file.
+        let usr = d.path().join("usr");
+        let kbuild = usr.join("lib/linux-kbuild-6.1/scripts");
+        std::fs::create_dir_all(&kbuild).unwrap();
+        std::fs::write(kbuild.join("Makefile.modfinal"), "x").unwrap();
+        let hdr = usr.join("src/linux-headers-6.1.0-57-amd64");
+        std::fs::create_dir_all(hdr.join("include/config")).unwrap();
+        std::fs::write(hdr.join("Makefile"), "include /elsewhere\n").unwrap();
+        std::os::unix::fs::symlink("../../lib/linux-kbuild-6.1/scripts", hdr.join("scripts"))
+            .unwrap();
+        std::os::unix::fs::symlink("/abs/target", hdr.join("include/config/abs")).unwrap();
+        let to = d.path().join("copy");
+        copy_headers(&hdr, &to).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(to.join("scripts/Makefile.modfinal")).unwrap(),
+            "x"
+        );
+        assert_eq!(
+            std::fs::read_link(to.join("scripts")).unwrap(),
+            hdr.join("../../lib/linux-kbuild-6.1/scripts")
+        );
+        assert_eq!(
+            std::fs::read_link(to.join("include/config/abs")).unwrap(),
+            Path::new("/abs/target")
+        );
+        assert_eq!(
+            std::fs::read_to_string(to.join("Makefile")).unwrap(),
+            "include /elsewhere\n"
+        );
+        // The original is untouched.
+        assert!(std::fs::read_link(hdr.join("scripts"))
+            .unwrap()
+            .is_relative());
+    }
+
+    #[test]
     fn selftest_builds_are_what_the_source_has() {
         let d = tempfile::tempdir().unwrap();
         // A 6.1-like source: the livepatch tests, no test_modules/, no
