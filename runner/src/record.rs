@@ -189,6 +189,10 @@ pub struct VariantInfo {
     pub kernel_cached: bool,
     /// Fixtures and image (build or cache hit).
     pub image_s: f64,
+    /// A prebuilt kernel's package, version and the options this project
+    /// is about (None: a kernel built here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prebuilt: Option<crate::build::prebuilt::PrebuiltInfo>,
 }
 
 impl VariantInfo {
@@ -213,6 +217,7 @@ impl VariantInfo {
             build_s: p.build_s,
             kernel_cached: p.kernel_cached,
             image_s: p.image_s,
+            prebuilt: m.prebuilt.clone(),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::build::source::install_command;
-use crate::build::variant::VariantsFile;
+use crate::build::variant::{Source, VariantsFile};
 use crate::build::Project;
 use crate::events::{self, EventSink};
 
@@ -30,11 +30,19 @@ pub fn project_packages(project: &Project) -> Result<Vec<String>> {
     // The packages that ship the declared sources (linux-source-6.1).
     if let Ok(t) = std::fs::read_to_string(project.variants_file()) {
         if let Ok(f) = serde_yaml::from_str::<VariantsFile>(&t) {
-            for s in f.sources {
-                if let Some(p) = s.debian_package {
-                    if !v.contains(&p) {
-                        v.push(p);
-                    }
+            // And the headers prebuilt kernels' modules build against.
+            let headers = f
+                .variants
+                .into_iter()
+                .filter_map(|d| d.prebuilt.and_then(|p| p.headers));
+            for p in f
+                .sources
+                .into_iter()
+                .filter_map(|s| s.debian_package)
+                .chain(headers)
+            {
+                if !v.contains(&p) {
+                    v.push(p);
                 }
             }
         }
@@ -143,6 +151,18 @@ pub fn ensure(project: &Project, ev: &dyn EventSink, removals: Removals) -> Resu
     let missing = not_installed(&packages)?;
     if missing.is_empty() {
         return Ok(missing);
+    }
+    // A prebuilt kernel's headers package apt does not know is an error at
+    // its declaration, not a failed transaction (a variants file that does
+    // not load is for the command to report).
+    if let Ok(variants) = project.load_variants(None) {
+        for v in &variants {
+            if let Source::Prebuilt(d) = &v.source {
+                if d.headers.as_ref().is_some_and(|h| missing.contains(h)) {
+                    crate::build::prebuilt::resolve_headers(d)?;
+                }
+            }
+        }
     }
     let cmd = install_command(&missing);
     if !nix::unistd::geteuid().is_root() {
@@ -276,7 +296,13 @@ Conf qemu-system-x86 (1:7.2+dfsg-7+deb12u18 Debian-Security:12/stable-security [
     fn the_project_list_holds_the_source_package() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let p = project_packages(&Project { root }).unwrap();
-        for want in ["qemu-system-x86", "ccache", "dwarves", "linux-source-6.1"] {
+        for want in [
+            "qemu-system-x86",
+            "ccache",
+            "dwarves",
+            "linux-source-6.1",
+            "linux-headers-6.1.0-57-amd64",
+        ] {
             assert!(p.iter().any(|x| x == want), "{want} not in {p:?}");
         }
     }

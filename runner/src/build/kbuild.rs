@@ -238,7 +238,11 @@ impl Builder<'_> {
     /// whether it was (a cache hit).
     pub fn build(&self, v: &Variant) -> Result<(Manifest, bool)> {
         if let Source::Prebuilt(d) = &v.source {
-            return prebuilt::fetch(self.cache, v, d, self.events);
+            let (mut m, cached) = prebuilt::fetch(self.cache, v, d, self.events)?;
+            prebuilt::build_inputs(self.cache, self.sources, d, &mut m, &|w: &str| {
+                self.phase(&v.name, w)
+            })?;
+            return Ok((m, cached));
         }
         let t0 = Instant::now();
         let plan = self.plan(v)?;

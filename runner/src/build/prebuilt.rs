@@ -45,6 +45,25 @@ pub struct PrebuiltInfo {
 }
 
 impl PrebuiltInfo {
+    /// "Debian <package> <version>; LIVEPATCH=y DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y
+    /// DYNAMIC_FTRACE_WITH_ARGS=y DYNAMIC_FTRACE_WITH_REGS=y" (an unset
+    /// option as `=n`): what reports show of a prebuilt kernel.
+    pub fn describe(&self) -> String {
+        let o = |name: &str, v: &Option<String>| format!("{name}={}", v.as_deref().unwrap_or("n"));
+        format!(
+            "Debian {} {}; {} {} {} {}",
+            self.package,
+            self.version,
+            o("LIVEPATCH", &self.livepatch),
+            o(
+                "DYNAMIC_FTRACE_WITH_DIRECT_CALLS",
+                &self.dynamic_ftrace_with_direct_calls
+            ),
+            o("DYNAMIC_FTRACE_WITH_ARGS", &self.dynamic_ftrace_with_args),
+            o("DYNAMIC_FTRACE_WITH_REGS", &self.dynamic_ftrace_with_regs)
+        )
+    }
+
     /// Reads the options from the kernel's `config`.
     pub fn read_config(&mut self, config_text: &str) {
         let c = kconfig::parse_dotconfig(config_text);
@@ -95,9 +114,21 @@ pub fn parse_apt_show(text: &str) -> Option<AptCandidate> {
 /// Resolves the package with apt (memoised: once per process). An
 /// unknown package is an error at its declaration in `variants.yaml`.
 pub fn resolve(decl: &PrebuiltDecl) -> Result<AptCandidate> {
+    resolve_package(&decl.debian_package, &decl.origin, "prebuilt")
+}
+
+/// Resolves the headers package a prebuilt variant declares, if any: one
+/// apt does not know is an error at its declaration.
+pub fn resolve_headers(decl: &PrebuiltDecl) -> Result<Option<AptCandidate>> {
+    match &decl.headers {
+        None => Ok(None),
+        Some(h) => resolve_package(h, &decl.headers_origin, "prebuilt: headers").map(Some),
+    }
+}
+
+fn resolve_package(pkg: &str, origin: &str, what: &str) -> Result<AptCandidate> {
     static MEMO: std::sync::Mutex<BTreeMap<String, AptCandidate>> =
         std::sync::Mutex::new(BTreeMap::new());
-    let pkg = &decl.debian_package;
     if let Some(c) = MEMO.lock().unwrap_or_else(|e| e.into_inner()).get(pkg) {
         return Ok(c.clone());
     }
@@ -107,14 +138,13 @@ pub fn resolve(decl: &PrebuiltDecl) -> Result<AptCandidate> {
         .output()
         .context("cannot run apt-cache (a prebuilt kernel needs a Debian system)")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let found = parse_apt_show(&text).filter(|c| &c.package == pkg);
+    let found = parse_apt_show(&text).filter(|c| c.package == pkg);
     let Some(c) = found.filter(|_| out.status.success()) else {
         let why = String::from_utf8_lossy(&out.stderr);
         bail!(
-            "{}: prebuilt: apt does not know the Debian package '{pkg}'{}; check the name \
-             (apt-cache search --names-only '^linux-image-' lists the kernels), or refresh \
-             the package lists (apt-get update)",
-            decl.origin,
+            "{origin}: {what}: apt does not know the Debian package '{pkg}'{}; check the name \
+             (apt-cache search --names-only '^linux-image-' lists the kernels, \
+             '^linux-headers-' their headers), or refresh the package lists (apt-get update)",
             match why.trim() {
                 "" => String::new(),
                 w => format!(" ({})", w.lines().next().unwrap_or(w)),
@@ -123,7 +153,7 @@ pub fn resolve(decl: &PrebuiltDecl) -> Result<AptCandidate> {
     };
     MEMO.lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(pkg.clone(), c.clone());
+        .insert(pkg.to_string(), c.clone());
     Ok(c)
 }
 
@@ -134,6 +164,7 @@ pub fn resolve_all<'a>(variants: impl IntoIterator<Item = &'a Variant>) -> Resul
     for v in variants {
         if let crate::build::variant::Source::Prebuilt(d) = &v.source {
             resolve(d)?;
+            resolve_headers(d)?;
         }
     }
     Ok(())
@@ -142,6 +173,7 @@ pub fn resolve_all<'a>(variants: impl IntoIterator<Item = &'a Variant>) -> Resul
 /// The source identity of a prebuilt kernel: its `.deb`'s content.
 pub fn identify(decl: &PrebuiltDecl) -> Result<SourceId> {
     let c = resolve(decl)?;
+    resolve_headers(decl)?;
     Ok(SourceId {
         id: c.sha256.clone(),
         describe: format!("{}_{}.deb sha256 {}", c.package, c.version, &c.sha256[..16]),
@@ -386,6 +418,69 @@ pub fn fetch(
     Ok((manifest, false))
 }
 
+/// Where a Debian headers package puts its build dir:
+/// `/usr/src/linux-headers-<release>`.
+pub fn headers_dir(package: &str) -> PathBuf {
+    Path::new("/usr/src").join(package)
+}
+
+/// What modules build against, set on a prebuilt kernel's manifest (not
+/// stored in the entry: they are the host's): `build_dir` the declared
+/// headers package's dir (installed by setup, the same Debian version as
+/// the image), `source_dir` the declared source's tree (unpacked once).
+/// Neither declared: both stay empty.
+pub fn build_inputs(
+    cache: &Cache,
+    sources: &source::Sources,
+    decl: &PrebuiltDecl,
+    m: &mut Manifest,
+    note: &dyn Fn(&str),
+) -> Result<()> {
+    if let Some(h) = &decl.headers {
+        let want = format!("linux-headers-{}", m.kernel_release);
+        if h != &want {
+            bail!(
+                "{}: prebuilt: headers '{h}' are not the headers of kernel {} (that is {want})",
+                decl.headers_origin,
+                m.kernel_release
+            );
+        }
+        let dir = headers_dir(h);
+        let installed = source::debian_version(h);
+        if installed.is_none() || !dir.join("Makefile").is_file() {
+            source::require(
+                &[h.as_str()],
+                &format!(
+                    "{}: the headers of prebuilt {} are not installed ({} is missing)",
+                    decl.headers_origin,
+                    decl.debian_package,
+                    dir.display()
+                ),
+            )?;
+        }
+        let image_version = m.prebuilt.as_ref().map(|p| p.version.clone());
+        if installed != image_version {
+            bail!(
+                "{}: {h} {} is installed, but the image {} is {}: install the same version \
+                 (apt-get install {h}={})",
+                decl.headers_origin,
+                installed.unwrap_or_default(),
+                decl.debian_package,
+                image_version.clone().unwrap_or_default(),
+                image_version.unwrap_or_default()
+            );
+        }
+        m.build_dir = dir;
+    }
+    if let Some(sd) = &decl.source_decl {
+        let src = crate::build::variant::Source::Tarball(sd.clone());
+        let ev = crate::events::Null;
+        let id = sources.identify(cache, &src, &ev)?;
+        m.source_dir = source::unpack(cache, sd, &id, note)?;
+    }
+    Ok(())
+}
+
 /// The one directory under `lib/modules/`: the kernel release.
 fn only_release(dir: &Path) -> Result<String> {
     let names: Vec<String> = std::fs::read_dir(dir)
@@ -495,6 +590,7 @@ SHA256: 0000000000000000000000000000000000000000000000000000000000000000
         let decl = PrebuiltDecl {
             debian_package: "linux-image-0.0.0-no-such-kernel".into(),
             origin: "variants.yaml:9:30".into(),
+            ..Default::default()
         };
         let e = format!("{:#}", resolve(&decl).unwrap_err());
         assert!(
@@ -520,6 +616,13 @@ SHA256: 0000000000000000000000000000000000000000000000000000000000000000
         let mut j = PrebuiltInfo::default();
         j.read_config("# CONFIG_LIVEPATCH is not set\n");
         assert_eq!(j.livepatch, None);
+        i.package = "linux-image-6.1.0-57-amd64-unsigned".into();
+        i.version = "6.1.192-3".into();
+        assert_eq!(
+            i.describe(),
+            "Debian linux-image-6.1.0-57-amd64-unsigned 6.1.192-3; LIVEPATCH=y \
+             DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y DYNAMIC_FTRACE_WITH_ARGS=n DYNAMIC_FTRACE_WITH_REGS=y"
+        );
     }
 
     /// A bzImage-shaped file: the boot header fields the extraction
@@ -585,7 +688,7 @@ SHA256: 0000000000000000000000000000000000000000000000000000000000000000
             description: String::new(),
             source: crate::build::variant::Source::Prebuilt(PrebuiltDecl {
                 debian_package: "linux-image-6.1.0-57-amd64-unsigned".into(),
-                origin: String::new(),
+                ..Default::default()
             }),
             series: None,
             fragments: Vec::new(),

@@ -60,15 +60,29 @@ pub struct VariantDecl {
 
 /// A prebuilt kernel: a Debian kernel image package, downloaded (never
 /// installed) and unpacked into the cache.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrebuiltDecl {
     /// E.g. `linux-image-6.1.0-57-amd64-unsigned`.
     pub debian_package: String,
+    /// The headers package modules build against
+    /// (`linux-headers-6.1.0-57-amd64`; installed by setup).
+    #[serde(default)]
+    pub headers: Option<String>,
+    /// The declared source (under `sources:`) whose tree gives what the
+    /// packages do not ship built (the livepatch sample).
+    #[serde(default)]
+    pub source: Option<String>,
     /// Where it is declared ("variants.yaml:40:16", at the package name),
     /// for errors.
     #[serde(skip)]
     pub origin: String,
+    /// Where `headers` is declared, for errors.
+    #[serde(skip)]
+    pub headers_origin: String,
+    /// `source`, resolved.
+    #[serde(skip)]
+    pub source_decl: Option<SourceDecl>,
 }
 
 /// What a variant's kernel is meant to do with a livepatch (an IPMODIFY
@@ -252,12 +266,47 @@ pub fn parse_variants(
             let origin = input::find_from(text, here_line, &p.debian_package)
                 .map(|(l, c)| format!("{}:{l}:{c}", path.display()))
                 .unwrap_or_else(|| here.clone());
+            let mut headers_origin = here.clone();
+            if let Some(h) = &p.headers {
+                let at_h = input::find_from(text, here_line, &format!("headers: {h}"))
+                    .filter(|(l, _)| next_decl.is_none_or(|n| *l < n))
+                    .map(|(l, c)| format!("{}:{l}:{}", path.display(), c + "headers: ".len()))
+                    .or_else(|| pat("headers"))
+                    .unwrap_or_else(|| here.clone());
+                input::check_name("Debian package", h)
+                    .map_err(|m| anyhow::anyhow!("{at_h}: {m}"))?;
+                headers_origin = at_h;
+            }
+            let source_decl = match &p.source {
+                None => None,
+                Some(sname) => match file.sources.iter().find(|s| &s.name == sname) {
+                    Some(s) => Some(s.clone()),
+                    None => bail!(
+                        "{}: variant '{}' names source '{sname}', which is not declared under \
+                         'sources:' (known: {})",
+                        input::find_from(text, here_line, &format!("source: {sname}"))
+                            .filter(|(l, _)| next_decl.is_none_or(|n| *l < n))
+                            .map(|(l, c)| format!("{}:{l}:{c}", path.display()))
+                            .unwrap_or_else(|| here.clone()),
+                        v.name,
+                        file.sources
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
+            };
             out.push(Variant {
                 name: v.name.clone(),
                 description: v.description.clone(),
                 source: Source::Prebuilt(PrebuiltDecl {
                     debian_package: p.debian_package.clone(),
+                    headers: p.headers.clone(),
+                    source: p.source.clone(),
                     origin,
+                    headers_origin,
+                    source_decl,
                 }),
                 series: None,
                 fragments: Vec::new(),
@@ -385,6 +434,63 @@ mod tests {
     fn parse(root: &Path, body: &str) -> Result<Vec<Variant>> {
         let text = format!("{HEAD}{body}");
         parse_variants(&text, Path::new("variants.yaml"), root, None)
+    }
+
+    #[test]
+    fn a_prebuilt_variant_declares_its_headers_and_a_source_tree() {
+        let (_d, root) = project();
+        let v = parse(
+            &root,
+            "  - name: img\n    prebuilt: {debian_package: linux-image-6.1.0-57-amd64-unsigned, \
+             headers: linux-headers-6.1.0-57-amd64, source: deb}\n",
+        )
+        .unwrap();
+        let Source::Prebuilt(p) = &v[0].source else {
+            panic!("{:?}", v[0].source)
+        };
+        assert_eq!(p.headers.as_deref(), Some("linux-headers-6.1.0-57-amd64"));
+        // At the headers package's name, for apt's verdict later.
+        assert_eq!(p.headers_origin, "variants.yaml:6:78");
+        let sd = p.source_decl.as_ref().unwrap();
+        assert_eq!(sd.name, "deb");
+        assert_eq!(sd.tarball, Path::new("/nonexistent.tar.xz"));
+        // Neither: nothing to build modules against, and no error.
+        let v = parse(
+            &root,
+            "  - name: img\n    prebuilt: {debian_package: linux-image-x}\n",
+        )
+        .unwrap();
+        let Source::Prebuilt(p) = &v[0].source else {
+            panic!()
+        };
+        assert!(p.headers.is_none() && p.source_decl.is_none());
+        // A source that is not declared: at its name.
+        let e = parse(
+            &root,
+            "  - name: img\n    prebuilt:\n      debian_package: linux-image-x\n      \
+             source: nope\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "variants.yaml:8:7: variant 'img' names source 'nope', which is not declared \
+                 under 'sources:' (known: deb)"
+            ),
+            "{e}"
+        );
+        // A headers package that is not a name: at it.
+        let e = parse(
+            &root,
+            "  - name: img\n    prebuilt:\n      debian_package: linux-image-x\n      \
+             headers: \"linux headers\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("variants.yaml:8:7: Debian package 'linux headers'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -120,21 +120,8 @@ pub fn build(
     events: &dyn EventSink,
 ) -> Result<Fixtures> {
     let note = |what: String| events.event(&Event::Preparing { what });
-    if let Some(p) = &kernel.prebuilt {
-        // Not yet: modules would build against the package's headers
-        // (linux-headers-<release>), BPF against its BTF.
-        events.event(&Event::Note(format!(
-            "fixtures: none for prebuilt {} ({} {}): no modules, no BPF objects yet",
-            kernel.variant, p.package, p.version
-        )));
-        let mut h = KeyHasher::new("fixtures-none-v1");
-        h.part("kernel", kernel.key.as_bytes());
-        return Ok(Fixtures {
-            key: h.finish(),
-            modules: Vec::new(),
-            bpf: Vec::new(),
-            selftests: Vec::new(),
-        });
+    if kernel.prebuilt.is_some() {
+        return build_prebuilt(cache, project, kernel, events);
     }
     let root = project.root.join("images/fixtures");
     let mod_src = sources(&root.join("modules"), |n| {
@@ -237,64 +224,7 @@ pub fn build(
         }
     }
 
-    if !bpf_src.is_empty() {
-        for (tool, pkg) in [("clang", "clang"), ("bpftool", "bpftool")] {
-            if source::which(tool).is_none() {
-                source::require(&[pkg], &format!("{tool} is needed for the BPF fixtures"))?;
-            }
-        }
-        if !Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
-            source::require(
-                &["libbpf-dev"],
-                "bpf/bpf_helpers.h is needed for the BPF fixtures",
-            )?;
-        }
-        let gen = staging.path().join("gen");
-        std::fs::create_dir_all(&gen)?;
-        let out = Command::new("bpftool")
-            .args(["btf", "dump", "file"])
-            .arg(&kernel.vmlinux)
-            .args(["format", "c"])
-            .output()
-            .context("cannot run bpftool")?;
-        if !out.status.success() {
-            bail!(
-                "bpftool could not dump the BTF of {}: {}",
-                kernel.vmlinux.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::fs::write(gen.join("vmlinux.h"), &out.stdout)?;
-        for src in bpf_src
-            .iter()
-            .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
-        {
-            let name = src
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .replace(".bpf.c", ".bpf.o");
-            let mut c = Command::new("clang");
-            c.args([
-                "-O2",
-                "-g",
-                "-Wall",
-                "-Werror",
-                "-target",
-                "bpf",
-                "-D__TARGET_ARCH_x86",
-            ])
-            .arg("-I")
-            .arg(&gen)
-            .arg("-I")
-            .arg(root.join("bpf"))
-            .arg("-c")
-            .arg(src)
-            .arg("-o")
-            .arg(st.join("bpf").join(&name));
-            kbuild::run_quiet(c, &format!("clang {}", src.display()))?;
-        }
-    }
+    build_bpf(&root, &bpf_src, &kernel.vmlinux, staging.path(), &st)?;
     for (b, mods, progs) in &st_builds {
         let out = st.join("selftests").join(b.collection);
         if !mods.is_empty() {
@@ -350,9 +280,420 @@ pub fn build(
     found(&entry)
 }
 
+/// The BPF objects (`clang -target bpf`) against a `vmlinux.h` dumped
+/// from `vmlinux`'s BTF, into `<st>/bpf/`.
+fn build_bpf(
+    root: &Path,
+    bpf_src: &[PathBuf],
+    vmlinux: &Path,
+    work: &Path,
+    st: &Path,
+) -> Result<()> {
+    if !bpf_src.is_empty() {
+        for (tool, pkg) in [("clang", "clang"), ("bpftool", "bpftool")] {
+            if source::which(tool).is_none() {
+                source::require(&[pkg], &format!("{tool} is needed for the BPF fixtures"))?;
+            }
+        }
+        if !Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
+            source::require(
+                &["libbpf-dev"],
+                "bpf/bpf_helpers.h is needed for the BPF fixtures",
+            )?;
+        }
+        let gen = work.join("gen");
+        std::fs::create_dir_all(&gen)?;
+        let out = Command::new("bpftool")
+            .args(["btf", "dump", "file"])
+            .arg(vmlinux)
+            .args(["format", "c"])
+            .output()
+            .context("cannot run bpftool")?;
+        if !out.status.success() {
+            bail!(
+                "bpftool could not dump the BTF of {}: {}",
+                vmlinux.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::fs::write(gen.join("vmlinux.h"), &out.stdout)?;
+        for src in bpf_src
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
+        {
+            let name = src
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace(".bpf.c", ".bpf.o");
+            let mut c = Command::new("clang");
+            c.args([
+                "-O2",
+                "-g",
+                "-Wall",
+                "-Werror",
+                "-target",
+                "bpf",
+                "-D__TARGET_ARCH_x86",
+            ])
+            .arg("-I")
+            .arg(&gen)
+            .arg("-I")
+            .arg(root.join("bpf"))
+            .arg("-c")
+            .arg(src)
+            .arg("-o")
+            .arg(st.join("bpf").join(&name));
+            kbuild::run_quiet(c, &format!("clang {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a prebuilt kernel's declared source gives that its packages do
+/// not ship built: (directory below the tree, file name prefix, required).
+/// Every `<prefix>*.c` there is built out of tree against the headers like
+/// the project's modules, and goes to the image's `extra/` as `<stem>.ko`
+/// (`-` as `_`): the livepatch sample (the suites' `livepatch-sample`),
+/// 6.1's livepatch selftest modules (`lib/livepatch/test_klp_*`, which
+/// Debian's config leaves out, `CONFIG_TEST_LIVEPATCH`; from 6.7 on they
+/// are not there) and the ftrace-direct samples (ftracetest's direct
+/// tests).
+pub const PREBUILT_SOURCE_MODULES: &[(&str, &str, bool)] = &[
+    ("samples/livepatch", "livepatch-sample", true),
+    ("lib/livepatch", "test_klp_", false),
+    ("samples/ftrace", "ftrace-direct", false),
+];
+
+/// Fixtures for a prebuilt kernel: the project's modules and the
+/// [`PREBUILT_SAMPLES`] built with kbuild against its headers package
+/// (`make -C <headers> M=<dir> modules`), in a copy of the headers dir
+/// with the kernel's `vmlinux` placed in it (kbuild makes a module's BTF
+/// only when `vmlinux` is in the dir it builds against; `/usr/src` is not
+/// written), each `.ko`'s vermagic checked against the kernel's and its
+/// `.BTF` section required; the BPF objects against the `vmlinux.h` of
+/// the kernel's BTF. Without declared headers: an empty set, said so.
+fn build_prebuilt(
+    cache: &Cache,
+    project: &Project,
+    kernel: &Manifest,
+    events: &dyn EventSink,
+) -> Result<Fixtures> {
+    let note = |what: String| events.event(&Event::Preparing { what });
+    let pkg = kernel.prebuilt.clone().unwrap_or_default();
+    if kernel.build_dir.as_os_str().is_empty() {
+        events.event(&Event::Note(format!(
+            "fixtures: none for prebuilt {} ({} {}): it declares no headers package \
+             (prebuilt: {{headers: linux-headers-{}}})",
+            kernel.variant, pkg.package, pkg.version, kernel.kernel_release
+        )));
+        let mut h = KeyHasher::new("fixtures-none-v1");
+        h.part("kernel", kernel.key.as_bytes());
+        return Ok(Fixtures {
+            key: h.finish(),
+            modules: Vec::new(),
+            bpf: Vec::new(),
+            selftests: Vec::new(),
+        });
+    }
+    let headers = &kernel.build_dir;
+    let headers_pkg = headers
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let root = project.root.join("images/fixtures");
+    let mod_src = sources(&root.join("modules"), |n| {
+        n.ends_with(".c") || n.ends_with(".h") || n == "Kbuild"
+    })?;
+    let bpf_src = sources(&root.join("bpf"), |n| {
+        n.ends_with(".c") || n.ends_with(".h")
+    })?;
+    let mut samples: Vec<(PathBuf, String)> = Vec::new();
+    if !kernel.source_dir.as_os_str().is_empty() {
+        for (dir, prefix, required) in PREBUILT_SOURCE_MODULES {
+            let d = kernel.source_dir.join(dir);
+            let found = listed(&d, ".c")?
+                .into_iter()
+                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+                .collect::<Vec<_>>();
+            if found.is_empty() && *required {
+                bail!(
+                    "the source tree {} of prebuilt {} has no {dir}/{prefix}*.c",
+                    kernel.source_dir.display(),
+                    kernel.variant
+                );
+            }
+            for p in found {
+                let name = p.file_stem().unwrap().to_string_lossy().replace('-', "_");
+                samples.push((p, name));
+            }
+        }
+    }
+    let mut h = KeyHasher::new("fixtures-prebuilt-v1");
+    h.part("kernel", kernel.key.as_bytes());
+    h.part("headers", headers_pkg.as_bytes());
+    h.part(
+        "headers-version",
+        source::debian_version(&headers_pkg)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    for p in mod_src.iter().chain(&bpf_src) {
+        h.part("name", p.file_name().unwrap().to_string_lossy().as_bytes());
+        h.part("file", &std::fs::read(p)?);
+    }
+    for (p, name) in &samples {
+        h.part("sample", name.as_bytes());
+        h.part("file", &std::fs::read(p)?);
+    }
+    for (tool, args) in [
+        ("clang", &["--version"][..]),
+        ("bpftool", &["--version"][..]),
+        ("pahole", &["--version"][..]),
+    ] {
+        h.part(tool, source::first_line(tool, args).as_bytes());
+    }
+    let key = h.finish();
+    let entry = cache.dir("fixtures").join(&key);
+    let found = |entry: &Path| -> Result<Fixtures> {
+        Ok(Fixtures {
+            key: key.clone(),
+            modules: listed(&entry.join("modules"), ".ko")?,
+            bpf: listed(&entry.join("bpf"), ".bpf.o")?,
+            selftests: Vec::new(),
+        })
+    };
+    let want: Vec<PathBuf> = mod_src
+        .iter()
+        .filter_map(|p| {
+            let n = p.file_name()?.to_string_lossy().into_owned();
+            n.strip_suffix(".c")
+                .map(|stem| PathBuf::from("modules").join(format!("{stem}.ko")))
+        })
+        .chain(
+            samples
+                .iter()
+                .map(|(_, n)| PathBuf::from("modules").join(format!("{n}.ko"))),
+        )
+        .chain(bpf_src.iter().filter_map(|p| {
+            let n = p.file_name()?.to_string_lossy().into_owned();
+            n.strip_suffix(".bpf.c")
+                .map(|stem| PathBuf::from("bpf").join(format!("{stem}.bpf.o")))
+        }))
+        .collect();
+    let sound = |entry: &Path| want.iter().all(|w| entry.join(w).is_file());
+    if entry.is_dir() && sound(&entry) {
+        return found(&entry);
+    }
+    std::fs::create_dir_all(cache.dir("fixtures"))?;
+    let _lock = cache.lock(&format!("fixtures-{key}"), || {
+        note("waiting for another run building the same fixtures".into())
+    })?;
+    if entry.is_dir() {
+        if sound(&entry) {
+            return found(&entry);
+        }
+        note(format!(
+            "fixtures entry {} is damaged; building it again",
+            entry.display()
+        ));
+        cache::discard(&entry)?;
+    }
+    cache::remove_stale_staging(&entry)?;
+    note(format!(
+        "building fixtures for prebuilt {} against {headers_pkg} ({key})",
+        kernel.variant
+    ));
+    let staging = cache::staging_dir(&entry)?;
+    let st = staging.path().join("entry");
+    std::fs::create_dir_all(st.join("modules"))?;
+    std::fs::create_dir_all(st.join("bpf"))?;
+    let hdr = staging.path().join("headers");
+    copy_headers(headers, &hdr)?;
+    if std::fs::hard_link(&kernel.vmlinux, hdr.join("vmlinux")).is_err() {
+        std::fs::copy(&kernel.vmlinux, hdr.join("vmlinux"))?;
+    }
+    let vermagic = kernel_vermagic(&kernel.modules_dir)?;
+    // (directory, sources, Kbuild text or None to copy the project's,
+    // renames of the built modules).
+    let mut builds: Vec<(PathBuf, Vec<PathBuf>, Option<String>)> = Vec::new();
+    if !mod_src.is_empty() {
+        builds.push((staging.path().join("modsrc"), mod_src.clone(), None));
+    }
+    if !samples.is_empty() {
+        let objs: Vec<String> = samples
+            .iter()
+            .map(|(p, _)| format!("{}.o", p.file_stem().unwrap().to_string_lossy()))
+            .collect();
+        builds.push((
+            staging.path().join("samples"),
+            samples.iter().map(|(p, _)| p.clone()).collect(),
+            Some(format!("obj-m += {}\n", objs.join(" "))),
+        ));
+    }
+    for (work, files, kbuild_text) in &builds {
+        std::fs::create_dir_all(work)?;
+        for p in files {
+            std::fs::copy(p, work.join(p.file_name().unwrap()))?;
+        }
+        if let Some(t) = kbuild_text {
+            std::fs::write(work.join("Kbuild"), t)?;
+        }
+        let mut c = Command::new("make");
+        c.arg("-C")
+            .arg(&hdr)
+            .arg(format!("M={}", work.display()))
+            .arg(format!(
+                "-j{}",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            ))
+            // The headers package has no resolve_btfids; it fills a
+            // module's .BTF_ids section, which these modules do not have.
+            .arg("RESOLVE_BTFIDS=true")
+            .arg("modules")
+            .env_remove("ARCH")
+            .env_remove("CROSS_COMPILE")
+            .env_remove("KBUILD_OUTPUT");
+        let log = kbuild::run_quiet(
+            c,
+            &format!(
+                "building modules against {headers_pkg} ({})",
+                work.display()
+            ),
+        )
+        .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
+        if let Some(l) = log.lines().find(|l| l.contains("Skipping BTF generation")) {
+            bail!("kbuild made a module without BTF: {l}");
+        }
+        for ko in listed(work, ".ko")? {
+            let got = modinfo_vermagic(&ko)?;
+            if got != vermagic {
+                bail!(
+                    "{}: vermagic '{got}', but the kernel's modules have '{vermagic}'",
+                    ko.display()
+                );
+            }
+            if !has_section(&ko, ".BTF")? {
+                bail!("{}: no .BTF section (module BTF)", ko.display());
+            }
+            let stem = ko.file_stem().unwrap().to_string_lossy().replace('-', "_");
+            std::fs::copy(&ko, st.join("modules").join(format!("{stem}.ko")))?;
+        }
+    }
+    build_bpf(&root, &bpf_src, &kernel.vmlinux, staging.path(), &st)?;
+    cache::publish(&st, &entry)?;
+    found(&entry)
+}
+
+/// `cp -a` of a Debian headers dir, its relative symlinks (`scripts ->
+/// ../../lib/linux-kbuild-6.1/scripts`) made absolute so they still
+/// point where they did.
+fn copy_headers(from: &Path, to: &Path) -> Result<()> {
+    let mut c = Command::new("cp");
+    c.arg("-a").arg(from).arg(to);
+    kbuild::run_quiet(c, &format!("cp -a {}", from.display()))?;
+    fn walk(orig: &Path, copy: &Path) -> Result<()> {
+        for e in std::fs::read_dir(copy)? {
+            let e = e?;
+            let p = e.path();
+            let o = orig.join(e.file_name());
+            let ft = e.file_type()?;
+            if ft.is_symlink() {
+                let t = std::fs::read_link(&p)?;
+                if t.is_relative() {
+                    let abs = orig.join(&t);
+                    std::fs::remove_file(&p)?;
+                    std::os::unix::fs::symlink(&abs, &p)?;
+                }
+            } else if ft.is_dir() {
+                walk(&o, &p)?;
+            }
+        }
+        Ok(())
+    }
+    walk(from, to)
+}
+
+/// The vermagic of a kernel's modules: that of the first module in its
+/// `modules.dep`.
+fn kernel_vermagic(modules_dir: &Path) -> Result<String> {
+    let dep = std::fs::read_to_string(modules_dir.join("modules.dep"))
+        .with_context(|| format!("cannot read {}/modules.dep", modules_dir.display()))?;
+    let first = dep
+        .lines()
+        .find_map(|l| l.split(':').next().filter(|p| p.ends_with(".ko")))
+        .with_context(|| format!("{}/modules.dep lists no .ko", modules_dir.display()))?;
+    modinfo_vermagic(&modules_dir.join(first))
+}
+
+fn modinfo_vermagic(ko: &Path) -> Result<String> {
+    let out = Command::new("modinfo")
+        .args(["-F", "vermagic"])
+        .arg(ko)
+        .output()
+        .context("cannot run modinfo (kmod)")?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || v.is_empty() {
+        bail!("modinfo found no vermagic in {}", ko.display());
+    }
+    Ok(v)
+}
+
+/// Whether an ELF file has a section of that name (`readelf -S`).
+fn has_section(file: &Path, name: &str) -> Result<bool> {
+    let out = Command::new("readelf")
+        .args(["-S", "--wide"])
+        .arg(file)
+        .output()
+        .context("cannot run readelf (binutils)")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .any(|w| w == name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_headers_copy_keeps_its_links_pointing_where_they_did() {
+        let d = tempfile::tempdir().unwrap();
+        // Debian's layout: /usr/src/linux-headers-<release>/scripts ->
+        // ../../lib/linux-kbuild-6.1/scripts, an absolute link, a file.
+        let usr = d.path().join("usr");
+        let kbuild = usr.join("lib/linux-kbuild-6.1/scripts");
+        std::fs::create_dir_all(&kbuild).unwrap();
+        std::fs::write(kbuild.join("Makefile.modfinal"), "x").unwrap();
+        let hdr = usr.join("src/linux-headers-6.1.0-57-amd64");
+        std::fs::create_dir_all(hdr.join("include/config")).unwrap();
+        std::fs::write(hdr.join("Makefile"), "include /elsewhere\n").unwrap();
+        std::os::unix::fs::symlink("../../lib/linux-kbuild-6.1/scripts", hdr.join("scripts"))
+            .unwrap();
+        std::os::unix::fs::symlink("/abs/target", hdr.join("include/config/abs")).unwrap();
+        let to = d.path().join("copy");
+        copy_headers(&hdr, &to).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(to.join("scripts/Makefile.modfinal")).unwrap(),
+            "x"
+        );
+        assert_eq!(
+            std::fs::read_link(to.join("scripts")).unwrap(),
+            hdr.join("../../lib/linux-kbuild-6.1/scripts")
+        );
+        assert_eq!(
+            std::fs::read_link(to.join("include/config/abs")).unwrap(),
+            Path::new("/abs/target")
+        );
+        assert_eq!(
+            std::fs::read_to_string(to.join("Makefile")).unwrap(),
+            "include /elsewhere\n"
+        );
+        // The original is untouched.
+        assert!(std::fs::read_link(hdr.join("scripts"))
+            .unwrap()
+            .is_relative());
+    }
 
     #[test]
     fn selftest_builds_are_what_the_source_has() {

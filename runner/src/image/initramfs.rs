@@ -253,6 +253,51 @@ pub fn selftest_entries(source_dir: &Path, dirs: &[String]) -> Result<Vec<Entry>
     Ok(e)
 }
 
+/// depmod over the modules a prebuilt kernel's image carries: the preload
+/// modules and `extra/<fixture>.ko`, under `<work>/lib/modules/<release>/`
+/// with the kernel's `modules.builtin*` and `modules.order`; the preload's
+/// index files are replaced by the result.
+fn reindex(
+    modules_dir: &Path,
+    release: &str,
+    p: &mut Preload,
+    fixture_modules: &[PathBuf],
+    work: &Path,
+) -> Result<()> {
+    let dir = work.join("lib/modules").join(release);
+    std::fs::create_dir_all(dir.join("extra"))?;
+    for rel in &p.order {
+        let to = dir.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap())?;
+        std::fs::copy(modules_dir.join(rel), &to)?;
+    }
+    for m in fixture_modules {
+        std::fs::copy(m, dir.join("extra").join(m.file_name().unwrap()))?;
+    }
+    for f in [
+        "modules.builtin",
+        "modules.builtin.modinfo",
+        "modules.order",
+    ] {
+        if modules_dir.join(f).is_file() {
+            std::fs::copy(modules_dir.join(f), dir.join(f))?;
+        }
+    }
+    let mut c =
+        std::process::Command::new(source::which("depmod").unwrap_or_else(|| "depmod".into()));
+    c.arg("-b").arg(work).arg(release);
+    crate::build::kbuild::run_quiet(c, "depmod over the image's modules")?;
+    for (rel, host) in p.files.iter_mut() {
+        if rel.starts_with("modules.") {
+            let new = dir.join(&*rel);
+            if new.is_file() {
+                *host = new;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A built image.
 #[derive(Clone, Debug)]
 pub struct Image {
@@ -483,6 +528,14 @@ pub fn build(
             None
         }
         Some(p) => {
+            // The declared source's selftests, as for a build.
+            if !kernel.source_dir.as_os_str().is_empty() {
+                extra.extend(
+                    selftest_entries(&kernel.source_dir, &recipe.selftests).map_err(|e| {
+                        anyhow::anyhow!("{}: selftests: {e:#}", recipe_path.display())
+                    })?,
+                );
+            }
             let pre = modules::preload(&kernel.modules_dir, modules::AGENT_CHANNEL_MODULES)
                 .with_context(|| {
                     format!(
@@ -491,8 +544,7 @@ pub fn build(
                     )
                 })?;
             events.event(&Event::Note(format!(
-                "image for prebuilt {}: {} module(s) to load before READY ({}){}; no selftests \
-                 (the package has no source tree)",
+                "image for prebuilt {}: {} module(s) to load before READY ({}){}; {}",
                 kernel.variant,
                 pre.order.len(),
                 pre.order
@@ -504,11 +556,34 @@ pub fn build(
                     String::new()
                 } else {
                     format!("; built in: {}", pre.builtin.join(", "))
+                },
+                if kernel.source_dir.as_os_str().is_empty() {
+                    "no selftests (it declares no source)"
+                } else {
+                    "selftests from its declared source"
                 }
             )));
             Some(pre)
         }
     };
+    // A prebuilt kernel's fixture modules are indexed with the modules the
+    // image carries (depmod over just those), so modprobe finds them (the
+    // selftests load theirs by name).
+    let _depmod_dir;
+    let mut preload = preload;
+    if let (Some(p), Some(fx)) = (preload.as_mut(), fixtures) {
+        if recipe.fixtures && !fx.modules.is_empty() {
+            let d = tempfile::tempdir()?;
+            reindex(
+                &kernel.modules_dir,
+                &kernel.kernel_release,
+                p,
+                &fx.modules,
+                d.path(),
+            )?;
+            _depmod_dir = d;
+        }
+    }
     let mut h = KeyHasher::new("image-v2");
     h.part("recipe", &recipe_bytes)
         .part("agent", &agent)

@@ -337,9 +337,13 @@ fn variants(s: &mut String, r: &RunReport) {
     for v in &r.variants {
         let _ = write!(
             s,
-            "<tr><td>{}</td><td>{}</td><td class=mono>{}</td><td class=mono>{}{}</td><td>{}</td><td>{:.1}s{}</td><td>{:.1}s</td></tr>",
+            "<tr><td>{}</td><td>{}{}</td><td class=mono>{}</td><td class=mono>{}{}</td><td>{}</td><td>{:.1}s{}</td><td>{:.1}s</td></tr>",
             esc(&v.name),
             esc(&v.kernel_version),
+            match &v.prebuilt {
+                Some(p) => format!("<br>prebuilt: {}", esc(&p.describe())),
+                None => String::new(),
+            },
             esc(&v.kernel_key),
             esc(&v.series.join(" ")),
             if v.already_in_source.is_empty() {

@@ -68,6 +68,9 @@ pub fn table(report: &RunReport) -> String {
     let mut s = String::new();
     for v in &report.variants {
         let _ = writeln!(s, "{:<24} {}", v.name, v.kernel_version);
+        if let Some(p) = &v.prebuilt {
+            let _ = writeln!(s, "{:<24} prebuilt: {}", "", p.describe());
+        }
         if !v.already_in_source.is_empty() {
             let _ = writeln!(
                 s,
@@ -198,6 +201,44 @@ mod tests {
         assert!(t.contains("Unexpected outcomes:"));
         assert!(t.contains("step 2 (trigger): output"));
         assert!(t.contains("Known failures (xfail):"));
+    }
+
+    #[test]
+    fn a_prebuilt_variant_shows_its_package_and_options() {
+        let mut r = sample();
+        r.variants.push(crate::record::VariantInfo {
+            name: "debian-6.1-image".into(),
+            kernel_version: "6.1.192 (Debian linux-image-6.1.0-57-amd64-unsigned 6.1.192-3)".into(),
+            prebuilt: Some(crate::build::prebuilt::PrebuiltInfo {
+                package: "linux-image-6.1.0-57-amd64-unsigned".into(),
+                version: "6.1.192-3".into(),
+                livepatch: Some("y".into()),
+                dynamic_ftrace_with_direct_calls: Some("y".into()),
+                dynamic_ftrace_with_args: Some("y".into()),
+                dynamic_ftrace_with_regs: Some("y".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let t = table(&r);
+        let mut lines = t.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "debian-6.1-image         6.1.192 (Debian linux-image-6.1.0-57-amd64-unsigned 6.1.192-3)"
+        );
+        assert_eq!(
+            lines.next().unwrap(),
+            "                         prebuilt: Debian linux-image-6.1.0-57-amd64-unsigned \
+             6.1.192-3; LIVEPATCH=y DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y \
+             DYNAMIC_FTRACE_WITH_ARGS=y DYNAMIC_FTRACE_WITH_REGS=y"
+        );
+        let h = crate::report::html::html(&r, None);
+        assert!(
+            h.contains(
+                "<br>prebuilt: Debian linux-image-6.1.0-57-amd64-unsigned 6.1.192-3; LIVEPATCH=y"
+            ),
+            "{h}"
+        );
     }
 
     #[test]

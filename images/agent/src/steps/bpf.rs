@@ -112,7 +112,7 @@ impl Attachments {
             Err(e) => return bpf_fail(id, &format!("load {program} for {target}"), &e),
         };
         if fmod_ret != 0 {
-            if let Some(cfg) = obj.maps().find(|m| m.name() == "config") {
+            if let Some(cfg) = obj.maps().find(|m| m.name() == "cx_config") {
                 if let Err(e) =
                     cfg.update(&0u32.to_ne_bytes(), &fmod_ret.to_ne_bytes(), MapFlags::ANY)
                 {

@@ -55,7 +55,12 @@ pub fn livepatch_load(id: u64, module: &str, timeout_ms: Option<u64>) -> Answer 
     }
 }
 
-/// Writes 0 to `enabled`, then waits until the patch's directory is gone.
+/// Writes 0 to `enabled`, then waits until the patch's directory is gone
+/// and klp has let go of its module: the sysfs directory goes in
+/// `klp_free_patch_start()`, the module reference later, in the work that
+/// `klp_free_patch_async()` schedules (`module_put()` in
+/// `klp_free_patch_finish()`); a `rmmod` between the two fails with
+/// EAGAIN. A patch's name is its module's name.
 pub fn livepatch_disable(id: u64, name: &str, timeout_ms: Option<u64>) -> Answer {
     let dir = Path::new(LIVEPATCH_SYSFS).join(name);
     let enabled = dir.join("enabled");
@@ -70,8 +75,16 @@ pub fn livepatch_disable(id: u64, name: &str, timeout_ms: Option<u64>) -> Answer
             format!("write 0 to {}: {e}", enabled.display()),
         );
     }
+    let refcnt = Path::new("/sys/module")
+        .join(name.replace('-', "_"))
+        .join("refcnt");
+    let released = || {
+        std::fs::read_to_string(&refcnt)
+            .map(|r| r.trim() == "0")
+            .unwrap_or(true)
+    };
     match wait_until(timeout_ms.unwrap_or(DEFAULT_TRANSITION_TIMEOUT_MS), || {
-        !dir.exists()
+        !dir.exists() && released()
     }) {
         Ok(ms) => with_data(
             ok(id, format!("{name}: disabled in {ms:.1} ms")),
@@ -83,7 +96,14 @@ pub fn livepatch_disable(id: u64, name: &str, timeout_ms: Option<u64>) -> Answer
         Err(ms) => fail(
             Some(id),
             Some(Errno::ETIMEDOUT as i32),
-            format!("{name}: {} still there after {ms:.0} ms", dir.display()),
+            if dir.exists() {
+                format!("{name}: {} still there after {ms:.0} ms", dir.display())
+            } else {
+                format!(
+                    "{name}: disabled, but {} is not 0 after {ms:.0} ms",
+                    refcnt.display()
+                )
+            },
         ),
     }
 }

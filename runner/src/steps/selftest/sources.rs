@@ -114,13 +114,21 @@ enum Listing {
 }
 
 fn source_listing(ws: &Workspace, v: &Variant, events: &dyn EventSink) -> Result<Listing> {
-    let decl = match &v.source {
+    // A distribution's kernel has the selftests of the source it declares
+    // (none without one).
+    let tarball;
+    let (decl, src) = match &v.source {
         variant::Source::Tree(t) => return Ok(Listing::Dir(t.clone())),
-        // A distribution's kernel comes without its selftests (for now).
-        variant::Source::Prebuilt(_) => return Ok(Listing::Paths(BTreeSet::new())),
-        variant::Source::Tarball(d) => d,
+        variant::Source::Prebuilt(p) => match &p.source_decl {
+            None => return Ok(Listing::Paths(BTreeSet::new())),
+            Some(d) => {
+                tarball = variant::Source::Tarball(d.clone());
+                (d, &tarball)
+            }
+        },
+        variant::Source::Tarball(d) => (d, &v.source),
     };
-    let id = ws.sources.identify(&ws.cache, &v.source, events)?;
+    let id = ws.sources.identify(&ws.cache, src, events)?;
     let unpacked = source::unpacked_dir(&ws.cache, &id);
     if unpacked.is_dir() {
         return Ok(Listing::Dir(unpacked));
