@@ -88,6 +88,26 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// Debian package names (Debian Policy 5.6.1): lower-case letters,
+/// digits, '+', '-' and '.', at least two, starting with a letter or a
+/// digit (`linux-image-6.12.118+deb12-amd64-unsigned`).
+pub fn check_debian_package(what: &str, name: &str) -> Result<(), String> {
+    let ok = name.len() >= 2
+        && name.len() <= 128
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} '{name}' is not a valid Debian package name: lower-case letters, digits, \
+             '+', '-' and '.', starting with a letter or digit"
+        ))
+    }
+}
+
 /// Case names: [`check_name`] parts joined by '/' (a group, e.g.
 /// `cmdline/livepatch-then-fentry`), at most 128 bytes.
 pub fn check_case_name(name: &str) -> Result<(), String> {
@@ -231,6 +251,21 @@ mod tests {
         assert!(check_case_name("cmdline/livepatch-then-fentry").is_ok());
         for bad in ["/a", "a/", "a//b", "a/../b", "a/.b"] {
             assert!(check_case_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debian_package_names() {
+        for good in [
+            "linux-image-6.1.0-57-amd64-unsigned",
+            "linux-image-6.12.118+deb12-amd64-unsigned",
+            "g++",
+            "0ad",
+        ] {
+            assert!(check_debian_package("p", good).is_ok(), "{good}");
+        }
+        for bad in ["", "x", "-x", "+x", "Linux", "a b", "a_b", "a/b", "a;b"] {
+            assert!(check_debian_package("p", bad).is_err(), "{bad:?}");
         }
     }
 

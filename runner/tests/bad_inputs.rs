@@ -190,7 +190,7 @@ fn a_case_filter_that_matches_no_case_names_itself_and_the_nearest_cases() {
     );
     assert!(
         err.contains("--case 'cmdline/livepatch-then-fexit' matches 1 case, which runs on none of --variant share-ipmodify-lockdep")
-            && err.contains("(it runs on stock, baseline, share-ipmodify, stock-6.12, debian-6.1-image)"),
+            && err.contains("(it runs on stock, baseline, share-ipmodify, stock-6.12, debian-6.1-image, debian-6.12-image)"),
         "{err}"
     );
 }

@@ -260,7 +260,7 @@ pub fn parse_variants(
                     );
                 }
             }
-            input::check_name("Debian package", &p.debian_package).map_err(|m| {
+            input::check_debian_package("Debian package", &p.debian_package).map_err(|m| {
                 anyhow::anyhow!("{}: {m}", pat("debian_package").unwrap_or(here.clone()))
             })?;
             let origin = input::find_from(text, here_line, &p.debian_package)
@@ -273,7 +273,7 @@ pub fn parse_variants(
                     .map(|(l, c)| format!("{}:{l}:{}", path.display(), c + "headers: ".len()))
                     .or_else(|| pat("headers"))
                     .unwrap_or_else(|| here.clone());
-                input::check_name("Debian package", h)
+                input::check_debian_package("Debian package", h)
                     .map_err(|m| anyhow::anyhow!("{at_h}: {m}"))?;
                 headers_origin = at_h;
             }

@@ -209,42 +209,61 @@ pub fn build(
     std::fs::create_dir_all(st.join("modules"))?;
     std::fs::create_dir_all(st.join("bpf"))?;
 
+    // kbuild `M=<dir> modules` in the kernel's build dir.
+    let make_modules = |work: &Path, what: &str| -> Result<()> {
+        let mut c = kbuild::make_command(cache, &kernel.source_dir, &kernel.build_dir);
+        c.arg(format!("M={}", work.display())).arg("modules");
+        kbuild::run_quiet(c, what).map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
+        Ok(())
+    };
     if !mod_src.is_empty() {
         let work = staging.path().join("modsrc");
         std::fs::create_dir_all(&work)?;
         for p in &mod_src {
             std::fs::copy(p, work.join(p.file_name().unwrap()))?;
         }
-        let mut c = kbuild::make_command(cache, &kernel.source_dir, &kernel.build_dir);
-        c.arg(format!("M={}", work.display())).arg("modules");
-        kbuild::run_quiet(c, "building the fixture modules")
-            .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
+        make_modules(&work, "building the fixture modules")?;
         for ko in listed(&work, ".ko")? {
             std::fs::copy(&ko, st.join("modules").join(ko.file_name().unwrap()))?;
         }
     }
 
     build_bpf(&root, &bpf_src, &kernel.vmlinux, staging.path(), &st)?;
-    for (b, mods, progs) in &st_builds {
+    build_selftests(
+        &st_builds,
+        &kernel.source_dir,
+        staging.path(),
+        &st,
+        &make_modules,
+    )?;
+    cache::publish(&st, &entry)?;
+    found(&entry)
+}
+
+/// The selftests' own builds ([`SELFTEST_BUILDS`]) into `<st>/selftests/`:
+/// each collection's modules (its `*.c` and `*.h` copied below `work`, a
+/// Kbuild listing them) with `make_modules(dir, what)`, its programs with
+/// `gcc -static`.
+fn build_selftests(
+    builds: &[SelftestSources],
+    source_dir: &Path,
+    work: &Path,
+    st: &Path,
+    make_modules: &dyn Fn(&Path, &str) -> Result<()>,
+) -> Result<()> {
+    for (b, mods, progs) in builds {
         let out = st.join("selftests").join(b.collection);
         if !mods.is_empty() {
-            let work = staging
-                .path()
-                .join("selftests")
-                .join(b.collection)
-                .join(b.modules);
+            let work = work.join("selftests").join(b.collection).join(b.modules);
             std::fs::create_dir_all(&work)?;
-            for p in mods.iter().chain(
-                sources(
-                    &kernel
-                        .source_dir
-                        .join("tools/testing/selftests")
-                        .join(b.collection)
-                        .join(b.modules),
-                    |n| n.ends_with(".h"),
-                )?
-                .iter(),
-            ) {
+            let headers = sources(
+                &source_dir
+                    .join("tools/testing/selftests")
+                    .join(b.collection)
+                    .join(b.modules),
+                |n| n.ends_with(".h"),
+            )?;
+            for p in mods.iter().chain(&headers) {
                 std::fs::copy(p, work.join(p.file_name().unwrap()))?;
             }
             let objs: Vec<String> = mods
@@ -255,13 +274,10 @@ pub fn build(
                 work.join("Kbuild"),
                 format!("obj-m += {}\n", objs.join(" ")),
             )?;
-            let mut c = kbuild::make_command(cache, &kernel.source_dir, &kernel.build_dir);
-            c.arg(format!("M={}", work.display())).arg("modules");
-            kbuild::run_quiet(
-                c,
+            make_modules(
+                &work,
                 &format!("building the {} selftests' modules", b.collection),
-            )
-            .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
+            )?;
             std::fs::create_dir_all(out.join(b.modules))?;
             for ko in listed(&work, ".ko")? {
                 std::fs::copy(&ko, out.join(b.modules).join(ko.file_name().unwrap()))?;
@@ -276,8 +292,7 @@ pub fn build(
             kbuild::run_quiet(c, &format!("gcc {}", p.display()))?;
         }
     }
-    cache::publish(&st, &entry)?;
-    found(&entry)
+    Ok(())
 }
 
 /// The BPF objects (`clang -target bpf`) against a `vmlinux.h` dumped
@@ -365,8 +380,9 @@ pub const PREBUILT_SOURCE_MODULES: &[(&str, &str, bool)] = &[
     ("samples/ftrace", "ftrace-direct", false),
 ];
 
-/// Fixtures for a prebuilt kernel: the project's modules and the
-/// [`PREBUILT_SAMPLES`] built with kbuild against its headers package
+/// Fixtures for a prebuilt kernel: the project's modules, the
+/// [`PREBUILT_SOURCE_MODULES`] and the declared source's
+/// [`SELFTEST_BUILDS`] built with kbuild against its headers package
 /// (`make -C <headers> M=<dir> modules`), in a copy of the headers dir
 /// with the kernel's `vmlinux` placed in it (kbuild makes a module's BTF
 /// only when `vmlinux` is in the dir it builds against; `/usr/src` is not
@@ -430,6 +446,13 @@ fn build_prebuilt(
             }
         }
     }
+    // The declared source's selftests' own builds (6.7 on), as for a build.
+    let st_builds = if kernel.source_dir.as_os_str().is_empty() {
+        Vec::new()
+    } else {
+        selftest_sources(&kernel.source_dir)?
+    };
+    let st_outputs = selftest_outputs(&st_builds);
     let mut h = KeyHasher::new("fixtures-prebuilt-v1");
     h.part("kernel", kernel.key.as_bytes());
     h.part("headers", headers_pkg.as_bytes());
@@ -447,6 +470,15 @@ fn build_prebuilt(
         h.part("sample", name.as_bytes());
         h.part("file", &std::fs::read(p)?);
     }
+    // (The source is in no key of the kernel's: its files are, here.)
+    for (b, mods, progs) in &st_builds {
+        h.part("selftests", b.collection.as_bytes());
+        for p in mods.iter().chain(progs) {
+            h.part("name", p.file_name().unwrap().to_string_lossy().as_bytes());
+            h.part("file", &std::fs::read(p)?);
+        }
+        h.part("gcc", source::first_line("gcc", &["--version"]).as_bytes());
+    }
     for (tool, args) in [
         ("clang", &["--version"][..]),
         ("bpftool", &["--version"][..]),
@@ -461,7 +493,10 @@ fn build_prebuilt(
             key: key.clone(),
             modules: listed(&entry.join("modules"), ".ko")?,
             bpf: listed(&entry.join("bpf"), ".bpf.o")?,
-            selftests: Vec::new(),
+            selftests: st_outputs
+                .iter()
+                .map(|rel| (rel.clone(), entry.join("selftests").join(rel)))
+                .collect(),
         })
     };
     let want: Vec<PathBuf> = mod_src
@@ -481,6 +516,11 @@ fn build_prebuilt(
             n.strip_suffix(".bpf.c")
                 .map(|stem| PathBuf::from("bpf").join(format!("{stem}.bpf.o")))
         }))
+        .chain(
+            st_outputs
+                .iter()
+                .map(|rel| PathBuf::from("selftests").join(rel)),
+        )
         .collect();
     let sound = |entry: &Path| want.iter().all(|w| entry.join(w).is_file());
     if entry.is_dir() && sound(&entry) {
@@ -532,14 +572,9 @@ fn build_prebuilt(
             Some(format!("obj-m += {}\n", objs.join(" "))),
         ));
     }
-    for (work, files, kbuild_text) in &builds {
-        std::fs::create_dir_all(work)?;
-        for p in files {
-            std::fs::copy(p, work.join(p.file_name().unwrap()))?;
-        }
-        if let Some(t) = kbuild_text {
-            std::fs::write(work.join("Kbuild"), t)?;
-        }
+    // `make -C <headers copy> M=<dir> modules`, every module it makes
+    // checked: made with BTF, the kernel's vermagic, a .BTF section.
+    let against_headers = |work: &Path, what: &str| -> Result<()> {
         let mut c = Command::new("make");
         c.arg("-C")
             .arg(&hdr)
@@ -555,14 +590,8 @@ fn build_prebuilt(
             .env_remove("ARCH")
             .env_remove("CROSS_COMPILE")
             .env_remove("KBUILD_OUTPUT");
-        let log = kbuild::run_quiet(
-            c,
-            &format!(
-                "building modules against {headers_pkg} ({})",
-                work.display()
-            ),
-        )
-        .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
+        let log = kbuild::run_quiet(c, &format!("{what} against {headers_pkg}"))
+            .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
         if let Some(l) = log.lines().find(|l| l.contains("Skipping BTF generation")) {
             bail!("kbuild made a module without BTF: {l}");
         }
@@ -577,11 +606,31 @@ fn build_prebuilt(
             if !has_section(&ko, ".BTF")? {
                 bail!("{}: no .BTF section (module BTF)", ko.display());
             }
+        }
+        Ok(())
+    };
+    for (work, files, kbuild_text) in &builds {
+        std::fs::create_dir_all(work)?;
+        for p in files {
+            std::fs::copy(p, work.join(p.file_name().unwrap()))?;
+        }
+        if let Some(t) = kbuild_text {
+            std::fs::write(work.join("Kbuild"), t)?;
+        }
+        against_headers(work, &format!("building modules ({})", work.display()))?;
+        for ko in listed(work, ".ko")? {
             let stem = ko.file_stem().unwrap().to_string_lossy().replace('-', "_");
             std::fs::copy(&ko, st.join("modules").join(format!("{stem}.ko")))?;
         }
     }
     build_bpf(&root, &bpf_src, &kernel.vmlinux, staging.path(), &st)?;
+    build_selftests(
+        &st_builds,
+        &kernel.source_dir,
+        staging.path(),
+        &st,
+        &against_headers,
+    )?;
     cache::publish(&st, &entry)?;
     found(&entry)
 }
@@ -616,15 +665,25 @@ fn copy_headers(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// The vermagic of a kernel's modules: that of the first module in its
-/// `modules.dep`.
+/// `modules.dep` ([`first_module`]).
 fn kernel_vermagic(modules_dir: &Path) -> Result<String> {
     let dep = std::fs::read_to_string(modules_dir.join("modules.dep"))
         .with_context(|| format!("cannot read {}/modules.dep", modules_dir.display()))?;
-    let first = dep
-        .lines()
-        .find_map(|l| l.split(':').next().filter(|p| p.ends_with(".ko")))
-        .with_context(|| format!("{}/modules.dep lists no .ko", modules_dir.display()))?;
+    let first = first_module(&dep)
+        .with_context(|| format!("{}/modules.dep lists no module", modules_dir.display()))?;
     modinfo_vermagic(&modules_dir.join(first))
+}
+
+/// The first module a `modules.dep` lists: `.ko`, or compressed as
+/// Debian's 6.12 ships them (`.ko.xz`; modinfo reads both).
+fn first_module(modules_dep: &str) -> Option<&str> {
+    modules_dep.lines().find_map(|l| {
+        l.split(':').next().filter(|p| {
+            [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+                .iter()
+                .any(|s| p.ends_with(s))
+        })
+    })
 }
 
 fn modinfo_vermagic(ko: &Path) -> Result<String> {
@@ -655,6 +714,19 @@ fn has_section(file: &Path, name: &str) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_module_of_a_modules_dep_plain_or_compressed() {
+        assert_eq!(
+            first_module("kernel/arch/x86/events/amd/power.ko.xz:\nkernel/b.ko: kernel/c.ko\n"),
+            Some("kernel/arch/x86/events/amd/power.ko.xz")
+        );
+        assert_eq!(
+            first_module("\nkernel/drivers/virtio/virtio.ko:\n"),
+            Some("kernel/drivers/virtio/virtio.ko")
+        );
+        assert_eq!(first_module("# nothing\n"), None);
+    }
 
     #[test]
     fn a_headers_copy_keeps_its_links_pointing_where_they_did() {
