@@ -16,12 +16,15 @@
 //! - `prebuilt`: a distribution's kernel package instead of a build:
 //!   resolved with apt, downloaded, unpacked, `depmod`, `vmlinux` taken out
 //!   of `vmlinuz`; a [`Manifest`] like a build's.
+//! - `modules`: the closure of module names over a kernel's
+//!   `modules.dep` (what a modular kernel's image carries).
 //! - `list`: one typed row per variant for `kernel list`.
 
 pub mod cache;
 pub mod kbuild;
 pub mod kconfig;
 pub mod list;
+pub mod modules;
 pub mod prebuilt;
 pub mod series;
 pub mod source;

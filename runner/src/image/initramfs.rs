@@ -21,7 +21,7 @@ use crate::image::fixtures::Fixtures;
 use crate::input::yaml_error;
 
 use super::host;
-use super::modules::{self, Preload};
+use crate::build::modules::{self, Preload};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
