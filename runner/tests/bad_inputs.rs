@@ -308,3 +308,66 @@ fn out_of_range_options_are_usage_errors() {
         assert!(err.contains("error: invalid value"), "{args:?}: {err}");
     }
 }
+
+/// The files a scratch project's local variants name: a bzImage-shaped
+/// `local/boot/vmlinuz-6.1.0-0-test` (a boot header naming that release),
+/// its modules dir with a `modules.dep`, the same release's modules dir
+/// without one, and another release's.
+fn local_kernel_files(project: &Path) {
+    let mut bz = vec![0u8; 0x400];
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    bz[0x20e..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+    let v = b"6.1.0-0-test (me@here) #1 SMP\0";
+    bz[0x300..0x300 + v.len()].copy_from_slice(v);
+    let l = project.join("local");
+    for d in [
+        "boot",
+        "lib/modules/6.1.0-0-test",
+        "lib/modules/6.2.0-0-other",
+        "nodep/lib/modules/6.1.0-0-test",
+    ] {
+        std::fs::create_dir_all(l.join(d)).unwrap();
+    }
+    std::fs::write(l.join("boot/vmlinuz-6.1.0-0-test"), bz).unwrap();
+    for r in ["6.1.0-0-test", "6.2.0-0-other"] {
+        std::fs::write(l.join("lib/modules").join(r).join("modules.dep"), "").unwrap();
+    }
+}
+
+#[test]
+fn a_bad_local_kernel_is_refused_before_anything_builds() {
+    let all = cases("bad-local");
+    assert!(all.len() >= 9, "{} classes", all.len());
+    // A scratch cache: nothing may be built, made or booted in it.
+    let cache = tempfile::tempdir().unwrap();
+    let c = cache.path().to_str().unwrap();
+    check_each(
+        &all,
+        |p| {
+            local_kernel_files(p);
+            PathBuf::from("kernel-config/variants.yaml")
+        },
+        &[
+            &["kernel", "list", "--cache-dir", c],
+            &[
+                "kernel",
+                "build",
+                "--variant",
+                "stock",
+                "--variant",
+                "mine",
+                "--cache-dir",
+                c,
+            ],
+            &["boot", "--variant", "mine", "--cache-dir", c],
+        ],
+    );
+    for d in [
+        "kernels", "trees", "prebuilt", "local", "images", "fixtures",
+    ] {
+        let n = std::fs::read_dir(cache.path().join(d))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{d}/ is not empty: something was made");
+    }
+}

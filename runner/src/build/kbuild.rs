@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::cache::{self, Cache, KeyHasher};
 use crate::build::kconfig;
+use crate::build::local;
 use crate::build::prebuilt;
 use crate::build::series;
 use crate::build::source::{self, SourceId};
@@ -210,17 +211,24 @@ impl Builder<'_> {
                 (t, b)
             }
             // Nothing is built: no tree, no build dir; the key is the
-            // package's content.
-            Source::Prebuilt(_) => {
+            // content of the package, or of the local kernel's files.
+            Source::Prebuilt(_) | Source::Local(_) => {
+                let (key, entry_dir) = match &v.source {
+                    Source::Local(_) => (src.id.clone(), local::entry_dir(self.cache, &src.id)),
+                    _ => (
+                        prebuilt::key(&src.id),
+                        prebuilt::entry_dir(self.cache, &src.id),
+                    ),
+                };
                 return Ok(Plan {
-                    key: prebuilt::key(&src.id),
-                    entry_dir: prebuilt::entry_dir(self.cache, &src.id),
+                    key,
+                    entry_dir,
                     source: src,
                     tree_key: String::new(),
                     config_key: String::new(),
                     tree_dir: PathBuf::new(),
                     build_dir: PathBuf::new(),
-                })
+                });
             }
         };
         Ok(Plan {
@@ -240,6 +248,14 @@ impl Builder<'_> {
         if let Source::Prebuilt(d) = &v.source {
             let (mut m, cached) = prebuilt::fetch(self.cache, v, d, self.events)?;
             prebuilt::build_inputs(self.cache, self.sources, d, &mut m, &|w: &str| {
+                self.phase(&v.name, w)
+            })?;
+            return Ok((m, cached));
+        }
+        if let Source::Local(d) = &v.source {
+            let plan = self.plan(v)?;
+            let (mut m, cached) = local::prepare(self.cache, v, d, &plan.key, self.events)?;
+            local::build_inputs(self.cache, self.sources, d, &mut m, &|w: &str| {
                 self.phase(&v.name, w)
             })?;
             return Ok((m, cached));
@@ -319,7 +335,7 @@ impl Builder<'_> {
     /// the series applied (patched files get their own copies).
     fn prepare_tree(&self, v: &Variant, plan: &Plan) -> Result<()> {
         let decl = match &v.source {
-            Source::Tree(_) | Source::Prebuilt(_) => return Ok(()),
+            Source::Tree(_) | Source::Prebuilt(_) | Source::Local(_) => return Ok(()),
             Source::Tarball(d) => d,
         };
         if plan.tree_dir.join("Makefile").is_file() {

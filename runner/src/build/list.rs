@@ -6,8 +6,8 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::kbuild::{Builder, Manifest};
-use super::prebuilt;
 use super::variant::{Source, Variant};
+use super::{local, prebuilt};
 
 /// A variant, its cache key, and whether (and where) it is built.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -27,7 +27,8 @@ pub struct KernelRow {
     /// The published manifest, when built.
     pub manifest: Option<Manifest>,
     /// A prebuilt kernel: "Debian <package> <version>, kernel <release>"
-    /// (the release from the package name until it is fetched).
+    /// (the release from the package name until it is fetched); a local
+    /// kernel: "local <image>, kernel <release>".
     pub prebuilt: Option<String>,
     /// Why the variant cannot be planned (with `--kernel-tree`, a variant
     /// with a patch series).
@@ -63,10 +64,16 @@ pub fn rows(
         };
         // A damaged entry lists as not built: the next build replaces it.
         let manifest = plan.cached().unwrap_or(None);
-        if let Source::Prebuilt(d) = &v.source {
+        let not_built_here = match &v.source {
+            Source::Prebuilt(d) => Some(prebuilt::release_from_package(&d.debian_package)),
+            // Its image's header names it (the plan checked it).
+            Source::Local(d) => Some(local::check(d).ok().map(|f| f.release)),
+            _ => None,
+        };
+        if let Some(release) = not_built_here {
             let release = match &manifest {
                 Some(m) => Some(m.kernel_release.clone()),
-                None => prebuilt::release_from_package(&d.debian_package),
+                None => release,
             };
             out.push(KernelRow {
                 key: Some(plan.key.clone()),

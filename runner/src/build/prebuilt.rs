@@ -24,10 +24,12 @@ use crate::build::cache::{self, Cache, KeyHasher};
 use crate::build::kbuild::{run_quiet, Manifest};
 use crate::build::kconfig::{self, Value};
 use crate::build::source::{self, SourceId};
-use crate::build::variant::{PrebuiltDecl, Variant};
+use crate::build::variant::{PrebuiltDecl, SourceDecl, Variant};
 use crate::events::{Event, EventSink};
 
-/// What a prebuilt kernel's manifest says about it besides the paths.
+/// What a kernel not built here says about itself besides the paths: a
+/// Debian package (`prebuilt:`), or a user's own kernel (`local:`, see
+/// [`crate::build::local`]; then the package fields are empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrebuiltInfo {
     /// The Debian package (`linux-image-6.1.0-57-amd64-unsigned`).
@@ -36,6 +38,9 @@ pub struct PrebuiltInfo {
     pub version: String,
     /// sha256 of the `.deb`: the entry's content key.
     pub deb_sha256: String,
+    /// A local kernel: its image, as declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_image: Option<PathBuf>,
     /// The options of the kernel's config this project is about, as set
     /// there (`y`, `m`) or `None` when unset.
     pub livepatch: Option<String>,
@@ -45,15 +50,24 @@ pub struct PrebuiltInfo {
 }
 
 impl PrebuiltInfo {
+    /// Where the kernel comes from: "Debian <package> <version>", or
+    /// "local <image path>".
+    pub fn origin(&self) -> String {
+        match &self.local_image {
+            Some(p) => format!("local {}", p.display()),
+            None => format!("Debian {} {}", self.package, self.version),
+        }
+    }
+
     /// "Debian <package> <version>; LIVEPATCH=y DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y
     /// DYNAMIC_FTRACE_WITH_ARGS=y DYNAMIC_FTRACE_WITH_REGS=y" (an unset
-    /// option as `=n`): what reports show of a prebuilt kernel.
+    /// option as `=n`; "local <image path>; ..." for a local kernel): what
+    /// reports show of a kernel not built here.
     pub fn describe(&self) -> String {
         let o = |name: &str, v: &Option<String>| format!("{name}={}", v.as_deref().unwrap_or("n"));
         format!(
-            "Debian {} {}; {} {} {} {}",
-            self.package,
-            self.version,
+            "{}; {} {} {} {}",
+            self.origin(),
             o("LIVEPATCH", &self.livepatch),
             o(
                 "DYNAMIC_FTRACE_WITH_DIRECT_CALLS",
@@ -157,14 +171,21 @@ fn resolve_package(pkg: &str, origin: &str, what: &str) -> Result<AptCandidate> 
     Ok(c)
 }
 
-/// Resolves the packages of every prebuilt variant among `variants`:
-/// what a command does before it builds or boots anything, so that a
-/// package apt does not know stops it at once.
+/// Resolves the packages of every prebuilt variant among `variants`, and
+/// checks the files of every local one: what a command does before it
+/// builds or boots anything, so that a package apt does not know, or a
+/// local kernel's missing file, stops it at once.
 pub fn resolve_all<'a>(variants: impl IntoIterator<Item = &'a Variant>) -> Result<()> {
     for v in variants {
-        if let crate::build::variant::Source::Prebuilt(d) = &v.source {
-            resolve(d)?;
-            resolve_headers(d)?;
+        match &v.source {
+            crate::build::variant::Source::Prebuilt(d) => {
+                resolve(d)?;
+                resolve_headers(d)?;
+            }
+            crate::build::variant::Source::Local(d) => {
+                crate::build::local::check(d)?;
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -288,13 +309,20 @@ fn decompress_with(tool: &str, data: &[u8]) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// Fetches (or finds) a prebuilt variant's kernel; says whether it was
-/// found (a cache hit). Emits `BuildPhase` and `BuildFinished` as a build.
-pub fn fetch(
+/// Finds the sound entry `entry` (a cache hit), or makes it: under a lock
+/// named `<kind>-<key>`, a damaged entry set aside, `make` fills a staging
+/// dir (given it and a phase reporter) and returns the manifest, which is
+/// written there with its `build_seconds` before the dir is published by
+/// one rename. Emits `BuildPhase` and `BuildFinished` as a build. What
+/// prebuilt and local kernels share.
+pub fn find_or_make(
     cache: &Cache,
     v: &Variant,
-    decl: &PrebuiltDecl,
+    kind: &str,
+    key: &str,
+    entry: &Path,
     events: &dyn EventSink,
+    make: impl FnOnce(&Path, &dyn Fn(String)) -> Result<Manifest>,
 ) -> Result<(Manifest, bool)> {
     let t0 = Instant::now();
     let phase = |what: String| {
@@ -303,27 +331,24 @@ pub fn fetch(
             what,
         })
     };
-    let c = resolve(decl)?;
-    let entry = entry_dir(cache, &c.sha256);
-    let key = key(&c.sha256);
     let finished = |cached| {
         events.event(&Event::BuildFinished {
             variant: v.name.clone(),
-            key: key.clone(),
+            key: key.to_string(),
             cached,
             elapsed: t0.elapsed(),
-            entry: entry.clone(),
+            entry: entry.to_path_buf(),
         })
     };
-    if let Ok(Some(m)) = Manifest::load_sound(&entry) {
+    if let Ok(Some(m)) = Manifest::load_sound(entry) {
         finished(true);
         return Ok((m, true));
     }
-    std::fs::create_dir_all(cache.dir("prebuilt"))?;
-    let _lock = cache.lock(&format!("prebuilt-{key}"), || {
-        phase("waiting for another run fetching the same package".into())
+    std::fs::create_dir_all(cache.dir(kind))?;
+    let _lock = cache.lock(&format!("{kind}-{key}"), || {
+        phase("waiting for another run making the same kernel entry".into())
     })?;
-    match Manifest::load_sound(&entry) {
+    match Manifest::load_sound(entry) {
         Ok(Some(m)) => {
             finished(true);
             return Ok((m, true));
@@ -331,91 +356,115 @@ pub fn fetch(
         Ok(None) => {}
         Err(why) => {
             phase(format!(
-                "cache entry {} is damaged ({why}); fetching it again",
+                "cache entry {} is damaged ({why}); making it again",
                 entry.display()
             ));
-            cache::discard(&entry)?;
+            cache::discard(entry)?;
         }
     }
-    cache::remove_stale_staging(&entry)?;
-    for (tool, pkg) in [("apt-get", "apt"), ("dpkg-deb", "dpkg"), ("depmod", "kmod")] {
-        if source::which(tool).is_none() {
-            source::require(&[pkg], &format!("{tool} is missing"))?;
-        }
-    }
-    let staging = cache::staging_dir(&entry)?;
+    cache::remove_stale_staging(entry)?;
+    let staging = cache::staging_dir(entry)?;
     let st = staging.path().join("entry");
-    let dl = staging.path().join("download");
     std::fs::create_dir_all(&st)?;
-    std::fs::create_dir_all(&dl)?;
-    phase(format!(
-        "downloading {} {} (apt-get download; nothing is installed)",
-        c.package, c.version
-    ));
-    // As root, apt downloads as its sandbox user _apt where that user may
-    // write, else as root: the cache is root's, so root it is.
-    let mut cmd = Command::new("apt-get");
-    cmd.current_dir(&dl)
-        .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
-        .arg(format!("{}={}", c.package, c.version));
-    run_quiet(
-        cmd,
-        &format!("apt-get download {}={}", c.package, c.version),
-    )?;
-    let deb = std::fs::read_dir(&dl)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .context("apt-get download left no .deb")?;
-    let sha = cache::sha256_file(&deb)?;
-    if sha != c.sha256 {
-        bail!(
-            "{}: the downloaded {} has sha256 {sha}, but apt's index says {}",
-            decl.origin,
-            deb.display(),
-            c.sha256
-        );
-    }
-    phase(format!(
-        "unpacking {} (dpkg-deb -x into the cache)",
-        deb.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let root = st.join("root");
-    let mut cmd = Command::new("dpkg-deb");
-    cmd.arg("-x").arg(&deb).arg(&root);
-    run_quiet(cmd, "dpkg-deb -x")?;
-    std::fs::remove_file(&deb)?;
-    let release = only_release(&root.join("lib/modules"))?;
-    phase(format!("depmod for {release}"));
-    let mut cmd = Command::new(source::which("depmod").unwrap_or_else(|| "depmod".into()));
-    cmd.arg("-b").arg(&root).arg(&release);
-    run_quiet(cmd, "depmod")?;
-    let boot = root.join("boot");
-    let vmlinuz = boot.join(format!("vmlinuz-{release}"));
-    phase("taking vmlinux out of vmlinuz".into());
-    let bz = std::fs::read(&vmlinuz)
-        .with_context(|| format!("the package has no {}", vmlinuz.display()))?;
-    let elf = extract_vmlinux(&bz).with_context(|| format!("{}", vmlinuz.display()))?;
-    std::fs::write(st.join("vmlinux"), elf)?;
-    let config_rel = format!("root/boot/config-{release}");
-    let mut info = PrebuiltInfo {
-        package: c.package.clone(),
-        version: c.version.clone(),
-        deb_sha256: c.sha256.clone(),
-        ..Default::default()
-    };
-    info.read_config(
-        &std::fs::read_to_string(st.join(&config_rel))
-            .with_context(|| format!("the package has no boot/config-{release}"))?,
-    );
-    let manifest = manifest(v, &entry, &key, &release, info, t0.elapsed().as_secs_f64());
+    let mut manifest = make(&st, &phase)?;
+    manifest.build_seconds = t0.elapsed().as_secs_f64();
     std::fs::write(
         st.join("manifest.json"),
         serde_json::to_vec_pretty(&manifest)?,
     )?;
-    cache::publish(&st, &entry)?;
+    cache::publish(&st, entry)?;
     finished(false);
     Ok((manifest, false))
+}
+
+/// Fetches (or finds) a prebuilt variant's kernel; says whether it was
+/// found (a cache hit). Emits `BuildPhase` and `BuildFinished` as a build.
+pub fn fetch(
+    cache: &Cache,
+    v: &Variant,
+    decl: &PrebuiltDecl,
+    events: &dyn EventSink,
+) -> Result<(Manifest, bool)> {
+    let c = resolve(decl)?;
+    let entry = entry_dir(cache, &c.sha256);
+    let key = key(&c.sha256);
+    find_or_make(cache, v, "prebuilt", &key, &entry, events, |st, phase| {
+        for (tool, pkg) in [("apt-get", "apt"), ("dpkg-deb", "dpkg"), ("depmod", "kmod")] {
+            if source::which(tool).is_none() {
+                source::require(&[pkg], &format!("{tool} is missing"))?;
+            }
+        }
+        let dl = st.with_file_name("download");
+        std::fs::create_dir_all(&dl)?;
+        phase(format!(
+            "downloading {} {} (apt-get download; nothing is installed)",
+            c.package, c.version
+        ));
+        // As root, apt downloads as its sandbox user _apt where that user may
+        // write, else as root: the cache is root's, so root it is.
+        let mut cmd = Command::new("apt-get");
+        cmd.current_dir(&dl)
+            .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
+            .arg(format!("{}={}", c.package, c.version));
+        run_quiet(
+            cmd,
+            &format!("apt-get download {}={}", c.package, c.version),
+        )?;
+        let deb = std::fs::read_dir(&dl)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .context("apt-get download left no .deb")?;
+        let sha = cache::sha256_file(&deb)?;
+        if sha != c.sha256 {
+            bail!(
+                "{}: the downloaded {} has sha256 {sha}, but apt's index says {}",
+                decl.origin,
+                deb.display(),
+                c.sha256
+            );
+        }
+        phase(format!(
+            "unpacking {} (dpkg-deb -x into the cache)",
+            deb.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let root = st.join("root");
+        let mut cmd = Command::new("dpkg-deb");
+        cmd.arg("-x").arg(&deb).arg(&root);
+        run_quiet(cmd, "dpkg-deb -x")?;
+        std::fs::remove_file(&deb)?;
+        let release = only_release(&root.join("lib/modules"))?;
+        phase(format!("depmod for {release}"));
+        let mut cmd = Command::new(source::which("depmod").unwrap_or_else(|| "depmod".into()));
+        cmd.arg("-b").arg(&root).arg(&release);
+        run_quiet(cmd, "depmod")?;
+        let vmlinuz = root.join("boot").join(format!("vmlinuz-{release}"));
+        write_vmlinux(&vmlinuz, &st.join("vmlinux"), phase)?;
+        let config_rel = format!("root/boot/config-{release}");
+        let mut info = PrebuiltInfo {
+            package: c.package.clone(),
+            version: c.version.clone(),
+            deb_sha256: c.sha256.clone(),
+            ..Default::default()
+        };
+        info.read_config(
+            &std::fs::read_to_string(st.join(&config_rel))
+                .with_context(|| format!("the package has no boot/config-{release}"))?,
+        );
+        Ok(manifest(v, &entry, &key, &release, info, 0.0))
+    })
+}
+
+/// Writes the ELF `vmlinux` taken out of the bzImage `image` to `to`.
+pub fn write_vmlinux(image: &Path, to: &Path, phase: &dyn Fn(String)) -> Result<()> {
+    phase(format!(
+        "taking vmlinux out of {}",
+        image.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let bz = std::fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
+    let elf = extract_vmlinux(&bz).with_context(|| format!("{}", image.display()))?;
+    std::fs::write(to, elf)?;
+    Ok(())
 }
 
 /// Where a Debian headers package puts its build dir:
@@ -472,13 +521,25 @@ pub fn build_inputs(
         }
         m.build_dir = dir;
     }
-    if let Some(sd) = &decl.source_decl {
-        let src = crate::build::variant::Source::Tarball(sd.clone());
-        let ev = crate::events::Null;
-        let id = sources.identify(cache, &src, &ev)?;
-        m.source_dir = source::unpack(cache, sd, &id, note)?;
-    }
+    m.source_dir = declared_source_dir(cache, sources, decl.source_decl.as_ref(), note)?;
     Ok(())
+}
+
+/// The tree of a declared source a kernel not built here names (unpacked
+/// once), or an empty path when it names none.
+pub fn declared_source_dir(
+    cache: &Cache,
+    sources: &source::Sources,
+    decl: Option<&SourceDecl>,
+    note: &dyn Fn(&str),
+) -> Result<PathBuf> {
+    let Some(sd) = decl else {
+        return Ok(PathBuf::new());
+    };
+    let src = crate::build::variant::Source::Tarball(sd.clone());
+    let ev = crate::events::Null;
+    let id = sources.identify(cache, &src, &ev)?;
+    source::unpack(cache, sd, &id, note)
 }
 
 /// The one directory under `lib/modules/`: the kernel release.
@@ -623,6 +684,24 @@ SHA256: 0000000000000000000000000000000000000000000000000000000000000000
             "Debian linux-image-6.1.0-57-amd64-unsigned 6.1.192-3; LIVEPATCH=y \
              DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y DYNAMIC_FTRACE_WITH_ARGS=n DYNAMIC_FTRACE_WITH_REGS=y"
         );
+        // A local kernel: its image, and no package fields in the record.
+        let l = PrebuiltInfo {
+            local_image: Some("/k/boot/vmlinuz-6.1.0-1".into()),
+            livepatch: Some("y".into()),
+            ..Default::default()
+        };
+        assert_eq!(l.origin(), "local /k/boot/vmlinuz-6.1.0-1");
+        assert_eq!(
+            l.describe(),
+            "local /k/boot/vmlinuz-6.1.0-1; LIVEPATCH=y DYNAMIC_FTRACE_WITH_DIRECT_CALLS=n \
+             DYNAMIC_FTRACE_WITH_ARGS=n DYNAMIC_FTRACE_WITH_REGS=n"
+        );
+        let back: PrebuiltInfo = serde_json::from_slice(&serde_json::to_vec(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+        // A Debian package's record has no local_image field, and reads back.
+        let j = serde_json::to_value(&i).unwrap();
+        assert!(j.get("local_image").is_none(), "{j}");
+        assert_eq!(serde_json::from_value::<PrebuiltInfo>(j).unwrap(), i);
     }
 
     /// A bzImage-shaped file: the boot header fields the extraction

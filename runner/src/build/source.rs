@@ -237,6 +237,12 @@ impl Sources {
             Source::Tarball(d) => format!("tarball:{}", d.name),
             Source::Tree(t) => format!("tree:{}", t.display()),
             Source::Prebuilt(p) => format!("prebuilt:{}", p.debian_package),
+            Source::Local(l) => format!(
+                "local:{}:{}:{}",
+                l.image.display(),
+                l.modules.display(),
+                l.headers.as_deref().unwrap_or(Path::new("")).display()
+            ),
         };
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = m.get(&key) {
@@ -253,6 +259,7 @@ impl Sources {
 pub fn identify(cache: &Cache, source: &Source, ev: &dyn EventSink) -> Result<SourceId> {
     match source {
         Source::Prebuilt(p) => crate::build::prebuilt::identify(p),
+        Source::Local(l) => crate::build::local::identify(l),
         Source::Tarball(decl) => {
             ensure_tarball(decl)?;
             let package = decl

@@ -52,6 +52,10 @@ pub struct VariantDecl {
     /// and `fragments`.
     #[serde(default)]
     pub prebuilt: Option<PrebuiltDecl>,
+    /// A user's own kernel (an image, its modules dir, its headers),
+    /// instead of `source`, `series`, `fragments` and `prebuilt`.
+    #[serde(default)]
+    pub local: Option<LocalDecl>,
     /// The rule this kernel is meant to follow for a livepatch and a BPF
     /// trampoline on one function (default `shared`).
     #[serde(default)]
@@ -85,6 +89,39 @@ pub struct PrebuiltDecl {
     pub source_decl: Option<SourceDecl>,
 }
 
+/// A user's own kernel, used where it is (nothing is copied but what must
+/// be derived): `local: {image, modules, headers, source}`. Relative
+/// paths are relative to the project root; after parsing they are
+/// absolute.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalDecl {
+    /// The kernel image (a bzImage: `arch/x86/boot/bzImage`,
+    /// `/boot/vmlinuz-<release>`).
+    pub image: PathBuf,
+    /// Its modules: a `lib/modules/<release>` dir with depmod's output.
+    pub modules: PathBuf,
+    /// The build (or headers) dir modules build against: a dir with the
+    /// kernel's `Makefile`, `.config` and `Module.symvers`.
+    #[serde(default)]
+    pub headers: Option<PathBuf>,
+    /// The declared source (under `sources:`) whose tree gives the
+    /// selftests and the livepatch sample, as for a prebuilt kernel.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Where each is declared ("variants.yaml:40:14", at the value), for
+    /// errors.
+    #[serde(skip)]
+    pub image_origin: String,
+    #[serde(skip)]
+    pub modules_origin: String,
+    #[serde(skip)]
+    pub headers_origin: String,
+    /// `source`, resolved.
+    #[serde(skip)]
+    pub source_decl: Option<SourceDecl>,
+}
+
 /// What a variant's kernel is meant to do with a livepatch (an IPMODIFY
 /// ftrace_ops) and a BPF trampoline (a DIRECT ftrace_ops with ops_func) on
 /// one function. `explore`'s model takes its rule from here.
@@ -106,6 +143,8 @@ pub enum Source {
     Tree(PathBuf),
     /// A kernel built by a distribution: nothing is compiled.
     Prebuilt(PrebuiltDecl),
+    /// A user's own kernel, used where it is: nothing is compiled.
+    Local(LocalDecl),
 }
 
 /// A variant with every file it names loaded and checked.
@@ -239,13 +278,52 @@ pub fn parse_variants(
                 v.name
             );
         }
-        if let Some(p) = &v.prebuilt {
-            // The kernel is the package's: nothing to build it from.
-            let pat = |k: &str| {
-                input::find_from(text, here_line, &format!("{k}:"))
-                    .filter(|(l, _)| next_decl.is_none_or(|n| *l < n))
-                    .map(|(l, c)| format!("{}:{l}:{c}", path.display()))
-            };
+        // A key of this declaration: its position, if it is before the next.
+        let pat = |k: &str| {
+            input::find_from(text, here_line, &format!("{k}:"))
+                .filter(|(l, _)| next_decl.is_none_or(|n| *l < n))
+                .map(|(l, c)| format!("{}:{l}:{c}", path.display()))
+        };
+        // The position of a key's value (`key: value`), else of the key.
+        let value_at = |k: &str, value: &str| {
+            input::find_from(text, here_line, &format!("{k}: {value}"))
+                .filter(|(l, _)| next_decl.is_none_or(|n| *l < n))
+                .map(|(l, c)| format!("{}:{l}:{}", path.display(), c + k.len() + 2))
+                .or_else(|| pat(k))
+                .unwrap_or_else(|| here.clone())
+        };
+        let declared_source = |sname: &str| -> Result<SourceDecl> {
+            match file.sources.iter().find(|s| s.name == sname) {
+                Some(s) => Ok(s.clone()),
+                None => bail!(
+                    "{}: variant '{}' names source '{sname}', which is not declared under \
+                     'sources:' (known: {})",
+                    input::find_from(text, here_line, &format!("source: {sname}"))
+                        .filter(|(l, _)| next_decl.is_none_or(|n| *l < n))
+                        .map(|(l, c)| format!("{}:{l}:{c}", path.display()))
+                        .unwrap_or_else(|| here.clone()),
+                    v.name,
+                    file.sources
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        };
+        let kind = match (&v.prebuilt, &v.local) {
+            (Some(_), Some(_)) => bail!(
+                "{}: variant '{}' is both prebuilt and local: give one of 'prebuilt:' (a \
+                 distribution's package) and 'local:' (your own kernel)",
+                pat("local").unwrap_or_else(|| here.clone()),
+                v.name
+            ),
+            (Some(_), None) => Some(("prebuilt", "its package built it")),
+            (None, Some(_)) => Some(("local", "you built it")),
+            (None, None) => None,
+        };
+        if let Some((kind, as_built)) = kind {
+            // The kernel is there already: nothing to build it from.
             for (key, given) in [
                 ("source", v.source.is_some()),
                 ("series", v.series.is_some()),
@@ -253,13 +331,41 @@ pub fn parse_variants(
             ] {
                 if given {
                     bail!(
-                        "{}: variant '{}' is prebuilt: '{key}' does not apply (a prebuilt kernel \
-                         comes as its package built it; declare another variant to build one)",
+                        "{}: variant '{}' is {kind}: '{key}' does not apply (a {kind} kernel \
+                         comes as {as_built}; declare another variant to build one)",
                         pat(key).unwrap_or_else(|| here.clone()),
                         v.name
                     );
                 }
             }
+        }
+        if let Some(l) = &v.local {
+            let abs = |p: &Path| root.join(p);
+            let shown = |p: &Path| p.display().to_string();
+            let headers_origin = match &l.headers {
+                Some(h) => value_at("headers", &shown(h)),
+                None => here.clone(),
+            };
+            out.push(Variant {
+                name: v.name.clone(),
+                description: v.description.clone(),
+                source: Source::Local(LocalDecl {
+                    image: abs(&l.image),
+                    modules: abs(&l.modules),
+                    headers: l.headers.as_deref().map(abs),
+                    source: l.source.clone(),
+                    image_origin: value_at("image", &shown(&l.image)),
+                    modules_origin: value_at("modules", &shown(&l.modules)),
+                    headers_origin,
+                    source_decl: l.source.as_deref().map(declared_source).transpose()?,
+                }),
+                series: None,
+                fragments: Vec::new(),
+                coexistence: v.coexistence,
+            });
+            continue;
+        }
+        if let Some(p) = &v.prebuilt {
             input::check_debian_package("Debian package", &p.debian_package).map_err(|m| {
                 anyhow::anyhow!("{}: {m}", pat("debian_package").unwrap_or(here.clone()))
             })?;
@@ -268,35 +374,11 @@ pub fn parse_variants(
                 .unwrap_or_else(|| here.clone());
             let mut headers_origin = here.clone();
             if let Some(h) = &p.headers {
-                let at_h = input::find_from(text, here_line, &format!("headers: {h}"))
-                    .filter(|(l, _)| next_decl.is_none_or(|n| *l < n))
-                    .map(|(l, c)| format!("{}:{l}:{}", path.display(), c + "headers: ".len()))
-                    .or_else(|| pat("headers"))
-                    .unwrap_or_else(|| here.clone());
+                let at_h = value_at("headers", h);
                 input::check_debian_package("Debian package", h)
                     .map_err(|m| anyhow::anyhow!("{at_h}: {m}"))?;
                 headers_origin = at_h;
             }
-            let source_decl = match &p.source {
-                None => None,
-                Some(sname) => match file.sources.iter().find(|s| &s.name == sname) {
-                    Some(s) => Some(s.clone()),
-                    None => bail!(
-                        "{}: variant '{}' names source '{sname}', which is not declared under \
-                         'sources:' (known: {})",
-                        input::find_from(text, here_line, &format!("source: {sname}"))
-                            .filter(|(l, _)| next_decl.is_none_or(|n| *l < n))
-                            .map(|(l, c)| format!("{}:{l}:{c}", path.display()))
-                            .unwrap_or_else(|| here.clone()),
-                        v.name,
-                        file.sources
-                            .iter()
-                            .map(|s| s.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                },
-            };
             out.push(Variant {
                 name: v.name.clone(),
                 description: v.description.clone(),
@@ -306,7 +388,7 @@ pub fn parse_variants(
                     source: p.source.clone(),
                     origin,
                     headers_origin,
-                    source_decl,
+                    source_decl: p.source.as_deref().map(declared_source).transpose()?,
                 }),
                 series: None,
                 fragments: Vec::new(),
@@ -317,7 +399,7 @@ pub fn parse_variants(
         let Some(source_name) = &v.source else {
             bail!(
                 "{here}: variant '{}' names no source: give 'source:' (with 'fragments:') to build \
-                 a kernel, or 'prebuilt:' for a distribution's",
+                 a kernel, 'prebuilt:' for a distribution's, or 'local:' for your own",
                 v.name
             );
         };
@@ -489,6 +571,83 @@ mod tests {
         .to_string();
         assert!(
             e.starts_with("variants.yaml:8:7: Debian package 'linux headers'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_local_variant_names_its_files_and_nothing_to_build() {
+        let (_d, root) = project();
+        let v = parse(
+            &root,
+            "  - name: mine\n    local:\n      image: k/bzImage\n      modules: \
+             /lib/modules/6.1.0-1\n      headers: k/build\n      source: deb\n",
+        )
+        .unwrap();
+        let Source::Local(l) = &v[0].source else {
+            panic!("{:?}", v[0].source)
+        };
+        // Relative to the project root; absolute ones as they are.
+        assert_eq!(l.image, root.join("k/bzImage"));
+        assert_eq!(l.modules, Path::new("/lib/modules/6.1.0-1"));
+        assert_eq!(l.headers.as_deref(), Some(root.join("k/build").as_path()));
+        assert_eq!(l.source_decl.as_ref().unwrap().name, "deb");
+        // Each placed at its value, for the checks later.
+        assert_eq!(l.image_origin, "variants.yaml:7:14");
+        assert_eq!(l.modules_origin, "variants.yaml:8:16");
+        assert_eq!(l.headers_origin, "variants.yaml:9:16");
+        assert!(v[0].fragments.is_empty() && v[0].series.is_none());
+        // Flow style, no headers.
+        let v = parse(
+            &root,
+            "  - name: mine\n    local: {image: /b, modules: /m/6.1.0}\n",
+        )
+        .unwrap();
+        let Source::Local(l) = &v[0].source else {
+            panic!()
+        };
+        assert!(l.headers.is_none() && l.source_decl.is_none());
+        assert_eq!(l.image_origin, "variants.yaml:6:20");
+        // Fragments, both kinds, an unknown source, an unknown key.
+        let e = parse(
+            &root,
+            "  - name: mine\n    local: {image: /b, modules: /m}\n    fragments: [a]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("variants.yaml:7:5: variant 'mine' is local: 'fragments' does not apply"),
+            "{e}"
+        );
+        let e = parse(
+            &root,
+            "  - name: mine\n    prebuilt: {debian_package: linux-image-x}\n    \
+             local: {image: /b, modules: /m}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("variants.yaml:7:5: variant 'mine' is both prebuilt and local"),
+            "{e}"
+        );
+        let e = parse(
+            &root,
+            "  - name: mine\n    local:\n      image: /b\n      modules: /m\n      source: nope\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("variants.yaml:9:7: variant 'mine' names source 'nope'"),
+            "{e}"
+        );
+        let e = parse(
+            &root,
+            "  - name: mine\n    local: {image: /b, modules: /m, config: /c}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("variants.yaml:6:") && e.contains("unknown field `config`"),
             "{e}"
         );
     }

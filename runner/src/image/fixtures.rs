@@ -398,11 +398,21 @@ fn build_prebuilt(
     let note = |what: String| events.event(&Event::Preparing { what });
     let pkg = kernel.prebuilt.clone().unwrap_or_default();
     if kernel.build_dir.as_os_str().is_empty() {
-        events.event(&Event::Note(format!(
-            "fixtures: none for prebuilt {} ({} {}): it declares no headers package \
-             (prebuilt: {{headers: linux-headers-{}}})",
-            kernel.variant, pkg.package, pkg.version, kernel.kernel_release
-        )));
+        events.event(&Event::Note(match pkg.local_image {
+            Some(_) => format!(
+                "fixtures: none for local {} ({}): it declares no headers (local: {{headers: \
+                 <its build dir>}})",
+                kernel.variant,
+                pkg.origin()
+            ),
+            None => format!(
+                "fixtures: none for prebuilt {} ({}): it declares no headers package \
+                 (prebuilt: {{headers: linux-headers-{}}})",
+                kernel.variant,
+                pkg.origin(),
+                kernel.kernel_release
+            ),
+        }));
         let mut h = KeyHasher::new("fixtures-none-v1");
         h.part("kernel", kernel.key.as_bytes());
         return Ok(Fixtures {

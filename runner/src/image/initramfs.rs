@@ -21,7 +21,7 @@ use crate::image::fixtures::Fixtures;
 use crate::input::yaml_error;
 
 use super::host;
-use super::modules::{self, Preload};
+use crate::build::modules::{self, Preload};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -537,14 +537,14 @@ pub fn build(
                 );
             }
             let pre = modules::preload(&kernel.modules_dir, modules::AGENT_CHANNEL_MODULES)
-                .with_context(|| {
-                    format!(
-                        "the modules the agent needs from {} {}",
-                        p.package, p.version
-                    )
-                })?;
+                .with_context(|| format!("the modules the agent needs from {}", p.origin()))?;
             events.event(&Event::Note(format!(
-                "image for prebuilt {}: {} module(s) to load before READY ({}){}; {}",
+                "image for {} {}: {} module(s) to load before READY ({}){}; {}",
+                if p.local_image.is_some() {
+                    "local"
+                } else {
+                    "prebuilt"
+                },
                 kernel.variant,
                 pre.order.len(),
                 pre.order

@@ -12,8 +12,9 @@
 //! - `initramfs`: recipes, the static agent, the cpio archive.
 //! - `host`: host programs with the shared libraries they load (as
 //!   mkinitramfs' copy_exec does), for the selftests' GNU tools.
-//! - `modules`: the modules a modular kernel's guest loads before its
-//!   agent greets the host, in `modules.dep` order.
+//! - `modules` (in `crate::build`, which keys local kernels by them): the
+//!   modules a modular kernel's guest loads before its agent greets the
+//!   host, in `modules.dep` order.
 //! - `prepare`: the three together for one variant.
 //! - `inventory`: the fixture names a guest will have, read from the
 //!   sources before anything builds (for the suite checks).
@@ -22,8 +23,9 @@ pub mod fixtures;
 pub mod host;
 pub mod initramfs;
 pub mod inventory;
-pub mod modules;
 pub mod prepare;
+
+pub use crate::build::modules;
 
 pub use fixtures::Fixtures;
 pub use initramfs::Image;

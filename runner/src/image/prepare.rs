@@ -68,6 +68,7 @@ pub fn prepare(
             crate::build::variant::Source::Tarball(d) => d.name.clone(),
             crate::build::variant::Source::Tree(p) => format!("tree {}", p.display()),
             crate::build::variant::Source::Prebuilt(p) => format!("prebuilt {}", p.debian_package),
+            crate::build::variant::Source::Local(l) => format!("local {}", l.image.display()),
         },
         manifest,
         fixtures,
@@ -81,7 +82,7 @@ pub fn prepare(
 
 impl Prepared {
     /// Boots the PVH vmlinux directly (no decompression, the fastest
-    /// start); a prebuilt kernel boots as distributed, its bzImage.
+    /// start); a prebuilt or local kernel boots as it is, its bzImage.
     pub fn vm_config(&self, console_log: PathBuf) -> VmConfig {
         let kernel = match &self.manifest.prebuilt {
             None => &self.manifest.vmlinux,

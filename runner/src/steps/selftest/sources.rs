@@ -119,7 +119,8 @@ fn source_listing(ws: &Workspace, v: &Variant, events: &dyn EventSink) -> Result
     let tarball;
     let (decl, src) = match &v.source {
         variant::Source::Tree(t) => return Ok(Listing::Dir(t.clone())),
-        variant::Source::Prebuilt(p) => match &p.source_decl {
+        variant::Source::Prebuilt(variant::PrebuiltDecl { source_decl, .. })
+        | variant::Source::Local(variant::LocalDecl { source_decl, .. }) => match source_decl {
             None => return Ok(Listing::Paths(BTreeSet::new())),
             Some(d) => {
                 tarball = variant::Source::Tarball(d.clone());
