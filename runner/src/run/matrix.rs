@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use super::case::{run_case, CaseOptions};
+use super::estimates::Estimates;
 use crate::events::{Event, EventSink};
 use crate::image::Prepared;
 use crate::record::{CaseResult, RecordSink};
@@ -79,6 +80,21 @@ pub fn shard(jobs: Vec<Job>, i: usize, n: usize) -> Vec<Job> {
         .collect()
 }
 
+/// The order jobs start in: the longest first, by `cost` (what the job
+/// took last time here, or its stress duration; see
+/// [`super::estimates`]), so no worker is left with a long one at the end
+/// while the others wait; equal costs (nothing recorded) keep the job
+/// order. Results stay in job order whatever the start order.
+fn start_order(jobs: &[Job], cost: impl Fn(&Job) -> f64) -> Vec<(usize, &Job)> {
+    let mut order: Vec<(usize, f64, &Job)> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (i, cost(j), j))
+        .collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1));
+    order.into_iter().map(|(i, _, j)| (i, j)).collect()
+}
+
 /// What the matrix ran: the finished cases in job order, and why it
 /// stopped early if it did.
 pub struct Outcome {
@@ -95,7 +111,7 @@ pub fn run(
     suites: &[Suite],
     prepared: &BTreeMap<String, Prepared>,
     opts: &CaseOptions,
-    workers: usize,
+    (workers, estimates): (usize, &Estimates),
     events: &dyn EventSink,
     records: &dyn RecordSink,
 ) -> Result<Outcome> {
@@ -104,13 +120,9 @@ pub fn run(
             bail!("variant '{}' was not prepared", j.variant);
         }
     }
-    // Jobs that take long on purpose (stress durations) go first, so no
-    // worker is left with one at the end while the others wait; results
-    // stay in job order.
-    let mut order: Vec<(usize, &Job)> = jobs.iter().enumerate().collect();
-    order.sort_by(|(_, a), (_, b)| {
-        let fixed = |j: &Job| suites[j.suite].file.cases[j.case].fixed_seconds;
-        fixed(b).total_cmp(&fixed(a))
+    let order = start_order(jobs, |j| {
+        let fixed = suites[j.suite].file.cases[j.case].fixed_seconds;
+        estimates.get(&j.id).copied().unwrap_or(0.0).max(fixed)
     });
     let queue: Mutex<VecDeque<(usize, &Job)>> = Mutex::new(order.into_iter().collect());
     let results: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; jobs.len()]);
@@ -225,6 +237,28 @@ mod tests {
         }
         // Stable: the same slice twice.
         assert_eq!(shard(fake_jobs(20), 2, 3), shard(fake_jobs(20), 2, 3));
+    }
+
+    #[test]
+    fn the_longest_jobs_start_first_and_the_rest_keep_their_order() {
+        let jobs = fake_jobs(6);
+        let cost = |j: &Job| match j.id.as_str() {
+            "s/c1@a" => 250.0,
+            "s/c0@b" => 30.0,
+            _ => 0.0,
+        };
+        let ids: Vec<&str> = start_order(&jobs, cost)
+            .iter()
+            .map(|(_, j)| j.id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            ["s/c1@a", "s/c0@b", "s/c0@a", "s/c0@c", "s/c1@b", "s/c1@c"]
+        );
+        // Each keeps its position in the job list.
+        assert!(start_order(&jobs, cost)
+            .iter()
+            .all(|(i, j)| jobs[*i].id == j.id));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 
 pub mod bisect;
 pub mod case;
+pub mod estimates;
 pub mod loop_bench;
 pub mod matrix;
 pub mod verdict;
@@ -449,15 +450,19 @@ impl Started {
         });
         let cpu0 = cpu_times();
         let t_matrix = Instant::now();
+        let estimates = estimates::load(&ws.cache);
         let matrix::Outcome { results, stopped } = matrix::run(
             &jobs,
             &suites,
             &prepared,
             &opts,
-            req.workers,
+            (req.workers, &estimates),
             events,
             records,
         )?;
+        if let Err(e) = estimates::record(&ws.cache, &results) {
+            events::note(events, format!("job durations not recorded: {e:#}"));
+        }
         let matrix_s = t_matrix.elapsed().as_secs_f64();
         let cpu1 = cpu_times();
         events.event(&Event::RunFinished {
