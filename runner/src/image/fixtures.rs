@@ -119,7 +119,6 @@ pub fn build(
     kernel: &Manifest,
     events: &dyn EventSink,
 ) -> Result<Fixtures> {
-    let note = |what: String| events.event(&Event::Preparing { what });
     if kernel.prebuilt.is_some() {
         return build_prebuilt(cache, project, kernel, events);
     }
@@ -151,10 +150,104 @@ pub fn build(
         h.part("gcc", source::first_line("gcc", &["--version"]).as_bytes());
     }
     let key = h.finish();
-    let entry = cache.dir("fixtures").join(&key);
+    let want = wanted(&mod_src, &[], &bpf_src, &st_outputs);
+    // Modules are built in the kernel's build dir: one user at a time.
+    let lock = (
+        kbuild::build_dir_lock(&kernel.build_dir),
+        "waiting for another run using the same kernel build dir",
+    );
+    let what = format!("building fixtures for {} ({key})", kernel.variant);
+    in_entry(
+        cache,
+        &key,
+        &want,
+        &st_outputs,
+        lock,
+        what,
+        events,
+        |staging, st| {
+            // kbuild `M=<dir> modules` in the kernel's build dir.
+            let make_modules = |work: &Path, what: &str| -> Result<()> {
+                let mut c = kbuild::make_command(cache, &kernel.source_dir, &kernel.build_dir);
+                c.arg(format!("M={}", work.display())).arg("modules");
+                kbuild::run_quiet(c, what)
+                    .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
+                Ok(())
+            };
+            if !mod_src.is_empty() {
+                let work = staging.join("modsrc");
+                std::fs::create_dir_all(&work)?;
+                for p in &mod_src {
+                    std::fs::copy(p, work.join(p.file_name().unwrap()))?;
+                }
+                make_modules(&work, "building the fixture modules")?;
+                for ko in listed(&work, ".ko")? {
+                    std::fs::copy(&ko, st.join("modules").join(ko.file_name().unwrap()))?;
+                }
+            }
+
+            build_bpf(&root, &bpf_src, &kernel.vmlinux, staging, st)?;
+            build_selftests(&st_builds, &kernel.source_dir, staging, st, &make_modules)?;
+            Ok(())
+        },
+    )
+}
+
+/// What a fixtures entry must hold: a `.ko` per module source (and per
+/// extra module name), a `.bpf.o` per BPF source, each selftest output;
+/// an entry without one of them is damaged and built again.
+fn wanted(
+    mod_src: &[PathBuf],
+    extra_modules: &[String],
+    bpf_src: &[PathBuf],
+    st_outputs: &[String],
+) -> Vec<PathBuf> {
+    let stem = |p: &PathBuf, suffix: &str| {
+        p.file_name()?
+            .to_string_lossy()
+            .strip_suffix(suffix)
+            .map(str::to_string)
+    };
+    mod_src
+        .iter()
+        .filter_map(|p| stem(p, ".c"))
+        .chain(extra_modules.iter().cloned())
+        .map(|m| PathBuf::from("modules").join(format!("{m}.ko")))
+        .chain(
+            bpf_src
+                .iter()
+                .filter_map(|p| stem(p, ".bpf.c"))
+                .map(|b| PathBuf::from("bpf").join(format!("{b}.bpf.o"))),
+        )
+        .chain(
+            st_outputs
+                .iter()
+                .map(|rel| PathBuf::from("selftests").join(rel)),
+        )
+        .collect()
+}
+
+/// The fixtures entry `<cache>/fixtures/<key>/`: found when it holds
+/// `want`; else, under the lock `(name, what to say while waiting)`, a
+/// damaged one is discarded, `build(staging, entry)` fills `entry` (its
+/// `modules/` and `bpf/` made) in a staging dir, and it is published by
+/// one rename.
+#[allow(clippy::too_many_arguments)]
+fn in_entry(
+    cache: &Cache,
+    key: &str,
+    want: &[PathBuf],
+    st_outputs: &[String],
+    (lock, waiting): (String, &str),
+    what: String,
+    events: &dyn EventSink,
+    build: impl FnOnce(&Path, &Path) -> Result<()>,
+) -> Result<Fixtures> {
+    let note = |what: String| events.event(&Event::Preparing { what });
+    let entry = cache.dir("fixtures").join(key);
     let found = |entry: &Path| -> Result<Fixtures> {
         Ok(Fixtures {
-            key: key.clone(),
+            key: key.to_string(),
             modules: listed(&entry.join("modules"), ".ko")?,
             bpf: listed(&entry.join("bpf"), ".bpf.o")?,
             selftests: st_outputs
@@ -163,35 +256,12 @@ pub fn build(
                 .collect(),
         })
     };
-    // Every module source gives a .ko and every BPF source a .bpf.o; an
-    // entry without them is damaged and built again.
-    let want: Vec<PathBuf> = mod_src
-        .iter()
-        .filter_map(|p| {
-            let n = p.file_name()?.to_string_lossy().into_owned();
-            n.strip_suffix(".c")
-                .map(|stem| PathBuf::from("modules").join(format!("{stem}.ko")))
-        })
-        .chain(bpf_src.iter().filter_map(|p| {
-            let n = p.file_name()?.to_string_lossy().into_owned();
-            n.strip_suffix(".bpf.c")
-                .map(|stem| PathBuf::from("bpf").join(format!("{stem}.bpf.o")))
-        }))
-        .chain(
-            st_outputs
-                .iter()
-                .map(|rel| PathBuf::from("selftests").join(rel)),
-        )
-        .collect();
     let sound = |entry: &Path| want.iter().all(|w| entry.join(w).is_file());
     if entry.is_dir() && sound(&entry) {
         return found(&entry);
     }
     std::fs::create_dir_all(cache.dir("fixtures"))?;
-    // Modules are built in the kernel's build dir: one user at a time.
-    let _lock = cache.lock(&kbuild::build_dir_lock(&kernel.build_dir), || {
-        note("waiting for another run using the same kernel build dir".into())
-    })?;
+    let _lock = cache.lock(&lock, || note(waiting.into()))?;
     if entry.is_dir() {
         if sound(&entry) {
             return found(&entry);
@@ -203,39 +273,12 @@ pub fn build(
         cache::discard(&entry)?;
     }
     cache::remove_stale_staging(&entry)?;
-    note(format!("building fixtures for {} ({key})", kernel.variant));
+    note(what);
     let staging = cache::staging_dir(&entry)?;
     let st = staging.path().join("entry");
     std::fs::create_dir_all(st.join("modules"))?;
     std::fs::create_dir_all(st.join("bpf"))?;
-
-    // kbuild `M=<dir> modules` in the kernel's build dir.
-    let make_modules = |work: &Path, what: &str| -> Result<()> {
-        let mut c = kbuild::make_command(cache, &kernel.source_dir, &kernel.build_dir);
-        c.arg(format!("M={}", work.display())).arg("modules");
-        kbuild::run_quiet(c, what).map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
-        Ok(())
-    };
-    if !mod_src.is_empty() {
-        let work = staging.path().join("modsrc");
-        std::fs::create_dir_all(&work)?;
-        for p in &mod_src {
-            std::fs::copy(p, work.join(p.file_name().unwrap()))?;
-        }
-        make_modules(&work, "building the fixture modules")?;
-        for ko in listed(&work, ".ko")? {
-            std::fs::copy(&ko, st.join("modules").join(ko.file_name().unwrap()))?;
-        }
-    }
-
-    build_bpf(&root, &bpf_src, &kernel.vmlinux, staging.path(), &st)?;
-    build_selftests(
-        &st_builds,
-        &kernel.source_dir,
-        staging.path(),
-        &st,
-        &make_modules,
-    )?;
+    build(staging.path(), &st)?;
     cache::publish(&st, &entry)?;
     found(&entry)
 }
@@ -395,7 +438,6 @@ fn build_prebuilt(
     kernel: &Manifest,
     events: &dyn EventSink,
 ) -> Result<Fixtures> {
-    let note = |what: String| events.event(&Event::Preparing { what });
     let pkg = kernel.prebuilt.clone().unwrap_or_default();
     if kernel.build_dir.as_os_str().is_empty() {
         events.event(&Event::Note(match pkg.local_image {
@@ -497,152 +539,110 @@ fn build_prebuilt(
         h.part(tool, source::first_line(tool, args).as_bytes());
     }
     let key = h.finish();
-    let entry = cache.dir("fixtures").join(&key);
-    let found = |entry: &Path| -> Result<Fixtures> {
-        Ok(Fixtures {
-            key: key.clone(),
-            modules: listed(&entry.join("modules"), ".ko")?,
-            bpf: listed(&entry.join("bpf"), ".bpf.o")?,
-            selftests: st_outputs
-                .iter()
-                .map(|rel| (rel.clone(), entry.join("selftests").join(rel)))
-                .collect(),
-        })
-    };
-    let want: Vec<PathBuf> = mod_src
-        .iter()
-        .filter_map(|p| {
-            let n = p.file_name()?.to_string_lossy().into_owned();
-            n.strip_suffix(".c")
-                .map(|stem| PathBuf::from("modules").join(format!("{stem}.ko")))
-        })
-        .chain(
-            samples
-                .iter()
-                .map(|(_, n)| PathBuf::from("modules").join(format!("{n}.ko"))),
-        )
-        .chain(bpf_src.iter().filter_map(|p| {
-            let n = p.file_name()?.to_string_lossy().into_owned();
-            n.strip_suffix(".bpf.c")
-                .map(|stem| PathBuf::from("bpf").join(format!("{stem}.bpf.o")))
-        }))
-        .chain(
-            st_outputs
-                .iter()
-                .map(|rel| PathBuf::from("selftests").join(rel)),
-        )
-        .collect();
-    let sound = |entry: &Path| want.iter().all(|w| entry.join(w).is_file());
-    if entry.is_dir() && sound(&entry) {
-        return found(&entry);
-    }
-    std::fs::create_dir_all(cache.dir("fixtures"))?;
-    let _lock = cache.lock(&format!("fixtures-{key}"), || {
-        note("waiting for another run building the same fixtures".into())
-    })?;
-    if entry.is_dir() {
-        if sound(&entry) {
-            return found(&entry);
-        }
-        note(format!(
-            "fixtures entry {} is damaged; building it again",
-            entry.display()
-        ));
-        cache::discard(&entry)?;
-    }
-    cache::remove_stale_staging(&entry)?;
-    note(format!(
+    let sample_names: Vec<String> = samples.iter().map(|(_, n)| n.clone()).collect();
+    let want = wanted(&mod_src, &sample_names, &bpf_src, &st_outputs);
+    let lock = (
+        format!("fixtures-{key}"),
+        "waiting for another run building the same fixtures",
+    );
+    let what = format!(
         "building fixtures for prebuilt {} against {headers_pkg} ({key})",
         kernel.variant
-    ));
-    let staging = cache::staging_dir(&entry)?;
-    let st = staging.path().join("entry");
-    std::fs::create_dir_all(st.join("modules"))?;
-    std::fs::create_dir_all(st.join("bpf"))?;
-    let hdr = staging.path().join("headers");
-    copy_headers(headers, &hdr)?;
-    if std::fs::hard_link(&kernel.vmlinux, hdr.join("vmlinux")).is_err() {
-        std::fs::copy(&kernel.vmlinux, hdr.join("vmlinux"))?;
-    }
-    let vermagic = kernel_vermagic(&kernel.modules_dir)?;
-    // (directory, sources, Kbuild text or None to copy the project's,
-    // renames of the built modules).
-    let mut builds: Vec<(PathBuf, Vec<PathBuf>, Option<String>)> = Vec::new();
-    if !mod_src.is_empty() {
-        builds.push((staging.path().join("modsrc"), mod_src.clone(), None));
-    }
-    if !samples.is_empty() {
-        let objs: Vec<String> = samples
-            .iter()
-            .map(|(p, _)| format!("{}.o", p.file_stem().unwrap().to_string_lossy()))
-            .collect();
-        builds.push((
-            staging.path().join("samples"),
-            samples.iter().map(|(p, _)| p.clone()).collect(),
-            Some(format!("obj-m += {}\n", objs.join(" "))),
-        ));
-    }
-    // `make -C <headers copy> M=<dir> modules`, every module it makes
-    // checked: made with BTF, the kernel's vermagic, a .BTF section.
-    let against_headers = |work: &Path, what: &str| -> Result<()> {
-        let mut c = Command::new("make");
-        c.arg("-C")
-            .arg(&hdr)
-            .arg(format!("M={}", work.display()))
-            .arg(format!(
-                "-j{}",
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            ))
-            // The headers package has no resolve_btfids; it fills a
-            // module's .BTF_ids section, which these modules do not have.
-            .arg("RESOLVE_BTFIDS=true")
-            .arg("modules")
-            .env_remove("ARCH")
-            .env_remove("CROSS_COMPILE")
-            .env_remove("KBUILD_OUTPUT");
-        let log = kbuild::run_quiet(c, &format!("{what} against {headers_pkg}"))
-            .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
-        if let Some(l) = log.lines().find(|l| l.contains("Skipping BTF generation")) {
-            bail!("kbuild made a module without BTF: {l}");
-        }
-        for ko in listed(work, ".ko")? {
-            let got = modinfo_vermagic(&ko)?;
-            if got != vermagic {
-                bail!(
-                    "{}: vermagic '{got}', but the kernel's modules have '{vermagic}'",
-                    ko.display()
-                );
+    );
+    in_entry(
+        cache,
+        &key,
+        &want,
+        &st_outputs,
+        lock,
+        what,
+        events,
+        |staging, st| {
+            let hdr = staging.join("headers");
+            copy_headers(headers, &hdr)?;
+            if std::fs::hard_link(&kernel.vmlinux, hdr.join("vmlinux")).is_err() {
+                std::fs::copy(&kernel.vmlinux, hdr.join("vmlinux"))?;
             }
-            if !has_section(&ko, ".BTF")? {
-                bail!("{}: no .BTF section (module BTF)", ko.display());
+            let vermagic = kernel_vermagic(&kernel.modules_dir)?;
+            // (directory, sources, Kbuild text or None to copy the project's,
+            // renames of the built modules).
+            let mut builds: Vec<(PathBuf, Vec<PathBuf>, Option<String>)> = Vec::new();
+            if !mod_src.is_empty() {
+                builds.push((staging.join("modsrc"), mod_src.clone(), None));
             }
-        }
-        Ok(())
-    };
-    for (work, files, kbuild_text) in &builds {
-        std::fs::create_dir_all(work)?;
-        for p in files {
-            std::fs::copy(p, work.join(p.file_name().unwrap()))?;
-        }
-        if let Some(t) = kbuild_text {
-            std::fs::write(work.join("Kbuild"), t)?;
-        }
-        against_headers(work, &format!("building modules ({})", work.display()))?;
-        for ko in listed(work, ".ko")? {
-            let stem = ko.file_stem().unwrap().to_string_lossy().replace('-', "_");
-            std::fs::copy(&ko, st.join("modules").join(format!("{stem}.ko")))?;
-        }
-    }
-    build_bpf(&root, &bpf_src, &kernel.vmlinux, staging.path(), &st)?;
-    build_selftests(
-        &st_builds,
-        &kernel.source_dir,
-        staging.path(),
-        &st,
-        &against_headers,
-    )?;
-    cache::publish(&st, &entry)?;
-    found(&entry)
+            if !samples.is_empty() {
+                let objs: Vec<String> = samples
+                    .iter()
+                    .map(|(p, _)| format!("{}.o", p.file_stem().unwrap().to_string_lossy()))
+                    .collect();
+                builds.push((
+                    staging.join("samples"),
+                    samples.iter().map(|(p, _)| p.clone()).collect(),
+                    Some(format!("obj-m += {}\n", objs.join(" "))),
+                ));
+            }
+            // `make -C <headers copy> M=<dir> modules`, every module it makes
+            // checked: made with BTF, the kernel's vermagic, a .BTF section.
+            let against_headers = |work: &Path, what: &str| -> Result<()> {
+                let mut c = Command::new("make");
+                c.arg("-C")
+                    .arg(&hdr)
+                    .arg(format!("M={}", work.display()))
+                    .arg(format!(
+                        "-j{}",
+                        std::thread::available_parallelism().map_or(1, |n| n.get())
+                    ))
+                    // The headers package has no resolve_btfids; it fills a
+                    // module's .BTF_ids section, which these modules do not have.
+                    .arg("RESOLVE_BTFIDS=true")
+                    .arg("modules")
+                    .env_remove("ARCH")
+                    .env_remove("CROSS_COMPILE")
+                    .env_remove("KBUILD_OUTPUT");
+                let log = kbuild::run_quiet(c, &format!("{what} against {headers_pkg}"))
+                    .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
+                if let Some(l) = log.lines().find(|l| l.contains("Skipping BTF generation")) {
+                    bail!("kbuild made a module without BTF: {l}");
+                }
+                for ko in listed(work, ".ko")? {
+                    let got = modinfo_vermagic(&ko)?;
+                    if got != vermagic {
+                        bail!(
+                            "{}: vermagic '{got}', but the kernel's modules have '{vermagic}'",
+                            ko.display()
+                        );
+                    }
+                    if !has_section(&ko, ".BTF")? {
+                        bail!("{}: no .BTF section (module BTF)", ko.display());
+                    }
+                }
+                Ok(())
+            };
+            for (work, files, kbuild_text) in &builds {
+                std::fs::create_dir_all(work)?;
+                for p in files {
+                    std::fs::copy(p, work.join(p.file_name().unwrap()))?;
+                }
+                if let Some(t) = kbuild_text {
+                    std::fs::write(work.join("Kbuild"), t)?;
+                }
+                against_headers(work, &format!("building modules ({})", work.display()))?;
+                for ko in listed(work, ".ko")? {
+                    let stem = ko.file_stem().unwrap().to_string_lossy().replace('-', "_");
+                    std::fs::copy(&ko, st.join("modules").join(format!("{stem}.ko")))?;
+                }
+            }
+            build_bpf(&root, &bpf_src, &kernel.vmlinux, staging, st)?;
+            build_selftests(
+                &st_builds,
+                &kernel.source_dir,
+                staging,
+                st,
+                &against_headers,
+            )?;
+            Ok(())
+        },
+    )
 }
 
 /// `cp -a` of a Debian headers dir, its relative symlinks (`scripts ->
