@@ -1,16 +1,17 @@
 //! The second kernel line, 6.12, on real builds: the fixtures (and the
 //! livepatch selftests' own modules, which 6.12 builds out of tree) build
-//! against `stock-6.12`, and a real 6.12 guest runs the stacked sequence
-//! that shows the modify-path bug on stock 6.1 (fentry, livepatch, then
-//! fexit), checked after every change of state.
+//! against `stock-6.12`, and a real 6.12 guest runs fentry, a livepatch
+//! and fexit stacked on one function (a program that calls the original
+//! function joining a trampoline next to a livepatch: the modify path),
+//! checked after every change of state.
 
 use std::path::Path;
 use std::process::Command;
 
 mod common;
 
-use coexist::vm::{accel, AccelChoice, Vm};
-use coexist_proto::{BpfKind, FtraceState, Step};
+use coexist::vm::{accel, AccelChoice};
+use coexist_proto::Step;
 
 const VARIANT: &str = "stock-6.12";
 
@@ -121,36 +122,7 @@ fn stock_6_12_fixtures_and_selftest_modules_build_for_its_kernel() {
     assert!(!interp, "{} is dynamically linked", prog.display());
 }
 
-use common::{handle, ok as run, stats};
-
-fn value(vm: &mut Vm) -> String {
-    run(
-        vm,
-        Step::Trigger {
-            target: "coexist_target_value".into(),
-        },
-    )
-    .answer
-    .output
-}
-
-fn attach(vm: &mut Vm, program: &str, kind: BpfKind) -> u32 {
-    let out = run(
-        vm,
-        Step::BpfAttach {
-            program: program.into(),
-            kind,
-            target: "coexist_target_value".into(),
-            object: None,
-            fmod_ret: 0,
-        },
-    );
-    handle(&out)
-}
-
-fn ftrace(vm: &mut Vm) -> FtraceState {
-    common::ftrace(vm, "coexist_target_value")
-}
+use common::ok as run;
 
 #[test]
 fn stock_6_12_guest_runs_fentry_livepatch_fexit_stacked_on_one_function() {
@@ -169,66 +141,6 @@ fn stock_6_12_guest_runs_fentry_livepatch_fexit_stacked_on_one_function() {
     .output;
     assert!(release.starts_with("6.12."), "uname -r: {release}");
 
-    run(
-        &mut vm,
-        Step::Insmod {
-            module: "coexist_target".into(),
-            params: String::new(),
-        },
-    );
-    assert_eq!(value(&mut vm), "value=42\n");
-    let fentry = attach(&mut vm, "cx_fentry", BpfKind::Fentry);
-    assert_eq!(value(&mut vm), "value=42\n");
-    assert_eq!(stats(&mut vm, fentry).hits, 1);
-    let f = ftrace(&mut vm);
-    assert_eq!((f.flags.as_str(), f.refs), ("RD", 1), "{f:?}");
-
-    run(
-        &mut vm,
-        Step::LivepatchLoad {
-            module: "coexist_livepatch".into(),
-            timeout_ms: None,
-        },
-    );
-    assert_eq!(value(&mut vm), "value=1041\n");
-    assert_eq!(stats(&mut vm, fentry).hits, 2);
-    let f = ftrace(&mut vm);
-    assert_eq!((f.flags.as_str(), f.refs), ("RID", 2), "{f:?}");
-
-    // The step that bypasses the livepatch on stock 6.1: a program that
-    // calls the original function joins a trampoline next to a livepatch.
-    let fexit = attach(&mut vm, "cx_fexit", BpfKind::Fexit);
-    assert_eq!(value(&mut vm), "value=1041\n");
-    assert_eq!(stats(&mut vm, fentry).hits, 3);
-    let s = stats(&mut vm, fexit);
-    assert_eq!((s.hits, s.ret), (1, 1041), "{s:?}");
-    let f = ftrace(&mut vm);
-    assert_eq!((f.flags.as_str(), f.refs), ("RID", 2), "{f:?}");
-    assert!(
-        f.direct
-            .as_deref()
-            .unwrap_or("")
-            .starts_with("bpf_trampoline_"),
-        "{f:?}"
-    );
-
-    run(
-        &mut vm,
-        Step::BpfDetach {
-            handle: Some(fexit),
-        },
-    );
-    assert_eq!(value(&mut vm), "value=1041\n");
-    assert_eq!(stats(&mut vm, fentry).hits, 4);
-    run(
-        &mut vm,
-        Step::BpfDetach {
-            handle: Some(fentry),
-        },
-    );
-    assert_eq!(value(&mut vm), "value=1041\n");
-    let f = ftrace(&mut vm);
-    assert_eq!((f.flags.as_str(), f.refs), ("I", 1), "{f:?}");
-    assert!(vm.unattributed().is_empty(), "{:#?}", vm.unattributed());
+    common::fentry_livepatch_fexit_on_a_module_function(&mut vm);
     vm.shutdown().unwrap();
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 mod common;
 
-use coexist::vm::{accel, AccelChoice, Vm};
-use coexist_proto::{BpfKind, Step};
+use coexist::vm::{accel, AccelChoice};
+use coexist_proto::Step;
 
 const VARIANT: &str = "debian-6.1-image";
 
@@ -171,33 +171,6 @@ fn modinfo(field: &str, ko: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-const TARGET: &str = "coexist_target_value";
-
-fn value(vm: &mut Vm) -> String {
-    common::ok(
-        vm,
-        Step::Trigger {
-            target: TARGET.into(),
-        },
-    )
-    .answer
-    .output
-}
-
-fn attach(vm: &mut Vm, program: &str, kind: BpfKind) -> u32 {
-    let out = common::ok(
-        vm,
-        Step::BpfAttach {
-            program: program.into(),
-            kind,
-            target: TARGET.into(),
-            object: None,
-            fmod_ret: 0,
-        },
-    );
-    common::handle(&out)
-}
-
 /// fentry, then the livepatch, then fexit on `coexist_target_value` (the
 /// order that passes on stock 6.1; livepatch-then-fentry-then-fexit is the
 /// known failure both 6.1 kernels share, in the suite), then both
@@ -211,59 +184,6 @@ fn debians_kernel_runs_fentry_livepatch_fexit_stacked_on_a_module_function() {
     c.boot_timeout = Duration::from_secs(300);
     let mut vm =
         accel::boot(AccelChoice::Auto, c, &common::Quiet).unwrap_or_else(|f| panic!("{f}"));
-    common::ok(
-        &mut vm,
-        Step::Insmod {
-            module: "coexist_target".into(),
-            params: String::new(),
-        },
-    );
-    assert_eq!(value(&mut vm), "value=42\n");
-    let fentry = attach(&mut vm, "cx_fentry", BpfKind::Fentry);
-    assert_eq!(value(&mut vm), "value=42\n");
-    assert_eq!(common::stats(&mut vm, fentry).hits, 1);
-    let f = common::ftrace(&mut vm, TARGET);
-    assert_eq!((f.flags.as_str(), f.refs), ("RD", 1), "{f:?}");
-
-    common::ok(
-        &mut vm,
-        Step::LivepatchLoad {
-            module: "coexist_livepatch".into(),
-            timeout_ms: None,
-        },
-    );
-    assert_eq!(value(&mut vm), "value=1041\n");
-    assert_eq!(common::stats(&mut vm, fentry).hits, 2);
-    let f = common::ftrace(&mut vm, TARGET);
-    assert_eq!((f.flags.as_str(), f.refs), ("RID", 2), "{f:?}");
-
-    let fexit = attach(&mut vm, "cx_fexit", BpfKind::Fexit);
-    assert_eq!(value(&mut vm), "value=1041\n");
-    assert_eq!(common::stats(&mut vm, fentry).hits, 3);
-    let s = common::stats(&mut vm, fexit);
-    assert_eq!((s.hits, s.ret), (1, 1041), "{s:?}");
-    let f = common::ftrace(&mut vm, TARGET);
-    assert_eq!((f.flags.as_str(), f.refs), ("RID", 2), "{f:?}");
-
-    common::ok(
-        &mut vm,
-        Step::BpfDetach {
-            handle: Some(fexit),
-        },
-    );
-    assert_eq!(value(&mut vm), "value=1041\n");
-    assert_eq!(common::stats(&mut vm, fentry).hits, 4);
-    let f = common::ftrace(&mut vm, TARGET);
-    assert_eq!((f.flags.as_str(), f.refs), ("RID", 2), "{f:?}");
-    common::ok(
-        &mut vm,
-        Step::BpfDetach {
-            handle: Some(fentry),
-        },
-    );
-    assert_eq!(value(&mut vm), "value=1041\n");
-    let f = common::ftrace(&mut vm, TARGET);
-    assert_eq!((f.flags.as_str(), f.refs), ("I", 1), "{f:?}");
-    assert!(vm.unattributed().is_empty(), "{:#?}", vm.unattributed());
+    common::fentry_livepatch_fexit_on_a_module_function(&mut vm);
     vm.shutdown().unwrap();
 }

@@ -9,7 +9,7 @@ use coexist::events::{Event, EventSink};
 use coexist::image::Prepared;
 use coexist::vm::{StepOutcome, Vm};
 use coexist::Workspace;
-use coexist_proto::{AnswerData, BpfStats, FtraceState, Step};
+use coexist_proto::{AnswerData, BpfKind, BpfStats, FtraceState, Step};
 
 /// The project root (the workspace).
 pub fn root() -> PathBuf {
@@ -147,4 +147,95 @@ pub fn ftrace(vm: &mut Vm, function: &str) -> FtraceState {
         Some(AnswerData::Ftrace(s)) => s,
         other => panic!("no ftrace state: {other:?}"),
     }
+}
+
+/// The stacked order every kernel line must get right on a module
+/// function (`coexist_target_value`): the target loaded, fentry, the
+/// livepatch, then fexit (the step that bypasses the livepatch on stock
+/// 6.1 when the livepatch comes first), then fexit and fentry detached;
+/// after each change, the value the function gives, the programs'
+/// counters and its `enabled_functions` entry.
+pub fn fentry_livepatch_fexit_on_a_module_function(vm: &mut Vm) {
+    const TARGET: &str = "coexist_target_value";
+    let value = |vm: &mut Vm| {
+        let step = Step::Trigger {
+            target: TARGET.into(),
+        };
+        ok(vm, step).answer.output
+    };
+    let attach = |vm: &mut Vm, program: &str, kind: BpfKind| {
+        let step = Step::BpfAttach {
+            program: program.into(),
+            kind,
+            target: TARGET.into(),
+            object: None,
+            fmod_ret: 0,
+        };
+        handle(&ok(vm, step))
+    };
+    let flags = |vm: &mut Vm| {
+        let f = ftrace(vm, TARGET);
+        (f.flags.clone(), f.refs, f)
+    };
+    ok(
+        vm,
+        Step::Insmod {
+            module: "coexist_target".into(),
+            params: String::new(),
+        },
+    );
+    assert_eq!(value(vm), "value=42\n");
+    let fentry = attach(vm, "cx_fentry", BpfKind::Fentry);
+    assert_eq!(value(vm), "value=42\n");
+    assert_eq!(stats(vm, fentry).hits, 1);
+    let (fl, refs, f) = flags(vm);
+    assert_eq!((fl.as_str(), refs), ("RD", 1), "{f:?}");
+
+    ok(
+        vm,
+        Step::LivepatchLoad {
+            module: "coexist_livepatch".into(),
+            timeout_ms: None,
+        },
+    );
+    assert_eq!(value(vm), "value=1041\n");
+    assert_eq!(stats(vm, fentry).hits, 2);
+    let (fl, refs, f) = flags(vm);
+    assert_eq!((fl.as_str(), refs), ("RID", 2), "{f:?}");
+
+    let fexit = attach(vm, "cx_fexit", BpfKind::Fexit);
+    assert_eq!(value(vm), "value=1041\n");
+    assert_eq!(stats(vm, fentry).hits, 3);
+    let s = stats(vm, fexit);
+    assert_eq!((s.hits, s.ret), (1, 1041), "{s:?}");
+    let (fl, refs, f) = flags(vm);
+    assert_eq!((fl.as_str(), refs), ("RID", 2), "{f:?}");
+    assert!(
+        f.direct
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("bpf_trampoline_"),
+        "{f:?}"
+    );
+
+    ok(
+        vm,
+        Step::BpfDetach {
+            handle: Some(fexit),
+        },
+    );
+    assert_eq!(value(vm), "value=1041\n");
+    assert_eq!(stats(vm, fentry).hits, 4);
+    let (fl, refs, f) = flags(vm);
+    assert_eq!((fl.as_str(), refs), ("RID", 2), "{f:?}");
+    ok(
+        vm,
+        Step::BpfDetach {
+            handle: Some(fentry),
+        },
+    );
+    assert_eq!(value(vm), "value=1041\n");
+    let (fl, refs, f) = flags(vm);
+    assert_eq!((fl.as_str(), refs), ("I", 1), "{f:?}");
+    assert!(vm.unattributed().is_empty(), "{:#?}", vm.unattributed());
 }
