@@ -5,25 +5,12 @@
 //! function joining a trampoline next to a livepatch: the modify path),
 //! checked after every change of state.
 
-use std::path::Path;
-use std::process::Command;
-
 mod common;
 
 use coexist::vm::{accel, AccelChoice};
 use coexist_proto::Step;
 
 const VARIANT: &str = "stock-6.12";
-
-fn modinfo(field: &str, ko: &Path) -> String {
-    let out = Command::new("modinfo")
-        .args(["-F", field])
-        .arg(ko)
-        .output()
-        .expect("modinfo");
-    assert!(out.status.success(), "modinfo {}", ko.display());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 #[test]
 fn stock_6_12_fixtures_and_selftest_modules_build_for_its_kernel() {
@@ -47,7 +34,7 @@ fn stock_6_12_fixtures_and_selftest_modules_build_for_its_kernel() {
     // Every fixture module is built for this kernel: its vermagic starts
     // with the 6.12 release (not 6.1's, whose build dir is next to it).
     for m in &p.fixtures.modules {
-        let vermagic = modinfo("vermagic", m);
+        let vermagic = common::modinfo("vermagic", m);
         assert!(
             vermagic.starts_with(&format!("{release} ")),
             "{}: vermagic '{vermagic}', kernel {release}",
@@ -88,7 +75,7 @@ fn stock_6_12_fixtures_and_selftest_modules_build_for_its_kernel() {
     assert_eq!(got, want);
     for (rel, f) in &p.fixtures.selftests {
         if rel.ends_with(".ko") {
-            let vermagic = modinfo("vermagic", f);
+            let vermagic = common::modinfo("vermagic", f);
             assert!(
                 vermagic.starts_with(&format!("{release} ")),
                 "{rel}: {vermagic}"
@@ -101,7 +88,7 @@ fn stock_6_12_fixtures_and_selftest_modules_build_for_its_kernel() {
         .iter()
         .find(|(r, _)| r.ends_with("/test_klp_livepatch.ko"))
         .unwrap();
-    assert_eq!(modinfo("livepatch", &lp.1), "Y");
+    assert_eq!(common::modinfo("livepatch", &lp.1), "Y");
     let prog = &p
         .fixtures
         .selftests

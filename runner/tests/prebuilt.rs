@@ -7,7 +7,6 @@
 //! livepatch and fexit stacked on one function of a fixture module,
 //! checked after every change of state.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -79,7 +78,7 @@ fn debians_kernel_boots_to_ready_and_runs_a_command() {
     want.sort();
     assert_eq!(names, want);
     assert!(names.len() >= 4 + 1 + 10 + 5, "{names:?}");
-    let kernels = modinfo(
+    let kernels = common::modinfo(
         "vermagic",
         &m.modules_dir.join("kernel/drivers/char/virtio_console.ko"),
     );
@@ -88,7 +87,7 @@ fn debians_kernel_boots_to_ready_and_runs_a_command() {
         "{kernels}"
     );
     for ko in &p.fixtures.modules {
-        assert_eq!(modinfo("vermagic", ko), kernels, "{}", ko.display());
+        assert_eq!(common::modinfo("vermagic", ko), kernels, "{}", ko.display());
         // Module BTF: what fentry on a function of the module needs.
         let out = Command::new("readelf")
             .args(["-S", "--wide"])
@@ -109,7 +108,7 @@ fn debians_kernel_boots_to_ready_and_runs_a_command() {
         .iter()
         .find(|k| k.ends_with("livepatch_sample.ko"))
         .unwrap();
-    assert_eq!(modinfo("livepatch", sample), "Y");
+    assert_eq!(common::modinfo("livepatch", sample), "Y");
     assert!(!p.fixtures.bpf.is_empty());
 
     let mut cfg = p.vm_config(
@@ -159,16 +158,6 @@ fn debians_kernel_boots_to_ready_and_runs_a_command() {
     let log = vm.console_log().to_path_buf();
     vm.shutdown().unwrap();
     let _ = std::fs::remove_file(log);
-}
-
-fn modinfo(field: &str, ko: &Path) -> String {
-    let out = Command::new("modinfo")
-        .args(["-F", field])
-        .arg(ko)
-        .output()
-        .expect("modinfo");
-    assert!(out.status.success(), "modinfo {}", ko.display());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// fentry, then the livepatch, then fexit on `coexist_target_value` (the

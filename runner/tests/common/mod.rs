@@ -239,3 +239,14 @@ pub fn fentry_livepatch_fexit_on_a_module_function(vm: &mut Vm) {
     assert_eq!((fl.as_str(), refs), ("I", 1), "{f:?}");
     assert!(vm.unattributed().is_empty(), "{:#?}", vm.unattributed());
 }
+
+/// `modinfo -F <field> <ko>`, trimmed.
+pub fn modinfo(field: &str, ko: &Path) -> String {
+    let out = Command::new("modinfo")
+        .args(["-F", field])
+        .arg(ko)
+        .output()
+        .expect("modinfo");
+    assert!(out.status.success(), "modinfo {}", ko.display());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
