@@ -14,7 +14,6 @@ use std::time::Duration;
 mod common;
 
 use coexist::build::variant::{self, Source};
-use coexist::vm::{accel, AccelChoice};
 use coexist::Workspace;
 use coexist_proto::Step;
 
@@ -127,16 +126,11 @@ fn a_local_kernel_boots_to_ready_and_runs_a_command() {
         .collect();
     assert!(mods.contains(&"coexist_target.ko".to_string()), "{mods:?}");
 
-    let mut cfg = p.vm_config(
+    let cfg = p.vm_config(
         std::env::temp_dir().join(format!("coexist-local-test-{}.log", std::process::id())),
     );
     assert_eq!(cfg.kernel, deb.bzimage, "a local kernel boots its image");
-    // A distribution kernel under TCG: more room than the default.
-    cfg.boot_timeout = Duration::from_secs(300);
-    let mut vm = match accel::boot(AccelChoice::Auto, cfg, &common::Quiet) {
-        Ok(vm) => vm,
-        Err(f) => panic!("{f}"),
-    };
+    let mut vm = common::boot_distribution_kernel(cfg);
     assert_eq!(vm.ready.kernel_release, RELEASE);
     let out = vm
         .run(

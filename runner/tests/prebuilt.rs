@@ -12,7 +12,6 @@ use std::time::Duration;
 
 mod common;
 
-use coexist::vm::{accel, AccelChoice};
 use coexist_proto::Step;
 
 const VARIANT: &str = "debian-6.1-image";
@@ -111,16 +110,11 @@ fn debians_kernel_boots_to_ready_and_runs_a_command() {
     assert_eq!(common::modinfo("livepatch", sample), "Y");
     assert!(!p.fixtures.bpf.is_empty());
 
-    let mut cfg = p.vm_config(
+    let cfg = p.vm_config(
         std::env::temp_dir().join(format!("coexist-prebuilt-test-{}.log", std::process::id())),
     );
     assert_eq!(cfg.kernel, m.bzimage, "a prebuilt kernel boots its bzImage");
-    // A distribution kernel under TCG: more room than the default.
-    cfg.boot_timeout = Duration::from_secs(300);
-    let mut vm = match accel::boot(AccelChoice::Auto, cfg, &common::Quiet) {
-        Ok(vm) => vm,
-        Err(f) => panic!("{f}"),
-    };
+    let mut vm = common::boot_distribution_kernel(cfg);
     assert_eq!(vm.ready.kernel_release, m.kernel_release);
     // The modules the image lists loaded: no agent warning about them.
     assert!(
@@ -169,10 +163,8 @@ fn debians_kernel_boots_to_ready_and_runs_a_command() {
 fn debians_kernel_runs_fentry_livepatch_fexit_stacked_on_a_module_function() {
     let p = common::prepare(VARIANT);
     let d = tempfile::tempdir().unwrap();
-    let mut c = p.vm_config(d.path().join("console.log"));
-    c.boot_timeout = Duration::from_secs(300);
-    let mut vm =
-        accel::boot(AccelChoice::Auto, c, &common::Quiet).unwrap_or_else(|f| panic!("{f}"));
+    let c = p.vm_config(d.path().join("console.log"));
+    let mut vm = common::boot_distribution_kernel(c);
     common::fentry_livepatch_fexit_on_a_module_function(&mut vm);
     vm.shutdown().unwrap();
 }

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use coexist::build::variant;
 use coexist::events::{Event, EventSink};
 use coexist::image::Prepared;
-use coexist::vm::{StepOutcome, Vm};
+use coexist::vm::{accel, AccelChoice, StepOutcome, Vm, VmConfig};
 use coexist::Workspace;
 use coexist_proto::{AnswerData, BpfKind, BpfStats, FtraceState, Step};
 
@@ -249,4 +249,12 @@ pub fn modinfo(field: &str, ko: &Path) -> String {
         .expect("modinfo");
     assert!(out.status.success(), "modinfo {}", ko.display());
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Boots a distribution kernel (a prebuilt or local one) to READY under
+/// `--accel auto`, with more room than the default boot timeout: Debian's
+/// kernels take several seconds to READY under TCG.
+pub fn boot_distribution_kernel(mut cfg: VmConfig) -> Vm {
+    cfg.boot_timeout = std::time::Duration::from_secs(300);
+    accel::boot(AccelChoice::Auto, cfg, &Quiet).unwrap_or_else(|f| panic!("{f}"))
 }
