@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{coexist, root};
+use coexist::build::variant;
+use coexist::Workspace;
+use common::{coexist, root, Quiet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -143,6 +145,7 @@ fn bisect_finds_the_commit_that_restores_ops_func() {
     };
     // At c3 the wiring is back: the livepatch and fentry share the function.
     assert_eq!(run("pass", &[]), Some(0));
+    cached_kernel_without_its_build_dir(&repo);
     assert_eq!(run("refused:bpf:EBUSY", &[]), Some(1));
     // A case that does not exist is the harness's problem: >= 128, git bisect stops.
     assert_eq!(run("pass", &["--case", "no-such-case"]), Some(128));
@@ -192,4 +195,33 @@ fn bisect_finds_the_commit_that_restores_ops_func() {
     );
     assert_eq!(run("pass", &[]), Some(125));
     git(&repo, &["checkout", "-q", &c3]);
+}
+
+/// A cached kernel whose build dir is gone (`git clean -xdf`, a fresh
+/// clone of the tree) and whose fixtures are not cached (their sources
+/// changed): the kernel is built again under its key, with a new build id,
+/// and the fixtures are built against that build. Then the case passes on
+/// it.
+fn cached_kernel_without_its_build_dir(repo: &Path) {
+    let ws = Workspace::open(Some(root()), None).unwrap();
+    let variants = ws.variants(Some(repo)).unwrap();
+    let v = variant::select(&variants, &["stock".to_string()]).unwrap()[0];
+    let before = ws.prepare(v, &Quiet).unwrap();
+    assert!(before.kernel_cached);
+    std::fs::remove_dir_all(&before.manifest.build_dir).unwrap();
+    std::fs::remove_dir_all(ws.cache.dir("fixtures").join(&before.fixtures.key)).unwrap();
+
+    let after = ws.prepare(v, &Quiet).unwrap();
+    assert!(!after.kernel_cached, "built again");
+    assert_eq!(after.manifest.key, before.manifest.key);
+    assert_ne!(after.manifest.build_id, before.manifest.build_id);
+    assert!(!after.manifest.build_id.is_empty());
+    assert_ne!(after.fixtures.key, before.fixtures.key);
+    assert_ne!(after.image.key, before.image.key);
+    assert!(after.manifest.build_dir.join("Module.symvers").is_file());
+    // What later runs find: the new entry, its fixtures cached.
+    let again = ws.prepare(v, &Quiet).unwrap();
+    assert!(again.kernel_cached);
+    assert_eq!(again.manifest.build_id, after.manifest.build_id);
+    assert_eq!(again.fixtures.key, after.fixtures.key);
 }

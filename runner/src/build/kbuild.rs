@@ -33,6 +33,68 @@ impl std::fmt::Display for KernelDoesNotBuild {
 
 impl std::error::Error for KernelDoesNotBuild {}
 
+/// A cached kernel whose build dir no longer is the build of that kernel
+/// (removed, cleaned, or rebuilt for another commit of the same tree):
+/// out-of-tree modules cannot be built against it. The caller rebuilds
+/// the kernel ([`Builder::rebuild`]) and tries again.
+#[derive(Debug)]
+pub struct BuildDirStale(pub String);
+
+impl std::fmt::Display for BuildDirStale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildDirStale {}
+
+/// Checks that `m.build_dir` is the build of the kernel `m` describes,
+/// ready for `M=` module builds: configured and prepared, its
+/// Module.symvers written, its vmlinux the entry's (byte for byte: module
+/// BTF is split against it, and a tree's build dir is shared by every
+/// commit built in it). Call it holding the build dir's lock.
+pub fn check_build_dir(m: &Manifest) -> Result<(), BuildDirStale> {
+    let b = &m.build_dir;
+    for need in ["include/config/auto.conf", "Module.symvers", "vmlinux"] {
+        if !b.join(need).is_file() {
+            return Err(BuildDirStale(format!(
+                "the build dir {} of kernel {} has no {need}",
+                b.display(),
+                m.key
+            )));
+        }
+    }
+    let same = same_bytes(&b.join("vmlinux"), &m.vmlinux)
+        .map_err(|e| BuildDirStale(format!("cannot compare {}/vmlinux: {e}", b.display())))?;
+    if !same {
+        return Err(BuildDirStale(format!(
+            "the build dir {} holds another build than kernel {} (its vmlinux differs)",
+            b.display(),
+            m.key
+        )));
+    }
+    Ok(())
+}
+
+fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    if std::fs::metadata(a)?.len() != std::fs::metadata(b)?.len() {
+        return Ok(false);
+    }
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
 /// Where a variant's build lives and what its cache key is; computed
 /// without building anything.
 #[derive(Clone, Debug)]
@@ -93,6 +155,12 @@ pub struct Manifest {
     /// a kernel built here.
     #[serde(default)]
     pub prebuilt: Option<crate::build::prebuilt::PrebuiltInfo>,
+    /// Which publication of this key this is: set when a kernel is built
+    /// again under the same key ([`Builder::rebuild`]), so what was built
+    /// against the earlier one (fixtures, images) gets other keys. Empty
+    /// for a first build.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub build_id: String,
 }
 
 /// The file in a prepared tree that lists the patches skipped as already
@@ -260,6 +328,19 @@ impl Builder<'_> {
             })?;
             return Ok((m, cached));
         }
+        self.build_tree(v, None)
+    }
+
+    /// Builds a built-here variant again, under its key, though its entry
+    /// is published: its build dir no longer holds it ([`BuildDirStale`]).
+    /// The new entry gets a new `build_id`. `stale` is the build_id of the
+    /// entry found stale: if another run has republished it meanwhile,
+    /// that one is taken.
+    pub fn rebuild(&self, v: &Variant, stale: &str) -> Result<(Manifest, bool)> {
+        self.build_tree(v, Some(stale))
+    }
+
+    fn build_tree(&self, v: &Variant, stale: Option<&str>) -> Result<(Manifest, bool)> {
         let t0 = Instant::now();
         let plan = self.plan(v)?;
         let finished = |cached| {
@@ -271,10 +352,14 @@ impl Builder<'_> {
                 entry: plan.entry_dir.clone(),
             })
         };
+        // An entry that is not the stale one (when rebuilding) is taken.
+        let usable = |m: &Manifest| stale.is_none_or(|s| m.build_id != s);
         if let Ok(Some(mut m)) = plan.cached() {
-            self.describe_source(&mut m, &plan);
-            finished(true);
-            return Ok((m, true));
+            if usable(&m) {
+                self.describe_source(&mut m, &plan);
+                finished(true);
+                return Ok((m, true));
+            }
         }
         source::preflight_build_tools()?;
         // One build per build dir at a time; a second run waits, then
@@ -283,11 +368,30 @@ impl Builder<'_> {
         let _lock = self.cache.lock(&lock_name, || {
             self.phase(&v.name, "waiting for another run building the same kernel")
         })?;
+        let mut build_id = String::new();
         match plan.cached() {
-            Ok(Some(mut m)) => {
+            Ok(Some(mut m)) if usable(&m) => {
                 self.describe_source(&mut m, &plan);
                 finished(true);
                 return Ok((m, true));
+            }
+            Ok(Some(_)) => {
+                self.phase(
+                    &v.name,
+                    format!(
+                        "kernel {} is cached, but its build dir {} no longer holds its build \
+                         (modules are built there): building it again",
+                        plan.key,
+                        plan.build_dir.display()
+                    ),
+                );
+                cache::discard(&plan.entry_dir)?;
+                let mut h = KeyHasher::new("build-id");
+                h.part("key", plan.key.as_bytes()).part(
+                    "when",
+                    format!("{:?} {}", std::time::SystemTime::now(), std::process::id()).as_bytes(),
+                );
+                build_id = h.finish();
             }
             Ok(None) => {}
             // A damaged entry (a truncated manifest, a missing artifact) is
@@ -316,7 +420,7 @@ impl Builder<'_> {
             lines,
             seconds: built.elapsed().as_secs_f64(),
         };
-        let manifest = self.publish(v, &plan, &log, t0)?;
+        let manifest = self.publish(v, &plan, &log, t0, build_id)?;
         let _ = cache::write_atomic(
             &self.stats_path(&plan),
             &serde_json::to_vec(&stats).unwrap_or_default(),
@@ -539,7 +643,14 @@ impl Builder<'_> {
         Ok(lines)
     }
 
-    fn publish(&self, v: &Variant, plan: &Plan, log: &Path, t0: Instant) -> Result<Manifest> {
+    fn publish(
+        &self,
+        v: &Variant,
+        plan: &Plan,
+        log: &Path,
+        t0: Instant,
+        build_id: String,
+    ) -> Result<Manifest> {
         self.phase(&v.name, "installing modules and publishing artifacts");
         let staging = cache::staging_dir(&plan.entry_dir)?;
         let st = staging.path().join("entry");
@@ -593,6 +704,7 @@ impl Builder<'_> {
             source_origin: None,
             already_in_source: Vec::new(),
             prebuilt: None,
+            build_id,
         };
         self.describe_source(&mut manifest, plan);
         std::fs::write(
@@ -722,6 +834,62 @@ pub fn kconfig_inputs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_dir_counts_only_while_it_holds_the_entrys_build() {
+        let d = tempfile::tempdir().unwrap();
+        let (entry, b) = (d.path().join("entry"), d.path().join("build"));
+        std::fs::create_dir_all(&entry).unwrap();
+        std::fs::create_dir_all(b.join("include/config")).unwrap();
+        let vmlinux: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(entry.join("vmlinux"), &vmlinux).unwrap();
+        let m = Manifest {
+            variant: "v".into(),
+            key: "k".into(),
+            source: String::new(),
+            series: vec![],
+            fragments: vec![],
+            toolchain: String::new(),
+            kernel_release: "r".into(),
+            build_seconds: 0.0,
+            bzimage: entry.join("bzImage"),
+            vmlinux: entry.join("vmlinux"),
+            system_map: entry.join("System.map"),
+            config: entry.join("config"),
+            modules_dir: entry.join("modroot"),
+            source_dir: d.path().join("src"),
+            build_dir: b.clone(),
+            kernel_version: String::new(),
+            source_origin: None,
+            already_in_source: vec![],
+            prebuilt: None,
+            build_id: String::new(),
+        };
+        let why = |m: &Manifest| check_build_dir(m).unwrap_err().0;
+        // Removed (or never prepared): each missing file is named.
+        assert!(
+            why(&m).contains("has no include/config/auto.conf"),
+            "{}",
+            why(&m)
+        );
+        std::fs::write(b.join("include/config/auto.conf"), "").unwrap();
+        assert!(why(&m).contains("has no Module.symvers"));
+        std::fs::write(b.join("Module.symvers"), "").unwrap();
+        assert!(why(&m).contains("has no vmlinux"));
+        // Another build: one byte differs past the first chunk, or the length.
+        let mut other = vmlinux.clone();
+        other[2_500_000] ^= 1;
+        std::fs::write(b.join("vmlinux"), &other).unwrap();
+        assert!(
+            why(&m).contains("holds another build than kernel k"),
+            "{}",
+            why(&m)
+        );
+        std::fs::write(b.join("vmlinux"), &vmlinux[1..]).unwrap();
+        assert!(why(&m).contains("holds another build"));
+        std::fs::write(b.join("vmlinux"), &vmlinux).unwrap();
+        assert!(check_build_dir(&m).is_ok());
+    }
 
     #[test]
     fn kconfig_inputs_change_with_kconfig_and_fragments_only() {

@@ -332,6 +332,7 @@ pub fn manifest(
             local_image: Some(decl.image.clone()),
             ..info
         }),
+        build_id: String::new(),
     }
 }
 

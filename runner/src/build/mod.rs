@@ -35,6 +35,6 @@ pub mod source;
 pub mod variant;
 
 pub use cache::Cache;
-pub use kbuild::{Builder, KernelDoesNotBuild, Manifest, Plan};
+pub use kbuild::{BuildDirStale, Builder, KernelDoesNotBuild, Manifest, Plan};
 pub use list::KernelRow;
 pub use variant::{Coexistence, Project, Variant};

@@ -595,6 +595,7 @@ pub fn manifest(
         source_origin: Some(format!("Debian {} {}", info.package, info.version)),
         already_in_source: Vec::new(),
         prebuilt: Some(info),
+        build_id: String::new(),
     }
 }
 

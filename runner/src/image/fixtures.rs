@@ -131,6 +131,9 @@ pub fn build(
     })?;
     let mut h = KeyHasher::new("fixtures-v1");
     h.part("kernel", kernel.key.as_bytes());
+    if !kernel.build_id.is_empty() {
+        h.part("build-id", kernel.build_id.as_bytes());
+    }
     for p in mod_src.iter().chain(&bpf_src) {
         h.part("name", p.file_name().unwrap().to_string_lossy().as_bytes());
         h.part("file", &std::fs::read(p)?);
@@ -166,6 +169,9 @@ pub fn build(
         what,
         events,
         |staging, st| {
+            // The build dir must still be this kernel's build (a cached
+            // kernel's may have been removed or reused by another commit).
+            kbuild::check_build_dir(kernel)?;
             // kbuild `M=<dir> modules` in the kernel's build dir.
             let make_modules = |work: &Path, what: &str| -> Result<()> {
                 let mut c = kbuild::make_command(cache, &kernel.source_dir, &kernel.build_dir);

@@ -593,6 +593,11 @@ pub fn build(
             "fixtures",
             fixtures.map(|f| f.key.as_bytes()).unwrap_or_default(),
         );
+    // A kernel built again under its key is another kernel (and snapshots
+    // are keyed by the image).
+    if !kernel.build_id.is_empty() {
+        h.part("build-id", kernel.build_id.as_bytes());
+    }
     for x in &extra {
         match x {
             Entry::Dir { path, .. } => h.part("dir", path.as_bytes()),

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use super::fixtures::{self, Fixtures};
 use super::initramfs::{self, Image};
-use crate::build::{source, Builder, Cache, Manifest, Project, Variant};
+use crate::build::{source, BuildDirStale, Builder, Cache, Manifest, Project, Variant};
 use crate::events::{Event, EventSink};
 use crate::vm::VmConfig;
 
@@ -45,10 +45,23 @@ pub fn prepare(
         source::require(&["qemu-system-x86"], "qemu-system-x86_64 is missing")?;
     }
     let t0 = std::time::Instant::now();
-    let (manifest, kernel_cached) = builder.build(v)?;
-    let build_s = t0.elapsed().as_secs_f64();
-    let t1 = std::time::Instant::now();
-    let fixtures = fixtures::build(cache, project, &manifest, events)?;
+    let (mut manifest, mut kernel_cached) = builder.build(v)?;
+    let mut build_s = t0.elapsed().as_secs_f64();
+    let mut t1 = std::time::Instant::now();
+    let fixtures = match fixtures::build(cache, project, &manifest, events) {
+        // A cached kernel whose build dir is gone or holds another build:
+        // built again (a new build_id), then its fixtures.
+        Err(e) if e.downcast_ref::<BuildDirStale>().is_some() => {
+            events.event(&Event::Preparing {
+                what: format!("{e:#}"),
+            });
+            (manifest, kernel_cached) = builder.rebuild(v, &manifest.build_id)?;
+            build_s += t1.elapsed().as_secs_f64();
+            t1 = std::time::Instant::now();
+            fixtures::build(cache, project, &manifest, events)?
+        }
+        r => r?,
+    };
     let image = initramfs::build(
         cache,
         project,
