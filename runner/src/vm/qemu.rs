@@ -481,7 +481,7 @@ mod tests {
             Path::new("/run/x/qmp.sock"),
         );
         assert!(!a.iter().any(|x| x == "-qmp" || x == "-incoming"), "{a:?}");
-        assert_eq!(value_after(&a, "-accel"), ["tcg"]);
+        assert_eq!(value_after(&a, "-accel"), ["tcg,thread=single"]);
         assert_eq!(value_after(&a, "-m"), ["768"]);
         assert_eq!(value_after(&a, "-smp"), ["3"]);
         assert_eq!(value_after(&a, "-kernel"), ["/k/vmlinux"]);
