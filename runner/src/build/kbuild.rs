@@ -385,7 +385,7 @@ impl Builder<'_> {
                         plan.build_dir.display()
                     ),
                 );
-                cache::discard(&plan.entry_dir)?;
+                // The entry stays until the new one replaces it (publish).
                 let mut h = KeyHasher::new("build-id");
                 h.part("key", plan.key.as_bytes()).part(
                     "when",
@@ -711,6 +711,10 @@ impl Builder<'_> {
             st.join("manifest.json"),
             serde_json::to_vec_pretty(&manifest)?,
         )?;
+        // Built again under its key: the stale entry goes only now.
+        if !manifest.build_id.is_empty() && e.exists() {
+            cache::discard(e)?;
+        }
         cache::publish(&st, e)?;
         Ok(manifest)
     }
