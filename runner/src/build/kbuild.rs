@@ -168,6 +168,17 @@ pub struct Manifest {
 const ALREADY_APPLIED: &str = ".coexist-already-in-source";
 
 impl Manifest {
+    /// This kernel in the key of anything made for it (fixtures, images,
+    /// and through the image its snapshots): its key, and the `build_id`
+    /// of a kernel built again under its key, which is another kernel.
+    pub fn key_parts<'h>(&self, h: &'h mut KeyHasher) -> &'h mut KeyHasher {
+        h.part("kernel", self.key.as_bytes());
+        if !self.build_id.is_empty() {
+            h.part("build-id", self.build_id.as_bytes());
+        }
+        h
+    }
+
     /// A published entry's manifest if the entry is sound: it reads back
     /// and every artifact it names is there. `Ok(None)`: no entry; Err:
     /// the entry exists but is damaged (why).

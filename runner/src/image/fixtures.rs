@@ -130,10 +130,7 @@ pub fn build(
         n.ends_with(".c") || n.ends_with(".h")
     })?;
     let mut h = KeyHasher::new("fixtures-v1");
-    h.part("kernel", kernel.key.as_bytes());
-    if !kernel.build_id.is_empty() {
-        h.part("build-id", kernel.build_id.as_bytes());
-    }
+    kernel.key_parts(&mut h);
     for p in mod_src.iter().chain(&bpf_src) {
         h.part("name", p.file_name().unwrap().to_string_lossy().as_bytes());
         h.part("file", &std::fs::read(p)?);
@@ -462,7 +459,7 @@ fn build_prebuilt(
             ),
         }));
         let mut h = KeyHasher::new("fixtures-none-v1");
-        h.part("kernel", kernel.key.as_bytes());
+        kernel.key_parts(&mut h);
         return Ok(Fixtures {
             key: h.finish(),
             modules: Vec::new(),
@@ -512,7 +509,7 @@ fn build_prebuilt(
     };
     let st_outputs = selftest_outputs(&st_builds);
     let mut h = KeyHasher::new("fixtures-prebuilt-v1");
-    h.part("kernel", kernel.key.as_bytes());
+    kernel.key_parts(&mut h);
     h.part("headers", headers_pkg.as_bytes());
     h.part(
         "headers-version",

@@ -587,17 +587,11 @@ pub fn build(
     let mut h = KeyHasher::new("image-v2");
     h.part("recipe", &recipe_bytes)
         .part("agent", &agent)
-        .part("busybox", &busybox)
-        .part("kernel", kernel.key.as_bytes())
-        .part(
-            "fixtures",
-            fixtures.map(|f| f.key.as_bytes()).unwrap_or_default(),
-        );
-    // A kernel built again under its key is another kernel (and snapshots
-    // are keyed by the image).
-    if !kernel.build_id.is_empty() {
-        h.part("build-id", kernel.build_id.as_bytes());
-    }
+        .part("busybox", &busybox);
+    kernel.key_parts(&mut h).part(
+        "fixtures",
+        fixtures.map(|f| f.key.as_bytes()).unwrap_or_default(),
+    );
     for x in &extra {
         match x {
             Entry::Dir { path, .. } => h.part("dir", path.as_bytes()),
