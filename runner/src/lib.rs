@@ -14,6 +14,7 @@
 //! | [`vm`] | [`vm::VmConfig`], steps | [`vm::Vm`], [`vm::StepOutcome`], [`vm::VmFailure`] |
 //! | [`suite`] | `suites/*.yaml` | [`suite::Suite`] |
 //! | [`steps`] | a step, its expectation, the answer | mismatches |
+//! | [`guest`] | [`image::Prepared`], [`guest::Machine`], snapshots, a plan of steps | a READY [`vm::Vm`], each answer to the caller's judge |
 //! | [`run`] | [`run::RunRequest`] | [`run::CaseResult`]s, a [`report::RunReport`] |
 //! | [`report`] | [`report::RunReport`] | files, the terminal table |
 //!
@@ -27,6 +28,7 @@
 pub mod build;
 pub mod events;
 pub mod explore;
+pub mod guest;
 pub mod image;
 pub mod input;
 pub mod record;

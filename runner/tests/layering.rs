@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["steps"],
     &["suite"],
     &["record"],
+    &["guest"],
     &["run"],
     &["explore"],
     &["report", "ui"],

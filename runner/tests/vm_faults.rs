@@ -378,10 +378,11 @@ fn a_step_that_prints_32_mib_keeps_its_head_and_tail_and_gets_its_verdict() {
     .unwrap_or_else(|e| panic!("{e:#}\n{text}"));
     let d = tempfile::tempdir().unwrap();
     let opts = CaseOptions {
-        accel: AccelChoice::Tcg,
+        machine: coexist::guest::Machine {
+            accel: AccelChoice::Tcg,
+            ..Default::default()
+        },
         results_dir: d.path().to_path_buf(),
-        memory_mb: 512,
-        cpus: 2,
         snapshots: None,
     };
     let results: Vec<_> = suite

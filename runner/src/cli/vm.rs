@@ -7,12 +7,10 @@ use anyhow::Result;
 use clap::Args;
 
 use coexist::build::variant;
-use coexist::events;
+use coexist::guest;
 use coexist::image::Prepared;
-use coexist::record::Host;
 use coexist::text::shown;
 use coexist::ui::Terminal;
-use coexist::vm::snapshot::{self, Snapshots};
 use coexist::vm::{self, StepOutcome, Vm, VmFailure};
 use coexist::Workspace;
 use coexist_proto::Step;
@@ -80,23 +78,20 @@ fn prepare(ws: &Workspace, o: &VmOpts, term: &Terminal) -> Result<Prepared> {
     ws.prepare(v, term)
 }
 
-fn vm_config(ws: &Workspace, o: &VmOpts, p: &Prepared) -> vm::VmConfig {
-    let mut cfg = p.vm_config(ws.console_log(&o.variant));
-    cfg.memory_mb = o.machine.memory;
-    cfg.cpus = o.machine.cpus;
-    cfg.append = o.append.clone();
-    cfg.cmdline = o.cmdline.clone();
-    cfg.boot_timeout = Duration::from_secs_f64(o.boot_timeout);
-    cfg
+/// The command's guest: its console log and command line.
+fn job(ws: &Workspace, o: &VmOpts) -> guest::Job {
+    guest::Job {
+        append: o.append.clone(),
+        cmdline: o.cmdline.clone(),
+        boot_timeout: Some(Duration::from_secs_f64(o.boot_timeout)),
+        ..guest::Job::logged(ws.console_log(&o.variant))
+    }
 }
 
 fn boot_vm(ws: &Workspace, o: &VmOpts, p: &Prepared, term: &Terminal) -> Result<Vm, VmFailure> {
-    vm::accel::boot(o.machine.machine().accel, vm_config(ws, o, p), term)
+    guest::start(p, &o.machine.machine(), None, job(ws, o), term)
 }
 
-/// A guest for `run` and `shell`: restored from the variant's READY
-/// snapshot (made once, as `suite` does), or booted with `fresh_boot` or
-/// when no snapshot can be had.
 fn start_vm(
     ws: &Workspace,
     o: &VmOpts,
@@ -104,24 +99,14 @@ fn start_vm(
     fresh_boot: bool,
     term: &Terminal,
 ) -> Result<Vm, VmFailure> {
-    if fresh_boot {
-        return boot_vm(ws, o, p, term);
-    }
-    let accel = o.machine.machine().accel;
-    let cfg = vm_config(ws, o, p);
-    let snapshots = Snapshots::new(&ws.cache);
-    let id = snapshot::Ident {
-        kernel_key: p.manifest.key.clone(),
-        image_key: p.image.key.clone(),
-        qemu_version: Host::current().qemu,
-    };
-    if let Err(e) = snapshots.prepare(&o.variant, &cfg, accel, id, term) {
-        events::note(
-            term,
-            format!("no snapshot for {} ({e}); booting", o.variant),
-        );
-    }
-    snapshots.start(&o.variant, cfg, accel, term)
+    guest::start_one(
+        p,
+        &o.machine.machine(),
+        &ws.cache,
+        job(ws, o),
+        fresh_boot,
+        term,
+    )
 }
 
 /// How the guest got to READY, in one line.

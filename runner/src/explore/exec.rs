@@ -6,7 +6,6 @@
 //! that dies, hangs or panics breaks `guest_alive`. The first broken
 //! invariant ends the sequence.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,22 +16,23 @@ use serde::{Deserialize, Serialize};
 use super::model::{prologue, Invariant, Op, Probe, Rule, State};
 use super::shrink::{normalize_title, Replay, Signature, System};
 use crate::events::EventSink;
+use crate::guest::steps::Missing;
+use crate::guest::{self, run_steps, Flow, HandleKey, Job, Machine, Planned};
 use crate::image::Prepared;
 use crate::steps;
 use crate::vm::snapshot::Snapshots;
-use crate::vm::{accel, AccelChoice, FailureKind, Splat};
+use crate::vm::{Blame, Splat};
 
 /// Each step's host-side timeout.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where and how a sequence's guest runs.
+/// What sequences run on: the prepared variant, its machine and
+/// snapshots, and the rule the model holds it to.
 #[derive(Clone)]
-pub struct Guest {
+pub struct Target {
     pub prepared: Arc<Prepared>,
     pub snapshots: Option<Arc<Snapshots>>,
-    pub accel: AccelChoice,
-    pub memory_mb: u32,
-    pub cpus: u32,
+    pub machine: Machine,
     pub rule: Rule,
 }
 
@@ -99,7 +99,7 @@ pub fn describe_expect(p: &Probe) -> String {
 }
 
 /// Runs `ops` in a fresh guest; the console log goes to `log`.
-pub fn run_sequence(g: &Guest, ops: &[Op], log: PathBuf, events: &dyn EventSink) -> SeqRun {
+pub fn run_sequence(g: &Target, ops: &[Op], log: PathBuf, events: &dyn EventSink) -> SeqRun {
     let t0 = Instant::now();
     let mut run = SeqRun {
         steps: 0,
@@ -109,17 +109,13 @@ pub fn run_sequence(g: &Guest, ops: &[Op], log: PathBuf, events: &dyn EventSink)
         console_log: log.clone(),
         secs: 0.0,
     };
-    if let Some(d) = log.parent() {
-        let _ = std::fs::create_dir_all(d);
-    }
-    let mut cfg = g.prepared.vm_config(log);
-    cfg.memory_mb = g.memory_mb;
-    cfg.cpus = g.cpus;
-    let variant = g.prepared.variant.clone();
-    let started = match &g.snapshots {
-        Some(s) => s.start(&variant, cfg, g.accel, events),
-        None => accel::boot(g.accel, cfg, events),
-    };
+    let started = guest::start(
+        &g.prepared,
+        &g.machine,
+        g.snapshots.as_deref(),
+        Job::logged(log),
+        events,
+    );
     let mut vm = match started {
         Ok(vm) => vm,
         Err(f) => {
@@ -129,43 +125,49 @@ pub fn run_sequence(g: &Guest, ops: &[Op], log: PathBuf, events: &dyn EventSink)
         }
     };
     let mut state = State::new(g.rule);
-    let mut handles: BTreeMap<u32, u32> = BTreeMap::new();
-    let mut seen_unattributed = vm.unattributed().len();
-    let plan: Vec<(Option<usize>, Vec<Probe>)> = std::iter::once((None, prologue()))
+    // The prologue (op None), then each operation's probes, in one plan;
+    // `group[i]` is the operation of the plan's step i.
+    let groups: Vec<(Option<usize>, Vec<Probe>)> = std::iter::once((None, prologue()))
         .chain(
             ops.iter()
                 .enumerate()
                 .map(|(i, op)| (Some(i), state.apply(op))),
         )
         .collect();
-    'ops: for (index, probes) in plan {
-        let op_text = index.map(|i| ops[i].to_string());
-        for p in probes {
-            let mut step = p.step.clone();
-            if let Some(id) = p.prog {
-                if let Some(h) = handles.get(&id) {
-                    steps::bpf::set_handle(&mut step, steps::bpf::Handle(*h));
-                }
-            }
-            let broken = |inv: Invariant, seen: String, splats: Vec<Splat>| Broken {
-                invariant: inv,
-                op_index: index,
-                op: op_text.clone(),
-                step: step.clone(),
-                expected: describe_expect(&p),
-                seen,
-                splats,
-            };
-            match vm.run(step.clone(), STEP_TIMEOUT) {
-                Err(f) => {
-                    if matches!(
-                        f.kind,
-                        FailureKind::QemuFailed
-                            | FailureKind::Protocol
-                            | FailureKind::RestoreFailed
-                    ) {
+    let mut group = Vec::new();
+    let mut probes = Vec::new();
+    let mut plan = Vec::new();
+    for (index, ps) in groups {
+        for p in ps {
+            let key = p.prog.map(HandleKey::Prog);
+            plan.push(Planned {
+                gives: key.clone(),
+                takes: key.map(|k| (k, Missing::Send)),
+                ..Planned::new(p.step.clone(), STEP_TIMEOUT)
+            });
+            group.push(index);
+            probes.push(p);
+        }
+    }
+    let ended = run_steps(&mut vm, &plan, |a| {
+        let p = &probes[a.index];
+        let op_index = group[a.index];
+        let broken = |inv: Invariant, seen: String, splats: Vec<Splat>| Broken {
+            invariant: inv,
+            op_index,
+            op: op_index.map(|i| ops[i].to_string()),
+            step: a.step.clone(),
+            expected: describe_expect(p),
+            seen,
+            splats,
+        };
+        match &a.outcome {
+            Err(f) => {
+                match f.kind.blame() {
+                    Blame::Host | Blame::Harness => {
                         run.error = Some(format!("{:?}: {}", f.kind, f.message));
-                    } else {
+                    }
+                    Blame::Boot | Blame::Kernel => {
                         let splats = f.panic.as_deref().cloned().into_iter().collect();
                         run.broken = Some(broken(
                             Invariant::GuestAlive,
@@ -173,41 +175,40 @@ pub fn run_sequence(g: &Guest, ops: &[Op], log: PathBuf, events: &dyn EventSink)
                             splats,
                         ));
                     }
-                    break 'ops;
                 }
-                Ok(out) => {
-                    run.steps += 1;
-                    if let (Some(id), Some(h)) = (p.prog, steps::bpf::handle_of(&out.answer)) {
-                        handles.insert(id, h.0);
+                Flow::Stop
+            }
+            Ok(out) => {
+                run.steps += 1;
+                let mismatches = steps::check(&p.expect, &out.answer);
+                let seen = || {
+                    let mut s = answer_text(&out.answer);
+                    for m in &mismatches {
+                        s.push_str("; ");
+                        s.push_str(m);
                     }
-                    let mismatches = steps::check(&p.expect, &out.answer);
-                    let seen = || {
-                        let mut s = answer_text(&out.answer);
-                        for m in &mismatches {
-                            s.push_str("; ");
-                            s.push_str(m);
-                        }
-                        s
-                    };
-                    let new_between: Vec<Splat> = vm.unattributed()[seen_unattributed..].to_vec();
-                    seen_unattributed = vm.unattributed().len();
-                    if !out.splats.is_empty() || !new_between.is_empty() {
-                        let mut splats = out.splats.clone();
-                        splats.extend(new_between);
-                        run.broken = Some(broken(Invariant::NoSplat, seen(), splats));
-                        break 'ops;
-                    }
-                    if !mismatches.is_empty() {
-                        run.broken = Some(broken(p.invariant, seen(), Vec::new()));
-                        break 'ops;
-                    }
+                    s
+                };
+                if !out.splats.is_empty() || !a.between.is_empty() {
+                    let mut splats = out.splats.clone();
+                    splats.extend(a.between.iter().cloned());
+                    run.broken = Some(broken(Invariant::NoSplat, seen(), splats));
+                    return Flow::Stop;
                 }
+                if !mismatches.is_empty() {
+                    run.broken = Some(broken(p.invariant, seen(), Vec::new()));
+                    return Flow::Stop;
+                }
+                Flow::Next
             }
         }
-        if index.is_some() {
-            run.ops_done += 1;
-        }
-    }
+    });
+    // Operations whose probes all held: every one before the operation
+    // the plan stopped in (the prologue is not one).
+    run.ops_done = match ended.at() {
+        None => ops.len(),
+        Some(i) => group[i].unwrap_or(0),
+    };
     if run.broken.is_some() || run.error.is_some() {
         vm.kill();
     } else if let Err(f) = vm.shutdown() {
@@ -243,7 +244,7 @@ pub fn answer_text(a: &coexist_proto::Answer) -> String {
 
 /// The real system for the shrinker: each replay in a fresh guest.
 pub struct VmSystem<'a> {
-    pub guest: &'a Guest,
+    pub guest: &'a Target,
     pub log_dir: PathBuf,
     pub events: &'a dyn EventSink,
     pub runs: usize,

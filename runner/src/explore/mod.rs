@@ -38,7 +38,7 @@ use crate::teardown;
 use crate::vm::snapshot::Snapshots;
 use crate::vm::Splat;
 use crate::workspace::Workspace;
-use exec::{Broken, Guest};
+use exec::{Broken, Target};
 use model::{Invariant, Op, Rule};
 use shrink::Signature;
 
@@ -242,7 +242,7 @@ fn records(ops: &[Op]) -> Vec<OpRecord> {
 
 struct Shared<'a> {
     req: &'a ExploreRequest,
-    guest: Guest,
+    guest: Target,
     dir: PathBuf,
     events: &'a dyn EventSink,
     next: AtomicU64,
@@ -631,9 +631,10 @@ pub fn explore(
     let p = ws.prepare(&v, events)?;
     let host = Host::current();
     let snaps = Snapshots::new(&ws.cache);
-    if let Err(e) = req
-        .machine
-        .prepare_snapshot(&snaps, (&req.variant, &p), dir, &host, events)
+    let job = crate::guest::Job::logged(dir.join("snapshot-boot.log"));
+    if let Err(e) =
+        req.machine
+            .prepare_snapshot(&snaps, (&req.variant, &p), job, &host.qemu, events)
     {
         events::note(
             events,
@@ -646,12 +647,10 @@ pub fn explore(
     let snapshot = snaps.get(&req.variant);
     let kernel_release = snapshot.as_ref().map(|s| s.kernel_release.clone());
     let accel = snapshot.as_ref().map(|s| s.accel.to_string());
-    let guest = Guest {
+    let guest = Target {
         prepared: Arc::new(p),
         snapshots: Some(Arc::new(snaps)),
-        accel: req.machine.accel,
-        memory_mb: req.machine.memory_mb,
-        cpus: req.machine.cpus,
+        machine: req.machine,
         rule,
     };
     events::note(

@@ -17,7 +17,7 @@ use crate::build::{source::git_text, variant, KernelDoesNotBuild};
 use crate::events::{self, EventSink};
 use crate::record::{CaseResult, Verdict};
 use crate::suite::{self, Expected, StepRef};
-use crate::vm::{AccelChoice, FailureKind};
+use crate::vm::{AccelChoice, Blame};
 use crate::workspace::Workspace;
 
 pub const GOOD: u8 = 0;
@@ -47,15 +47,11 @@ pub fn parse_good_if(s: &str) -> Result<Expected> {
 /// What one case says about the commit.
 pub fn judge(r: &CaseResult) -> u8 {
     if let Some(f) = &r.failure {
-        // The kernel did not come up at all: nothing to say about the case.
-        if matches!(
-            f.kind,
-            FailureKind::BootFailed | FailureKind::QemuFailed | FailureKind::KvmNoProgress
-        ) {
-            return SKIP;
-        }
-        if f.kind == FailureKind::Protocol {
-            return HARNESS;
+        match f.kind.blame() {
+            // The kernel did not come up at all: nothing to say about the case.
+            Blame::Host | Blame::Boot => return SKIP,
+            Blame::Harness => return HARNESS,
+            Blame::Kernel => {}
         }
     }
     match (r.decision.verdict, r.decision.as_expected) {
@@ -222,14 +218,15 @@ pub fn judge_commit(ws: &Workspace, req: &BisectRequest, ev: &dyn EventSink) -> 
     step.build_s = p.build_s;
     step.kernel_cached = p.kernel_cached;
     let opts = CaseOptions {
-        accel: req.accel,
+        machine: crate::guest::Machine {
+            accel: req.accel,
+            ..Default::default()
+        },
         results_dir: ws
             .project
             .root
             .join("results")
             .join(format!("bisect-{short}-{}", std::process::id())),
-        memory_mb: 512,
-        cpus: 2,
         snapshots: None,
     };
     let mut codes = Vec::new();

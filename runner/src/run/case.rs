@@ -6,21 +6,20 @@ use std::time::{Duration, Instant};
 
 use super::verdict;
 use crate::events::EventSink;
+use crate::guest::steps::Missing;
+use crate::guest::{self, run_steps, Flow, HandleKey, Job, Machine, Planned};
 use crate::image::Prepared;
 use crate::record::{CaseResult, StepRecord};
 use crate::steps;
 use crate::suite::{Case, Suite};
 use crate::vm::snapshot::Snapshots;
-use crate::vm::{accel, AccelChoice};
 
 /// How each job's VM is made and where its console log goes.
 #[derive(Clone)]
 pub struct CaseOptions {
-    pub accel: AccelChoice,
+    pub machine: Machine,
     /// Console logs go to `<dir>/console/<variant>/<suite>__<case>.log`.
     pub results_dir: PathBuf,
-    pub memory_mb: u32,
-    pub cpus: u32,
     /// Restore jobs from these snapshots (None: boot every job).
     pub snapshots: Option<std::sync::Arc<Snapshots>>,
 }
@@ -44,24 +43,21 @@ pub fn run_case(
     let expected = suite.expected(case, &variant);
     let log = console_path(&opts.results_dir, &suite.file.suite, &case.name, &variant);
     let t0 = Instant::now();
-    let mut cfg = p.vm_config(log.clone());
-    cfg.allow = suite.file.allow_splats.clone();
-    cfg.memory_mb = opts.memory_mb;
-    cfg.cpus = opts.cpus;
     let mut records: Vec<StepRecord> = Vec::new();
     let mut failure = None;
     let mut unattributed = Vec::new();
     let mut boot_s = None;
     let mut used_accel = None;
     let mut restored = false;
-    let started = match &opts.snapshots {
-        Some(s) => {
-            restored = s.get(&variant).is_some();
-            s.start(&variant, cfg, opts.accel, events)
-        }
-        None => accel::boot(opts.accel, cfg, events),
+    let snapshots = opts.snapshots.as_deref();
+    if let Some(s) = snapshots {
+        restored = s.get(&variant).is_some();
+    }
+    let job = Job {
+        allow_splats: suite.file.allow_splats.clone(),
+        ..Job::logged(log.clone())
     };
-    match started {
+    match guest::start(p, &opts.machine, snapshots, job, events) {
         Err(f) => failure = Some(f),
         Ok(mut vm) => {
             boot_s = Some(vm.ready.boot_s);
@@ -69,22 +65,29 @@ pub fn run_case(
             // A restore that fell back to a fresh boot is a boot.
             restored &= vm.restored();
             let labels: Vec<Option<String>> = case.steps.iter().map(|s| s.label.clone()).collect();
-            let mut handles = steps::bpf::Handles::default();
-            for (i, s) in case.steps.iter().enumerate() {
-                let index = i + 1;
-                let mut step = s.step.clone();
-                if let Some(r) = &s.handle_ref {
+            let plan: Vec<Planned> = case
+                .steps
+                .iter()
+                .map(|s| Planned {
+                    gives: s.label.clone().map(HandleKey::Label),
                     // The attach it names did not give a handle: it
                     // failed, and the case stopped there.
-                    if !handles.resolve(&mut step, r) {
-                        break;
-                    }
-                }
+                    takes: s
+                        .handle_ref
+                        .clone()
+                        .map(|r| (HandleKey::Label(r), Missing::Stop)),
+                    ..Planned::new(
+                        s.step.clone(),
+                        Duration::from_secs_f64(s.timeout.unwrap_or(suite.file.timeout)),
+                    )
+                })
+                .collect();
+            run_steps(&mut vm, &plan, |a| {
+                let s = &case.steps[a.index];
+                let index = a.index + 1;
                 let eff = verdict::effective_expect(index, &s.expect, &expected, &labels);
-                let timeout = Duration::from_secs_f64(s.timeout.unwrap_or(suite.file.timeout));
-                match vm.run(step.clone(), timeout) {
+                match a.outcome {
                     Ok(out) => {
-                        handles.record(s.label.as_deref(), &out.answer);
                         let mismatches = steps::check(&eff, &out.answer);
                         let refused_as_expected = eff.errno.is_some()
                             && s.expect.errno.is_none()
@@ -95,7 +98,7 @@ pub fn run_case(
                             vm_step: out.id,
                             index,
                             label: s.label.clone(),
-                            request: step,
+                            request: a.step,
                             expect: eff,
                             answer: out.answer,
                             splats: out.splats,
@@ -103,15 +106,17 @@ pub fn run_case(
                             mismatches,
                         });
                         if stop {
-                            break;
+                            Flow::Stop
+                        } else {
+                            Flow::Next
                         }
                     }
                     Err(f) => {
                         failure = Some(f);
-                        break;
+                        Flow::Stop
                     }
                 }
-            }
+            });
             unattributed = vm.unattributed().to_vec();
             if failure.is_none() {
                 if let Err(f) = vm.shutdown() {

@@ -28,62 +28,21 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+pub use crate::guest::Machine;
 pub use case::{run_case, CaseOptions};
 pub use matrix::Job;
 
 use crate::build::cache::KeyHasher;
 use crate::build::{variant, Variant};
 use crate::events::{self, Event, EventSink};
+use crate::guest;
 use crate::input;
 use crate::record::{self, Host, PlanInfo, RecordSink, RunReport, VariantInfo};
 use crate::steps::selftest::{self, SelftestsByVariant};
 use crate::suite::{self, Suite};
 use crate::teardown;
-use crate::vm::snapshot::{self, Snapshots};
-use crate::vm::AccelChoice;
+use crate::vm::snapshot::Snapshots;
 use crate::workspace::Workspace;
-
-/// The guest machine every job gets.
-#[derive(Clone, Copy, Debug)]
-pub struct Machine {
-    pub accel: AccelChoice,
-    pub memory_mb: u32,
-    pub cpus: u32,
-}
-
-impl Machine {
-    /// Makes (or finds) the READY snapshot of prepared variant `name` on
-    /// this machine in `snaps`, its boot's console in `dir`, for the
-    /// host's QEMU (`host`). Err: why there is none (its jobs then boot).
-    pub fn prepare_snapshot(
-        &self,
-        snaps: &Snapshots,
-        (name, p): (&str, &crate::image::Prepared),
-        dir: &Path,
-        host: &Host,
-        events: &dyn EventSink,
-    ) -> Result<(), String> {
-        let mut base = p.vm_config(dir.join("snapshot-boot.log"));
-        base.memory_mb = self.memory_mb;
-        base.cpus = self.cpus;
-        let id = snapshot::Ident {
-            kernel_key: p.manifest.key.clone(),
-            image_key: p.image.key.clone(),
-            qemu_version: host.qemu.clone(),
-        };
-        snaps.prepare(name, &base, self.accel, id, events)
-    }
-}
-
-impl Default for Machine {
-    fn default() -> Self {
-        Machine {
-            accel: AccelChoice::Auto,
-            memory_mb: 512,
-            cpus: 2,
-        }
-    }
-}
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -418,9 +377,10 @@ impl Started {
                     );
                     continue;
                 }
+                let job = guest::Job::logged(dir.join("snapshot-boot.log"));
                 if let Err(e) = req
                     .machine
-                    .prepare_snapshot(&s, (name, p), &dir, &host, events)
+                    .prepare_snapshot(&s, (name, p), job, &host.qemu, events)
                 {
                     events::note(
                         events,
@@ -437,10 +397,8 @@ impl Started {
         };
         let prepare_s = t_prep.elapsed().as_secs_f64();
         let opts = CaseOptions {
-            accel: req.machine.accel,
+            machine: req.machine,
             results_dir: dir.clone(),
-            memory_mb: req.machine.memory_mb,
-            cpus: req.machine.cpus,
             snapshots,
         };
         events.event(&Event::RunStarted {

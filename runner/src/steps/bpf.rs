@@ -2,12 +2,10 @@
 //! `hits`, `hits_min`, `ret` (fexit's view of the return value), `arg0`,
 //! `seen` (what a seq_file show function wrote, cx_fexit_seq). Fixtures:
 //! bpf_attach's program, one of the inventory's programs in a section it
-//! attaches ([`attaches`]). Handles ([`Handle`], [`Handles`]): a suite
-//! names an attachment by the label of the step that gave it
-//! ([`gives_handle`]); the runner puts the handle the agent gave in its
+//! attaches ([`attaches`]). Handles ([`Handle`]): a suite names an
+//! attachment by the label of the step that gave it ([`gives_handle`]);
+//! the step loop (`guest::steps`) puts the handle the agent gave in its
 //! place ([`takes_handle`]).
-
-use std::collections::BTreeMap;
 
 use coexist_proto::{Answer, BpfKind, Step};
 use serde::{Deserialize, Serialize};
@@ -131,31 +129,6 @@ pub fn set_handle(step: &mut Step, h: Handle) {
     }
 }
 
-/// The handles one case's steps gave, by the label of the step.
-#[derive(Debug, Default)]
-pub struct Handles(BTreeMap<String, Handle>);
-
-impl Handles {
-    /// Keeps the handle a labelled step answered with, if it gave one.
-    pub fn record(&mut self, label: Option<&str>, a: &Answer) {
-        if let (Some(l), Some(h)) = (label, handle_of(a)) {
-            self.0.insert(l.to_string(), h);
-        }
-    }
-
-    /// Puts the handle of step `label` into `step`; false when that step
-    /// gave none (it failed, and the case stopped there).
-    pub fn resolve(&self, step: &mut Step, label: &str) -> bool {
-        match self.0.get(label) {
-            Some(h) => {
-                set_handle(step, *h);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,15 +198,6 @@ mod tests {
         assert!(takes_handle("bpf_stats") && takes_handle("bpf_detach"));
         assert!(!takes_handle("bpf_attach"));
         assert!(gives_handle("bpf_attach") && !gives_handle("bpf_stats"));
-        // A case's handles by label: an unlabelled or failed attach gives none.
-        let mut hs = Handles::default();
-        hs.record(Some("a"), &a);
-        hs.record(None, &a);
-        hs.record(Some("failed"), &Answer::default());
-        let mut s = Step::BpfStats { handle: 0 };
-        assert!(hs.resolve(&mut s, "a"));
-        assert_eq!(s, Step::BpfStats { handle: 4 });
-        assert!(!hs.resolve(&mut s, "failed"));
     }
 
     #[test]

@@ -33,11 +33,42 @@ pub enum FailureKind {
     RestoreFailed,
 }
 
+/// Whose fault a failure is: decided here once, for every command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The host: QEMU could not start, or exited before the guest booted.
+    Host,
+    /// The harness: the agent broke the protocol, or a saved guest did not
+    /// come back as that guest.
+    Harness,
+    /// The kernel under test never came up (boot deadline, no progress
+    /// under KVM): nothing is known of what the job meant to check.
+    Boot,
+    /// The kernel under test, running steps: it panicked, stalled, did not
+    /// answer a step, or died.
+    Kernel,
+}
+
 impl FailureKind {
-    /// Failures of the harness, not of the kernel under test: QEMU did not
-    /// start, or the agent broke the protocol.
+    /// Whose fault it is. `suite` reports Host and Harness as the run's
+    /// trouble (exit 2), `bisect` skips a commit on Host and Boot and
+    /// aborts on Harness, `explore` gives no verdict on Host and Harness
+    /// and counts Boot and Kernel against `guest_alive`.
+    pub fn blame(&self) -> Blame {
+        match self {
+            FailureKind::QemuFailed => Blame::Host,
+            FailureKind::Protocol | FailureKind::RestoreFailed => Blame::Harness,
+            FailureKind::KvmNoProgress | FailureKind::BootFailed => Blame::Boot,
+            FailureKind::Panic
+            | FailureKind::Stall
+            | FailureKind::StepTimeout
+            | FailureKind::Died => Blame::Kernel,
+        }
+    }
+
+    /// Failures of the host or the harness, not of the kernel under test.
     pub fn is_infrastructure(&self) -> bool {
-        matches!(self, FailureKind::QemuFailed | FailureKind::Protocol)
+        matches!(self.blame(), Blame::Host | Blame::Harness)
     }
 }
 
@@ -95,3 +126,37 @@ impl fmt::Display for VmFailure {
 }
 
 impl std::error::Error for VmFailure {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blame_sorts_every_kind_once() {
+        use FailureKind as K;
+        let all = [
+            K::QemuFailed,
+            K::KvmNoProgress,
+            K::BootFailed,
+            K::Panic,
+            K::Stall,
+            K::StepTimeout,
+            K::Died,
+            K::Protocol,
+            K::RestoreFailed,
+        ];
+        let of = |b: Blame| -> Vec<FailureKind> {
+            all.iter().filter(|k| k.blame() == b).cloned().collect()
+        };
+        assert_eq!(of(Blame::Host), [K::QemuFailed]);
+        assert_eq!(of(Blame::Harness), [K::Protocol, K::RestoreFailed]);
+        assert_eq!(of(Blame::Boot), [K::KvmNoProgress, K::BootFailed]);
+        assert_eq!(
+            of(Blame::Kernel),
+            [K::Panic, K::Stall, K::StepTimeout, K::Died]
+        );
+        // The run's own trouble (exit 2) is the host's and the harness's.
+        let infra: Vec<_> = all.iter().filter(|k| k.is_infrastructure()).collect();
+        assert_eq!(infra, [&K::QemuFailed, &K::Protocol, &K::RestoreFailed]);
+    }
+}

@@ -38,7 +38,7 @@ pub mod snapshot;
 pub mod splat;
 
 pub use accel::{Accel, AccelChoice};
-pub use failure::{FailureKind, VmFailure};
+pub use failure::{Blame, FailureKind, VmFailure};
 pub use machine::{ReadyInfo, StepOutcome, Vm};
 pub use qemu::VmConfig;
 pub use splat::{Splat, SplatKind};
