@@ -3,8 +3,10 @@
 //! is installed: the list in `.ci/packages` (the one `.ci/run` uses) and
 //! the packages that ship the declared kernel sources.
 //!
-//! Missing packages are installed in ONE apt transaction, after one
-//! `apt-get update`, and only if apt would remove or downgrade nothing
+//! apt's lists are refreshed first (`apt-get update`, once, saying why)
+//! when a package the project declares is unknown to apt or the lists are
+//! older than a day. Missing packages are installed in ONE apt
+//! transaction, after one `apt-get update`, and only if apt would remove or downgrade nothing
 //! (`--no-remove`, checked first with a simulation); otherwise setup stops
 //! and prints the exact command for the user to decide. With
 //! [`Removals::Allow`] (`setup --allow-remove`, the user's explicit
@@ -12,14 +14,135 @@
 //! packages; a downgrade is still refused. Not root: it prints the
 //! command.
 
+use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::cache::Cache;
 use crate::build::source::install_command;
 use crate::build::variant::{Source, VariantsFile};
 use crate::build::Project;
 use crate::events::{self, EventSink};
+
+/// The kernel image packages of the prebuilt variants: downloaded, never
+/// installed, but apt must know them.
+pub fn prebuilt_packages(project: &Project) -> Vec<String> {
+    let Ok(t) = std::fs::read_to_string(project.variants_file()) else {
+        return Vec::new();
+    };
+    let Ok(f) = serde_yaml::from_str::<VariantsFile>(&t) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = f
+        .variants
+        .into_iter()
+        .filter_map(|d| d.prebuilt.map(|p| p.debian_package))
+        .collect();
+    v.dedup();
+    v
+}
+
+/// apt's lists older than this are refreshed (`apt-get update`, once)
+/// before setup resolves or installs anything.
+pub const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Where apt keeps its package lists.
+const APT_LISTS: &str = "/var/lib/apt/lists";
+
+/// How long ago apt's lists were last refreshed: the newest of its list
+/// files and of `stamp`, this project's record of its last `apt-get
+/// update` (apt leaves a list that did not change untouched). None: no
+/// lists at all.
+fn lists_age(stamp: &Path) -> Option<Duration> {
+    let mut newest = std::fs::metadata(stamp).and_then(|m| m.modified()).ok();
+    for e in std::fs::read_dir(APT_LISTS).ok()?.flatten() {
+        if !e.file_name().to_string_lossy().ends_with("Packages") {
+            continue;
+        }
+        if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+            newest = Some(newest.map_or(t, |n: SystemTime| n.max(t)));
+        }
+    }
+    newest.map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
+}
+
+/// Why apt's lists must be refreshed before setup goes on, if they must:
+/// a package the project declares that apt does not know, or lists older
+/// than [`LISTS_MAX_AGE`] (or none at all).
+pub fn refresh_reason(age: Option<Duration>, unknown: &[String]) -> Option<String> {
+    if !unknown.is_empty() {
+        return Some(format!(
+            "apt does not know {}",
+            unknown
+                .iter()
+                .map(|p| format!("'{p}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    match age {
+        None => Some("apt has no package lists".into()),
+        Some(a) if a > LISTS_MAX_AGE => Some(format!(
+            "apt's package lists are {} days old",
+            a.as_secs() / 86400
+        )),
+        Some(_) => None,
+    }
+}
+
+fn apt(args: &[&str]) -> Result<std::process::Output> {
+    Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run apt-get")
+}
+
+/// Refreshes apt's lists when they are stale or miss a package the
+/// project declares (see [`refresh_reason`]), once, as root; says so.
+/// Returns whether it ran `apt-get update` successfully. A failed refresh
+/// stops setup only when a declared package is unknown; a merely old list
+/// is used as it is, with a note.
+fn refresh_lists(stamp: &Path, declared: &[String], ev: &dyn EventSink) -> Result<bool> {
+    // One apt-cache call; what it resolves, the prebuilt kernels use.
+    let unknown = crate::build::prebuilt::resolve_packages(declared)?;
+    let Some(why) = refresh_reason(lists_age(stamp), &unknown) else {
+        return Ok(false);
+    };
+    if !nix::unistd::geteuid().is_root() {
+        // The packages' own errors (at their declarations) say the rest.
+        if !unknown.is_empty() {
+            events::note(ev, format!("setup: {why}; as root, run: apt-get update"));
+        }
+        return Ok(false);
+    }
+    events::note(ev, format!("setup: {why}; running apt-get update"));
+    let up = apt(&["update", "-q"])?;
+    // Tried: an old list is not tried again for a day, even offline.
+    if let Some(d) = stamp.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    let _ = std::fs::write(stamp, b"");
+    if up.status.success() {
+        crate::build::prebuilt::forget_resolved();
+        return Ok(true);
+    }
+    let err = String::from_utf8_lossy(&up.stderr);
+    if unknown.is_empty() {
+        events::note(
+            ev,
+            format!(
+                "setup: apt-get update failed; going on with the lists as they are ({})",
+                err.lines().next().unwrap_or("").trim()
+            ),
+        );
+        return Ok(false);
+    }
+    bail!("setup: {why}, and apt-get update failed:\n{}", err.trim())
+}
 
 /// The project's package list: `.ci/packages`, one a line, `#` comments.
 pub fn project_packages(project: &Project) -> Result<Vec<String>> {
@@ -146,9 +269,17 @@ pub fn refused_changes(harm: &[String], removals: Removals) -> Vec<String> {
 
 /// Makes sure every package the project needs is installed (see the
 /// module doc). Returns the packages it installed.
-pub fn ensure(project: &Project, ev: &dyn EventSink, removals: Removals) -> Result<Vec<String>> {
+pub fn ensure(
+    project: &Project,
+    cache: &Cache,
+    ev: &dyn EventSink,
+    removals: Removals,
+) -> Result<Vec<String>> {
     let packages = project_packages(project)?;
     let missing = not_installed(&packages)?;
+    let mut declared = missing.clone();
+    declared.extend(prebuilt_packages(project));
+    let updated = refresh_lists(&cache.dir("apt").join("updated"), &declared, ev)?;
     if missing.is_empty() {
         return Ok(missing);
     }
@@ -178,19 +309,14 @@ pub fn ensure(project: &Project, ev: &dyn EventSink, removals: Removals) -> Resu
             missing.join(" ")
         ),
     );
-    let apt = |args: &[&str]| -> Result<std::process::Output> {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .context("cannot run apt-get")
-    };
-    let up = apt(&["update", "-q"])?;
-    if !up.status.success() {
-        bail!(
-            "setup: apt-get update failed:\n{}",
-            String::from_utf8_lossy(&up.stderr)
-        );
+    if !updated {
+        let up = apt(&["update", "-q"])?;
+        if !up.status.success() {
+            bail!(
+                "setup: apt-get update failed:\n{}",
+                String::from_utf8_lossy(&up.stderr)
+            );
+        }
     }
     let mut sim_args = vec!["install", "-s", "-q"];
     sim_args.extend(missing.iter().map(String::as_str));
@@ -305,5 +431,24 @@ Conf qemu-system-x86 (1:7.2+dfsg-7+deb12u18 Debian-Security:12/stable-security [
         ] {
             assert!(p.iter().any(|x| x == want), "{want} not in {p:?}");
         }
+    }
+
+    #[test]
+    fn stale_or_incomplete_lists_are_refreshed_and_say_why() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(refresh_reason(Some(hour), &[]), None);
+        assert_eq!(
+            refresh_reason(Some(hour * 24 * 200 + hour / 2), &[]).as_deref(),
+            Some("apt's package lists are 200 days old")
+        );
+        assert_eq!(
+            refresh_reason(None, &[]).as_deref(),
+            Some("apt has no package lists")
+        );
+        let unknown = ["linux-headers-6.1.0-57-amd64".to_string()];
+        assert_eq!(
+            refresh_reason(Some(hour), &unknown).as_deref(),
+            Some("apt does not know 'linux-headers-6.1.0-57-amd64'")
+        );
     }
 }

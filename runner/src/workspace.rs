@@ -98,7 +98,7 @@ impl Workspace {
         if self.setup.get().is_some() {
             return Ok(());
         }
-        crate::setup::ensure(&self.project, events, removals)?;
+        crate::setup::ensure(&self.project, &self.cache, events, removals)?;
         let _ = self.setup.set(());
         Ok(())
     }

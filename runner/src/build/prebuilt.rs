@@ -140,9 +140,52 @@ pub fn resolve_headers(decl: &PrebuiltDecl) -> Result<Option<AptCandidate>> {
     }
 }
 
+/// What apt resolved in this process, by package.
+static MEMO: std::sync::Mutex<BTreeMap<String, AptCandidate>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Every record of `apt-cache show --no-all-versions` output (one per
+/// package apt knows).
+pub fn parse_apt_show_all(text: &str) -> Vec<AptCandidate> {
+    text.split("\n\n").filter_map(parse_apt_show).collect()
+}
+
+/// Resolves `pkgs` with one `apt-cache` call (memoised: once per process
+/// each); returns those apt does not know.
+pub fn resolve_packages(pkgs: &[String]) -> Result<Vec<String>> {
+    let todo: Vec<&String> = {
+        let memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+        pkgs.iter().filter(|p| !memo.contains_key(*p)).collect()
+    };
+    if todo.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = Command::new("apt-cache")
+        .args(["show", "--no-all-versions"])
+        .args(&todo)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run apt-cache (a prebuilt kernel needs a Debian system)")?;
+    let found = parse_apt_show_all(&String::from_utf8_lossy(&out.stdout));
+    let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    for c in found {
+        if todo.contains(&&c.package) {
+            memo.insert(c.package.clone(), c);
+        }
+    }
+    Ok(todo
+        .into_iter()
+        .filter(|p| !memo.contains_key(*p))
+        .cloned()
+        .collect())
+}
+
+/// Forgets what apt resolved (its lists were just refreshed).
+pub fn forget_resolved() {
+    MEMO.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
 fn resolve_package(pkg: &str, origin: &str, what: &str) -> Result<AptCandidate> {
-    static MEMO: std::sync::Mutex<BTreeMap<String, AptCandidate>> =
-        std::sync::Mutex::new(BTreeMap::new());
     if let Some(c) = MEMO.lock().unwrap_or_else(|e| e.into_inner()).get(pkg) {
         return Ok(c.clone());
     }
@@ -176,6 +219,18 @@ fn resolve_package(pkg: &str, origin: &str, what: &str) -> Result<AptCandidate> 
 /// builds or boots anything, so that a package apt does not know, or a
 /// local kernel's missing file, stops it at once.
 pub fn resolve_all<'a>(variants: impl IntoIterator<Item = &'a Variant>) -> Result<()> {
+    let variants: Vec<&Variant> = variants.into_iter().collect();
+    // One apt-cache call for all of them; each is then checked (and an
+    // unknown one reported at its declaration) from the memo.
+    let pkgs: Vec<String> = variants
+        .iter()
+        .filter_map(|v| match &v.source {
+            crate::build::variant::Source::Prebuilt(d) => Some(d),
+            _ => None,
+        })
+        .flat_map(|d| std::iter::once(d.debian_package.clone()).chain(d.headers.clone()))
+        .collect();
+    resolve_packages(&pkgs)?;
     for v in variants {
         match &v.source {
             crate::build::variant::Source::Prebuilt(d) => {
@@ -645,6 +700,12 @@ SHA256: 0000000000000000000000000000000000000000000000000000000000000000
             Some("6.12.38+deb13-cloud-amd64")
         );
         assert_eq!(release_from_package("linux-image-amd64"), None);
+        // Every record, for one apt-cache call of many packages.
+        let all = parse_apt_show_all(SHOW);
+        assert_eq!(
+            all.iter().map(|c| c.package.as_str()).collect::<Vec<_>>(),
+            ["linux-image-6.1.0-57-amd64-unsigned", "other"]
+        );
     }
 
     #[test]
