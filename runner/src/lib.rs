@@ -26,21 +26,20 @@
 //! and calls these.
 
 pub mod build;
-pub mod events;
 pub mod explore;
 pub mod guest;
 pub mod image;
-pub mod input;
 pub mod record;
 pub mod report;
 pub mod run;
 pub mod setup;
 pub mod steps;
 pub mod suite;
-pub mod teardown;
-pub mod text;
 pub mod ui;
 pub mod vm;
 pub mod workspace;
 
 pub use workspace::Workspace;
+
+// The core layer (its own crate): every stage may use it, it uses none.
+pub use coexist_core::{cache, events, input, process, teardown, text};

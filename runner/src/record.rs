@@ -192,7 +192,7 @@ pub struct VariantInfo {
     /// A prebuilt kernel's package, version and the options this project
     /// is about (None: a kernel built here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prebuilt: Option<crate::build::prebuilt::PrebuiltInfo>,
+    pub prebuilt: Option<crate::build::manifest::PrebuiltInfo>,
 }
 
 impl VariantInfo {
@@ -316,7 +316,7 @@ impl Host {
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
-            qemu: crate::build::source::first_line("qemu-system-x86_64", &["--version"]),
+            qemu: crate::process::first_line("qemu-system-x86_64", &["--version"]),
         }
     }
 }

@@ -20,10 +20,10 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::cache::Cache;
 use crate::build::source::install_command;
-use crate::build::variant::{Source, VariantsFile};
+use crate::build::variant::VariantsFile;
 use crate::build::Project;
+use crate::cache::Cache;
 use crate::events::{self, EventSink};
 
 /// The kernel image packages of the prebuilt variants: downloaded, never
@@ -288,10 +288,11 @@ pub fn ensure(
     // not load is for the command to report).
     if let Ok(variants) = project.load_variants(None) {
         for v in &variants {
-            if let Source::Prebuilt(d) = &v.source {
-                if d.headers.as_ref().is_some_and(|h| missing.contains(h)) {
-                    crate::build::prebuilt::resolve_headers(d)?;
-                }
+            if v.source
+                .headers_package()
+                .is_some_and(|h| missing.iter().any(|m| m == h))
+            {
+                v.source.check()?;
             }
         }
     }

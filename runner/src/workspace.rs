@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::build::{source, Builder, Cache, Project, Variant};
+use crate::build::{source, Builder, Project, Variant};
+use crate::cache::Cache;
 use crate::events::EventSink;
 use crate::image::{self, Prepared};
 

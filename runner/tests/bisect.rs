@@ -47,7 +47,7 @@ fn pristine() -> PathBuf {
         r.to_str().unwrap(),
     ]);
     assert!(out.status.success());
-    let cache = coexist::build::Cache::default_root().unwrap();
+    let cache = coexist::cache::Cache::default_root().unwrap();
     std::fs::read_dir(cache.join("sources"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -71,7 +71,7 @@ fn bisect_finds_the_commit_that_restores_ops_func() {
     // A fixed place in the cache, and fixed commit dates (see git()): the
     // same path and commits every run, so its build dir and kernels are
     // reused (the first run builds the tree cold).
-    let work = coexist::build::Cache::default_root()
+    let work = coexist::cache::Cache::default_root()
         .unwrap()
         .join("bisect-e2e");
     let repo = work.join("linux");

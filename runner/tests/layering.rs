@@ -3,15 +3,17 @@
 //! import cycle between stage folders. This reads `crate::<module>` paths
 //! in the library's production code (test-only items are skipped) and
 //! checks each against the layer table below, which is the diagram in
-//! docs/architecture.md.
+//! docs/architecture.md. Inside a folder, no two files import each other,
+//! directly or around a loop (`super::` included); the core layer is a
+//! crate of its own (`runner/core`), so it cannot use a stage at all.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use modules of lower layers only (and its
 /// own folder); modules of one layer do not use each other.
 const LAYERS: &[&[&str]] = &[
-    &["events", "input", "text", "teardown"],
+    &["events", "input", "text", "teardown", "cache", "process"],
     &["build"],
     &["setup"],
     &["vm"],
@@ -167,4 +169,111 @@ fn the_scan_sees_an_upward_import_and_skips_test_items() {
     // An upward use is one the layer table refuses.
     assert!(layer("record") > layer("vm"));
     assert!(layer("report") > layer("run"));
+}
+
+/// The files of folder `dir` (by stem, `mod.rs` left out: a folder's
+/// root declares its files and they use what it re-exports) and, for
+/// each, the sibling files it names (`crate::<folder>::<file>` or
+/// `super::<file>`) in production code.
+fn sibling_imports(src: &Path, dir: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let re =
+        regex::Regex::new(&format!(r"(?:crate::{dir}|super)::(\{{[^}}]*\}}|[a-z_]+)")).unwrap();
+    let word = regex::Regex::new(r"\b[a-z_]+\b").unwrap();
+    let files: BTreeMap<String, PathBuf> = std::fs::read_dir(src.join(dir))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), p))
+        .filter(|(stem, _)| stem != "mod")
+        .collect();
+    let mut g = BTreeMap::new();
+    for (stem, p) in &files {
+        let code = production_code(&std::fs::read_to_string(p).unwrap());
+        let used: BTreeSet<String> = re
+            .captures_iter(&code)
+            .flat_map(|c| {
+                word.find_iter(&c[1])
+                    .map(|m| m.as_str().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|w| w != stem && files.contains_key(w))
+            .collect();
+        g.insert(stem.clone(), used);
+    }
+    g
+}
+
+/// A cycle in `g`, if it has one (as the path that closes it).
+fn cycle(g: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        g: &BTreeMap<String, BTreeSet<String>>,
+        n: &str,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            let mut c = path[i..].to_vec();
+            c.push(n.to_string());
+            return Some(c);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for m in g.get(n).into_iter().flatten() {
+            if let Some(c) = visit(g, m, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    g.keys()
+        .find_map(|n| visit(g, n, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_import_loop_between_the_files_of_a_folder() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut loops = Vec::new();
+    let mut edges = 0;
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        if !e.path().is_dir() {
+            continue;
+        }
+        let dir = e.file_name().to_string_lossy().into_owned();
+        let g = sibling_imports(&src, &dir);
+        edges += g.values().map(BTreeSet::len).sum::<usize>();
+        if let Some(c) = cycle(&g) {
+            loops.push(format!("{dir}/: {}", c.join(" -> ")));
+        }
+    }
+    assert!(
+        edges > 20,
+        "{edges} sibling imports found: the scan is broken"
+    );
+    assert!(loops.is_empty(), "import loops:\n{}", loops.join("\n"));
+}
+
+#[test]
+fn the_loop_check_sees_a_loop() {
+    let g: BTreeMap<String, BTreeSet<String>> = [
+        ("kbuild", vec!["source", "manifest"]),
+        ("source", vec!["prebuilt"]),
+        ("prebuilt", vec!["kbuild"]),
+        ("manifest", vec![]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(
+        cycle(&g).unwrap(),
+        ["kbuild", "source", "prebuilt", "kbuild"]
+    );
+    let mut acyclic = g.clone();
+    acyclic.get_mut("prebuilt").unwrap().clear();
+    assert_eq!(cycle(&acyclic), None);
 }

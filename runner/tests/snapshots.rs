@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use coexist::build::Cache;
+use coexist::cache::Cache;
 use coexist::events::Collect;
 use coexist::image::Prepared;
 use coexist::vm::snapshot::{self, Ident, Snapshot, Snapshots};

@@ -10,14 +10,16 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::build::cache::{self, Cache, KeyHasher};
 use crate::build::kconfig;
 use crate::build::local;
+use crate::build::manifest::Manifest;
 use crate::build::prebuilt;
 use crate::build::series;
 use crate::build::source::{self, SourceId};
 use crate::build::variant::{Source, Variant};
+use crate::cache::{self, Cache, KeyHasher};
 use crate::events::{Event, EventSink};
+use crate::process::run_quiet;
 use crate::teardown;
 
 /// The kernel at hand cannot be configured or built (as opposed to a
@@ -120,93 +122,9 @@ impl Plan {
     }
 }
 
-/// What `kernels/<key>/manifest.json` records. Paths are absolute.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Manifest {
-    pub variant: String,
-    pub key: String,
-    pub source: String,
-    pub series: Vec<String>,
-    pub fragments: Vec<String>,
-    pub toolchain: String,
-    pub kernel_release: String,
-    pub build_seconds: f64,
-    pub bzimage: PathBuf,
-    pub vmlinux: PathBuf,
-    pub system_map: PathBuf,
-    pub config: PathBuf,
-    /// `lib/modules/<release>` with modules.dep, as modules_install wrote it.
-    pub modules_dir: PathBuf,
-    /// Source and build dirs, for out-of-tree modules:
-    /// `make -C <source_dir> O=<build_dir> M=<module dir>`.
-    pub source_dir: PathBuf,
-    pub build_dir: PathBuf,
-    /// The kernel version of the source ("6.1.192"), from its Makefile.
-    #[serde(default)]
-    pub kernel_version: String,
-    /// Where the source comes from ("Debian linux-source-6.1 6.1.192-3").
-    #[serde(default)]
-    pub source_origin: Option<String>,
-    /// Patches of the series that were already in the source (they
-    /// reverse-apply cleanly) and were skipped.
-    #[serde(default)]
-    pub already_in_source: Vec<String>,
-    /// A prebuilt kernel (a distribution's package): what it is. None for
-    /// a kernel built here.
-    #[serde(default)]
-    pub prebuilt: Option<crate::build::prebuilt::PrebuiltInfo>,
-    /// Which publication of this key this is: set when a kernel is built
-    /// again under the same key ([`Builder::rebuild`]), so what was built
-    /// against the earlier one (fixtures, images) gets other keys. Empty
-    /// for a first build.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub build_id: String,
-}
-
 /// The file in a prepared tree that lists the patches skipped as already
 /// in the source.
 const ALREADY_APPLIED: &str = ".coexist-already-in-source";
-
-impl Manifest {
-    /// This kernel in the key of anything made for it (fixtures, images,
-    /// and through the image its snapshots): its key, and the `build_id`
-    /// of a kernel built again under its key, which is another kernel.
-    pub fn key_parts<'h>(&self, h: &'h mut KeyHasher) -> &'h mut KeyHasher {
-        h.part("kernel", self.key.as_bytes());
-        if !self.build_id.is_empty() {
-            h.part("build-id", self.build_id.as_bytes());
-        }
-        h
-    }
-
-    /// A published entry's manifest if the entry is sound: it reads back
-    /// and every artifact it names is there. `Ok(None)`: no entry; Err:
-    /// the entry exists but is damaged (why).
-    pub fn load_sound(entry: &Path) -> Result<Option<Manifest>, String> {
-        if !entry.exists() {
-            return Ok(None);
-        }
-        let m = Manifest::load(entry).map_err(|e| format!("{e:#}"))?;
-        for p in [&m.vmlinux, &m.bzimage, &m.system_map, &m.config] {
-            if !p.is_file() {
-                return Err(format!("{} is missing", p.display()));
-            }
-        }
-        if !m.modules_dir.join("modules.dep").is_file() {
-            return Err(format!(
-                "{}/modules.dep is missing",
-                m.modules_dir.display()
-            ));
-        }
-        Ok(Some(m))
-    }
-
-    pub fn load(entry: &Path) -> Result<Manifest> {
-        let p = entry.join("manifest.json");
-        let b = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-        serde_json::from_slice(&b).with_context(|| format!("{}: bad manifest", p.display()))
-    }
-}
 
 #[derive(Default, Serialize, Deserialize)]
 struct BuildStats {
@@ -266,7 +184,7 @@ impl Builder<'_> {
                 s.name
             );
         }
-        let src = self.sources.identify(self.cache, &v.source, self.events)?;
+        let src = v.source.identify(self.cache, self.sources, self.events)?;
         let tree_key = tree_key(&src, v);
         let config_key = config_key(v, &self.toolchain);
         let mut h = KeyHasher::new("kernel-v1");
@@ -647,7 +565,7 @@ impl Builder<'_> {
                 "variant '{}': the kernel build failed ({st}); last lines of {}:\n{}",
                 v.name,
                 log.display(),
-                tail(&text, 25)
+                crate::process::tail(&text, 25)
             ))
             .into());
         }
@@ -675,7 +593,7 @@ impl Builder<'_> {
         c.arg("modules_install")
             .arg(format!("INSTALL_MOD_PATH={}", st.join("modroot").display()))
             .arg("INSTALL_MOD_STRIP=1");
-        if let Some(d) = source::which("depmod") {
+        if let Some(d) = crate::process::which("depmod") {
             c.arg(format!("DEPMOD={}", d.display()));
         }
         let out = run_quiet(c, "make modules_install")?;
@@ -745,7 +663,7 @@ pub fn make_command(cache: &Cache, tree: &Path, build: &Path) -> Command {
         .env_remove("ARCH")
         .env_remove("CROSS_COMPILE")
         .env_remove("KBUILD_OUTPUT");
-    if source::which("ccache").is_some() {
+    if crate::process::which("ccache").is_some() {
         c.arg("CC=ccache gcc")
             .arg("HOSTCC=ccache gcc")
             .env("CCACHE_DIR", cache.dir("ccache"))
@@ -756,33 +674,11 @@ pub fn make_command(cache: &Cache, tree: &Path, build: &Path) -> Command {
     c
 }
 
-/// Runs a command, returning its output, or failing with its last lines.
-pub fn run_quiet(mut c: Command, what: &str) -> Result<String> {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let group = teardown::Group::spawn(&mut c).with_context(|| format!("cannot run {what}"))?;
-    let out = group
-        .wait_with_output()
-        .with_context(|| format!("cannot run {what}"))?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
-        bail!("{what} failed:\n{}", tail(&text, 30));
-    }
-    Ok(text)
-}
-
 /// The name of the lock that serialises builds in one build dir.
 pub fn build_dir_lock(build_dir: &Path) -> String {
     let mut h = KeyHasher::new("build-dir-lock");
     h.part("dir", build_dir.to_string_lossy().as_bytes());
     format!("build-{}", h.finish())
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A digest of what `make tinyconfig` + the fragments + `olddefconfig`

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::kbuild::{Builder, Manifest};
+use super::kbuild::Builder;
+use super::manifest::Manifest;
 use super::variant::{Source, Variant};
 use super::{local, prebuilt};
 

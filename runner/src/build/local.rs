@@ -25,12 +25,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::cache::{Cache, KeyHasher};
-use crate::build::kbuild::Manifest;
+use crate::build::manifest::Manifest;
+use crate::build::manifest::PrebuiltInfo;
 use crate::build::modules;
-use crate::build::prebuilt::{self, PrebuiltInfo};
+use crate::build::prebuilt;
 use crate::build::source::{self, SourceId};
 use crate::build::variant::{LocalDecl, Variant};
+use crate::cache::{Cache, KeyHasher};
 use crate::events::EventSink;
 
 /// The files of a headers dir the key covers (not the whole tree): what

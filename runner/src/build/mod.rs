@@ -23,18 +23,19 @@
 //!   `modules.dep` (what a modular kernel's image carries).
 //! - `list`: one typed row per variant for `kernel list`.
 
-pub mod cache;
 pub mod kbuild;
 pub mod kconfig;
+pub mod kinds;
 pub mod list;
 pub mod local;
+pub mod manifest;
 pub mod modules;
 pub mod prebuilt;
 pub mod series;
 pub mod source;
 pub mod variant;
 
-pub use cache::Cache;
-pub use kbuild::{BuildDirStale, Builder, KernelDoesNotBuild, Manifest, Plan};
+pub use kbuild::{BuildDirStale, Builder, KernelDoesNotBuild, Plan};
 pub use list::KernelRow;
+pub use manifest::{Manifest, PrebuiltInfo};
 pub use variant::{Coexistence, Project, Variant};

@@ -18,79 +18,13 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
-use crate::build::cache::{self, Cache, KeyHasher};
-use crate::build::kbuild::{run_quiet, Manifest};
-use crate::build::kconfig::{self, Value};
+use crate::build::manifest::{Manifest, PrebuiltInfo};
 use crate::build::source::{self, SourceId};
 use crate::build::variant::{PrebuiltDecl, SourceDecl, Variant};
+use crate::cache::{self, Cache, KeyHasher};
 use crate::events::{Event, EventSink};
-
-/// What a kernel not built here says about itself besides the paths: a
-/// Debian package (`prebuilt:`), or a user's own kernel (`local:`, see
-/// [`crate::build::local`]; then the package fields are empty).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PrebuiltInfo {
-    /// The Debian package (`linux-image-6.1.0-57-amd64-unsigned`).
-    pub package: String,
-    /// Its Debian version (`6.1.192-3`).
-    pub version: String,
-    /// sha256 of the `.deb`: the entry's content key.
-    pub deb_sha256: String,
-    /// A local kernel: its image, as declared.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_image: Option<PathBuf>,
-    /// The options of the kernel's config this project is about, as set
-    /// there (`y`, `m`) or `None` when unset.
-    pub livepatch: Option<String>,
-    pub dynamic_ftrace_with_direct_calls: Option<String>,
-    pub dynamic_ftrace_with_args: Option<String>,
-    pub dynamic_ftrace_with_regs: Option<String>,
-}
-
-impl PrebuiltInfo {
-    /// Where the kernel comes from: "Debian <package> <version>", or
-    /// "local <image path>".
-    pub fn origin(&self) -> String {
-        match &self.local_image {
-            Some(p) => format!("local {}", p.display()),
-            None => format!("Debian {} {}", self.package, self.version),
-        }
-    }
-
-    /// "Debian <package> <version>; LIVEPATCH=y DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y
-    /// DYNAMIC_FTRACE_WITH_ARGS=y DYNAMIC_FTRACE_WITH_REGS=y" (an unset
-    /// option as `=n`; "local <image path>; ..." for a local kernel): what
-    /// reports show of a kernel not built here.
-    pub fn describe(&self) -> String {
-        let o = |name: &str, v: &Option<String>| format!("{name}={}", v.as_deref().unwrap_or("n"));
-        format!(
-            "{}; {} {} {} {}",
-            self.origin(),
-            o("LIVEPATCH", &self.livepatch),
-            o(
-                "DYNAMIC_FTRACE_WITH_DIRECT_CALLS",
-                &self.dynamic_ftrace_with_direct_calls
-            ),
-            o("DYNAMIC_FTRACE_WITH_ARGS", &self.dynamic_ftrace_with_args),
-            o("DYNAMIC_FTRACE_WITH_REGS", &self.dynamic_ftrace_with_regs)
-        )
-    }
-
-    /// Reads the options from the kernel's `config`.
-    pub fn read_config(&mut self, config_text: &str) {
-        let c = kconfig::parse_dotconfig(config_text);
-        let get = |o: &str| match c.get(o) {
-            Some(Value::Set(v)) => Some(v.clone()),
-            _ => None,
-        };
-        self.livepatch = get("CONFIG_LIVEPATCH");
-        self.dynamic_ftrace_with_direct_calls = get("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS");
-        self.dynamic_ftrace_with_args = get("CONFIG_DYNAMIC_FTRACE_WITH_ARGS");
-        self.dynamic_ftrace_with_regs = get("CONFIG_DYNAMIC_FTRACE_WITH_REGS");
-    }
-}
+use crate::process::run_quiet;
 
 /// The candidate apt would download for a package.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,38 +146,6 @@ fn resolve_package(pkg: &str, origin: &str, what: &str) -> Result<AptCandidate> 
         .unwrap_or_else(|e| e.into_inner())
         .insert(pkg.to_string(), c.clone());
     Ok(c)
-}
-
-/// Resolves the packages of every prebuilt variant among `variants`, and
-/// checks the files of every local one: what a command does before it
-/// builds or boots anything, so that a package apt does not know, or a
-/// local kernel's missing file, stops it at once.
-pub fn resolve_all<'a>(variants: impl IntoIterator<Item = &'a Variant>) -> Result<()> {
-    let variants: Vec<&Variant> = variants.into_iter().collect();
-    // One apt-cache call for all of them; each is then checked (and an
-    // unknown one reported at its declaration) from the memo.
-    let pkgs: Vec<String> = variants
-        .iter()
-        .filter_map(|v| match &v.source {
-            crate::build::variant::Source::Prebuilt(d) => Some(d),
-            _ => None,
-        })
-        .flat_map(|d| std::iter::once(d.debian_package.clone()).chain(d.headers.clone()))
-        .collect();
-    resolve_packages(&pkgs)?;
-    for v in variants {
-        match &v.source {
-            crate::build::variant::Source::Prebuilt(d) => {
-                resolve(d)?;
-                resolve_headers(d)?;
-            }
-            crate::build::variant::Source::Local(d) => {
-                crate::build::local::check(d)?;
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// The source identity of a prebuilt kernel: its `.deb`'s content.
@@ -445,7 +347,7 @@ pub fn fetch(
     let key = key(&c.sha256);
     find_or_make(cache, v, "prebuilt", &key, &entry, events, |st, phase| {
         for (tool, pkg) in [("apt-get", "apt"), ("dpkg-deb", "dpkg"), ("depmod", "kmod")] {
-            if source::which(tool).is_none() {
+            if crate::process::which(tool).is_none() {
                 source::require(&[pkg], &format!("{tool} is missing"))?;
             }
         }
@@ -490,7 +392,8 @@ pub fn fetch(
         std::fs::remove_file(&deb)?;
         let release = only_release(&root.join("lib/modules"))?;
         phase(format!("depmod for {release}"));
-        let mut cmd = Command::new(source::which("depmod").unwrap_or_else(|| "depmod".into()));
+        let mut cmd =
+            Command::new(crate::process::which("depmod").unwrap_or_else(|| "depmod".into()));
         cmd.arg("-b").arg(&root).arg(&release);
         run_quiet(cmd, "depmod")?;
         let vmlinuz = root.join("boot").join(format!("vmlinuz-{release}"));
@@ -591,9 +494,7 @@ pub fn declared_source_dir(
     let Some(sd) = decl else {
         return Ok(PathBuf::new());
     };
-    let src = crate::build::variant::Source::Tarball(sd.clone());
-    let ev = crate::events::Null;
-    let id = sources.identify(cache, &src, &ev)?;
+    let id = sources.tarball(cache, sd, &crate::events::Null)?;
     source::unpack(cache, sd, &id, note)
 }
 

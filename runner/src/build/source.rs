@@ -10,9 +10,10 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::build::cache::{self, Cache, KeyHasher};
-use crate::build::variant::{Source, SourceDecl};
+use crate::build::variant::SourceDecl;
+use crate::cache::{self, Cache, KeyHasher};
 use crate::events::{self, EventSink};
+use crate::process::{first_line, git, git_text, which};
 
 /// A source pinned to its content.
 #[derive(Clone, Debug)]
@@ -115,32 +116,6 @@ fn tarball_sha256(cache: &Cache, memo_key: &Path, file: &Path) -> Result<String>
     Ok(sha)
 }
 
-/// Runs git in `tree`; its stdout, or an error with git's stderr.
-pub fn git(tree: &Path, args: &[&str]) -> Result<Vec<u8>> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(tree)
-        .args(args)
-        .output()
-        .context("cannot run git")?;
-    if !out.status.success() {
-        bail!(
-            "git {} in {}: {}",
-            args.join(" "),
-            tree.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out.stdout)
-}
-
-/// [`git`]'s output as trimmed text.
-pub fn git_text(tree: &Path, args: &[&str]) -> Result<String> {
-    Ok(String::from_utf8_lossy(&git(tree, args)?)
-        .trim()
-        .to_string())
-}
-
 fn check_kernel_tree(tree: &Path) -> Result<()> {
     if !tree.join("Makefile").is_file() || !tree.join("Kconfig").is_file() {
         bail!(
@@ -232,99 +207,100 @@ fn pin_tarball(cache: &Cache, decl: &SourceDecl) -> Result<(PathBuf, String)> {
 pub struct Sources(std::sync::Mutex<BTreeMap<String, SourceId>>);
 
 impl Sources {
-    pub fn identify(&self, cache: &Cache, source: &Source, ev: &dyn EventSink) -> Result<SourceId> {
-        let key = match source {
-            Source::Tarball(d) => format!("tarball:{}", d.name),
-            Source::Tree(t) => format!("tree:{}", t.display()),
-            Source::Prebuilt(p) => format!("prebuilt:{}", p.debian_package),
-            Source::Local(l) => format!(
-                "local:{}:{}:{}",
-                l.image.display(),
-                l.modules.display(),
-                l.headers.as_deref().unwrap_or(Path::new("")).display()
-            ),
-        };
+    /// The identity memoised under `key`, or `f`'s, then memoised.
+    pub fn memo(&self, key: String, f: impl FnOnce() -> Result<SourceId>) -> Result<SourceId> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = m.get(&key) {
             return Ok(id.clone());
         }
-        let id = identify(cache, source, ev)?;
+        let id = f()?;
         m.insert(key, id.clone());
         Ok(id)
     }
+
+    /// A declared source's identity, once per run.
+    pub fn tarball(
+        &self,
+        cache: &Cache,
+        decl: &SourceDecl,
+        ev: &dyn EventSink,
+    ) -> Result<SourceId> {
+        self.memo(tarball_key(decl), || identify_tarball(cache, decl, ev))
+    }
 }
 
-/// Identifies a source by content without unpacking or building anything.
-/// A source that pins a `version` must be that version.
-pub fn identify(cache: &Cache, source: &Source, ev: &dyn EventSink) -> Result<SourceId> {
-    match source {
-        Source::Prebuilt(p) => crate::build::prebuilt::identify(p),
-        Source::Local(l) => crate::build::local::identify(l),
-        Source::Tarball(decl) => {
-            ensure_tarball(decl)?;
-            let package = decl
-                .debian_package
-                .as_deref()
-                .and_then(|p| debian_version(p).map(|v| (p, v)));
-            if let (Some(pin), Some((p, v))) = (&decl.version, &package) {
-                if upstream_version(v) != pin {
-                    bail!(
-                        "{}: source '{}' pins kernel {pin}, but {} is {} (Debian {p} {v}); install \
-                         that version (apt-get install {p}=<a {pin} version>; apt-cache policy {p} \
-                         lists them) or change the pin",
-                        decl.origin,
-                        decl.name,
-                        decl.tarball.display(),
-                        upstream_version(v)
-                    );
-                }
-            }
-            let (pinned, sha) = pin_tarball(cache, decl)?;
-            let mut h = KeyHasher::new("source-tarball-v1");
-            h.part("sha256", sha.as_bytes());
-            let origin = package.map(|(p, v)| format!("Debian {p} {v}"));
-            if let Some(o) = &origin {
-                events::note(
-                    ev,
-                    format!("source '{}': {o}, sha256 {}", decl.name, &sha[..16]),
-                );
-            }
-            Ok(SourceId {
-                id: h.finish(),
-                describe: format!(
-                    "{} sha256 {}",
-                    decl.tarball
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy(),
-                    &sha[..16]
-                ),
-                tarball: Some(pinned),
-                origin,
-            })
-        }
-        Source::Tree(tree) => {
-            check_kernel_tree(tree)?;
-            let head = git_text(tree, &["rev-parse", "HEAD"])?;
-            let status = git(tree, &["status", "--porcelain", "--untracked-files=no"])?;
-            let mut h = KeyHasher::new("source-git-v1");
-            h.part("head", head.as_bytes());
-            let dirty = !status.is_empty();
-            if dirty {
-                h.part("diff", &git(tree, &["diff", "HEAD", "--binary"])?);
-            }
-            Ok(SourceId {
-                id: h.finish(),
-                describe: format!(
-                    "git {}{}",
-                    &head[..12.min(head.len())],
-                    if dirty { " (+local changes)" } else { "" }
-                ),
-                tarball: None,
-                origin: Some(format!("git tree {}", tree.display())),
-            })
+/// The memo key of a declared source.
+pub fn tarball_key(decl: &SourceDecl) -> String {
+    format!("tarball:{}", decl.name)
+}
+
+/// Identifies a declared source (a tarball) by content without unpacking
+/// anything. A source that pins a `version` must be that version.
+pub fn identify_tarball(cache: &Cache, decl: &SourceDecl, ev: &dyn EventSink) -> Result<SourceId> {
+    ensure_tarball(decl)?;
+    let package = decl
+        .debian_package
+        .as_deref()
+        .and_then(|p| debian_version(p).map(|v| (p, v)));
+    if let (Some(pin), Some((p, v))) = (&decl.version, &package) {
+        if upstream_version(v) != pin {
+            bail!(
+                "{}: source '{}' pins kernel {pin}, but {} is {} (Debian {p} {v}); install \
+                 that version (apt-get install {p}=<a {pin} version>; apt-cache policy {p} \
+                 lists them) or change the pin",
+                decl.origin,
+                decl.name,
+                decl.tarball.display(),
+                upstream_version(v)
+            );
         }
     }
+    let (pinned, sha) = pin_tarball(cache, decl)?;
+    let mut h = KeyHasher::new("source-tarball-v1");
+    h.part("sha256", sha.as_bytes());
+    let origin = package.map(|(p, v)| format!("Debian {p} {v}"));
+    if let Some(o) = &origin {
+        events::note(
+            ev,
+            format!("source '{}': {o}, sha256 {}", decl.name, &sha[..16]),
+        );
+    }
+    Ok(SourceId {
+        id: h.finish(),
+        describe: format!(
+            "{} sha256 {}",
+            decl.tarball
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy(),
+            &sha[..16]
+        ),
+        tarball: Some(pinned),
+        origin,
+    })
+}
+
+/// Identifies a developer's git tree by its HEAD and local changes.
+pub fn identify_tree(tree: &Path) -> Result<SourceId> {
+    check_kernel_tree(tree)?;
+    let head = git_text(tree, &["rev-parse", "HEAD"])?;
+    let status = git(tree, &["status", "--porcelain", "--untracked-files=no"])?;
+    let mut h = KeyHasher::new("source-git-v1");
+    h.part("head", head.as_bytes());
+    let dirty = !status.is_empty();
+    if dirty {
+        h.part("diff", &git(tree, &["diff", "HEAD", "--binary"])?);
+    }
+    Ok(SourceId {
+        id: h.finish(),
+        describe: format!(
+            "git {}{}",
+            &head[..12.min(head.len())],
+            if dirty { " (+local changes)" } else { "" }
+        ),
+        tarball: None,
+        origin: Some(format!("git tree {}", tree.display())),
+    })
 }
 
 /// Where [`unpack`] puts a tarball source: `sources/<id>`.
@@ -448,14 +424,6 @@ pub const BUILD_HEADERS: &[(&str, &str)] = &[
     ("/usr/include/openssl/opensslv.h", "libssl-dev"),
 ];
 
-pub fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
 /// Checks (and as root installs) what a kernel build needs on the host.
 pub fn preflight_build_tools() -> Result<()> {
     let mut missing: Vec<&str> = BUILD_TOOLS
@@ -474,24 +442,6 @@ pub fn preflight_build_tools() -> Result<()> {
         require(&missing, "host tools for kernel builds are missing")?;
     }
     Ok(())
-}
-
-/// The first line a command prints (versions), or "<cmd>: not found".
-pub fn first_line(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_else(|| format!("{cmd}: not found"))
 }
 
 /// The versions of what turns source into a kernel: part of every cache key.

@@ -64,7 +64,7 @@ fn build(
         variant::select(&variants, names)?
     };
     // Every prebuilt package is resolved before anything builds.
-    coexist::build::prebuilt::resolve_all(chosen.iter().copied())?;
+    coexist::build::kinds::check_all(chosen.iter().copied())?;
     let term = Terminal::new();
     let builder = ws.builder(jobs.unwrap_or_else(default_jobs), &term);
     let t0 = Instant::now();

@@ -18,7 +18,7 @@ pub mod steps;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::build::cache::Cache;
+use crate::cache::Cache;
 use crate::events::{self, EventSink};
 use crate::image::Prepared;
 use crate::record::Host;

@@ -12,10 +12,11 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::cache::{self, Cache, KeyHasher};
-use crate::build::kbuild::{self, Manifest};
+use crate::build::kbuild;
+use crate::build::manifest::Manifest;
 use crate::build::source;
 use crate::build::variant::Project;
+use crate::cache::{self, Cache, KeyHasher};
 use crate::events::{Event, EventSink};
 
 #[derive(Clone, Debug)]
@@ -137,17 +138,20 @@ pub fn build(
     }
     h.part(
         "clang",
-        source::first_line("clang", &["--version"]).as_bytes(),
+        crate::process::first_line("clang", &["--version"]).as_bytes(),
     );
     h.part(
         "bpftool",
-        source::first_line("bpftool", &["--version"]).as_bytes(),
+        crate::process::first_line("bpftool", &["--version"]).as_bytes(),
     );
     // The selftest builds come from the kernel's source (in its key).
     let st_builds = selftest_sources(&kernel.source_dir)?;
     let st_outputs = selftest_outputs(&st_builds);
     if !st_builds.is_empty() {
-        h.part("gcc", source::first_line("gcc", &["--version"]).as_bytes());
+        h.part(
+            "gcc",
+            crate::process::first_line("gcc", &["--version"]).as_bytes(),
+        );
     }
     let key = h.finish();
     let want = wanted(&mod_src, &[], &bpf_src, &st_outputs);
@@ -173,7 +177,7 @@ pub fn build(
             let make_modules = |work: &Path, what: &str| -> Result<()> {
                 let mut c = kbuild::make_command(cache, &kernel.source_dir, &kernel.build_dir);
                 c.arg(format!("M={}", work.display())).arg("modules");
-                kbuild::run_quiet(c, what)
+                crate::process::run_quiet(c, what)
                     .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
                 Ok(())
             };
@@ -335,7 +339,7 @@ fn build_selftests(
             c.args(["-O2", "-static", "-o"])
                 .arg(out.join(p.file_stem().unwrap()))
                 .arg(p);
-            kbuild::run_quiet(c, &format!("gcc {}", p.display()))?;
+            crate::process::run_quiet(c, &format!("gcc {}", p.display()))?;
         }
     }
     Ok(())
@@ -352,7 +356,7 @@ fn build_bpf(
 ) -> Result<()> {
     if !bpf_src.is_empty() {
         for (tool, pkg) in [("clang", "clang"), ("bpftool", "bpftool")] {
-            if source::which(tool).is_none() {
+            if crate::process::which(tool).is_none() {
                 source::require(&[pkg], &format!("{tool} is needed for the BPF fixtures"))?;
             }
         }
@@ -405,7 +409,7 @@ fn build_bpf(
             .arg(src)
             .arg("-o")
             .arg(st.join("bpf").join(&name));
-            kbuild::run_quiet(c, &format!("clang {}", src.display()))?;
+            crate::process::run_quiet(c, &format!("clang {}", src.display()))?;
         }
     }
     Ok(())
@@ -532,14 +536,17 @@ fn build_prebuilt(
             h.part("name", p.file_name().unwrap().to_string_lossy().as_bytes());
             h.part("file", &std::fs::read(p)?);
         }
-        h.part("gcc", source::first_line("gcc", &["--version"]).as_bytes());
+        h.part(
+            "gcc",
+            crate::process::first_line("gcc", &["--version"]).as_bytes(),
+        );
     }
     for (tool, args) in [
         ("clang", &["--version"][..]),
         ("bpftool", &["--version"][..]),
         ("pahole", &["--version"][..]),
     ] {
-        h.part(tool, source::first_line(tool, args).as_bytes());
+        h.part(tool, crate::process::first_line(tool, args).as_bytes());
     }
     let key = h.finish();
     let sample_names: Vec<String> = samples.iter().map(|(_, n)| n.clone()).collect();
@@ -602,7 +609,7 @@ fn build_prebuilt(
                     .env_remove("ARCH")
                     .env_remove("CROSS_COMPILE")
                     .env_remove("KBUILD_OUTPUT");
-                let log = kbuild::run_quiet(c, &format!("{what} against {headers_pkg}"))
+                let log = crate::process::run_quiet(c, &format!("{what} against {headers_pkg}"))
                     .map_err(|e| kbuild::KernelDoesNotBuild(format!("{e:#}")))?;
                 if let Some(l) = log.lines().find(|l| l.contains("Skipping BTF generation")) {
                     bail!("kbuild made a module without BTF: {l}");
@@ -654,7 +661,7 @@ fn build_prebuilt(
 fn copy_headers(from: &Path, to: &Path) -> Result<()> {
     let mut c = Command::new("cp");
     c.arg("-a").arg(from).arg(to);
-    kbuild::run_quiet(c, &format!("cp -a {}", from.display()))?;
+    crate::process::run_quiet(c, &format!("cp -a {}", from.display()))?;
     fn walk(orig: &Path, copy: &Path) -> Result<()> {
         for e in std::fs::read_dir(copy)? {
             let e = e?;

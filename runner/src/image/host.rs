@@ -14,7 +14,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::initramfs::Entry;
+use super::entry::Entry;
 
 /// Where programs are looked up on the host, in order.
 const SEARCH: &[&str] = &[
@@ -106,7 +106,7 @@ fn libraries(real: &Path, memo: Option<&Path>) -> Result<Vec<PathBuf>> {
     let text: String = libs.iter().map(|l| format!("{}\n", l.display())).collect();
     // Best effort: a memo that is not written is asked again next time.
     if std::fs::create_dir_all(dir).is_ok() {
-        let _ = crate::build::cache::write_atomic(&file, text.as_bytes());
+        let _ = crate::cache::write_atomic(&file, text.as_bytes());
     }
     Ok(libs)
 }

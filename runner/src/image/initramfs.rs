@@ -12,14 +12,15 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::build::cache::{Cache, KeyHasher};
-use crate::build::kbuild::Manifest;
+use crate::build::manifest::Manifest;
 use crate::build::source;
 use crate::build::variant::Project;
+use crate::cache::{Cache, KeyHasher};
 use crate::events::{Event, EventSink};
 use crate::image::fixtures::Fixtures;
 use crate::input::yaml_error;
 
+pub use super::entry::Entry;
 use super::host;
 use crate::build::modules::{self, Preload};
 
@@ -70,34 +71,6 @@ pub struct ExtraFile {
 
 fn default_mode() -> u32 {
     0o644
-}
-
-/// What goes into the archive: plain data, built and tested on its own.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Entry {
-    Dir {
-        path: String,
-        mode: u32,
-    },
-    File {
-        path: String,
-        mode: u32,
-        data: Vec<u8>,
-    },
-    Symlink {
-        path: String,
-        target: String,
-    },
-}
-
-impl Entry {
-    fn path(&self) -> &str {
-        match self {
-            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {
-                path
-            }
-        }
-    }
 }
 
 /// How the archive is stored. Uncompressed boots faster under TCG (the
@@ -283,10 +256,11 @@ fn reindex(
             std::fs::copy(modules_dir.join(f), dir.join(f))?;
         }
     }
-    let mut c =
-        std::process::Command::new(source::which("depmod").unwrap_or_else(|| "depmod".into()));
+    let mut c = std::process::Command::new(
+        crate::process::which("depmod").unwrap_or_else(|| "depmod".into()),
+    );
     c.arg("-b").arg(work).arg(release);
-    crate::build::kbuild::run_quiet(c, "depmod over the image's modules")?;
+    crate::process::run_quiet(c, "depmod over the image's modules")?;
     for (rel, host) in p.files.iter_mut() {
         if rel.starts_with("modules.") {
             let new = dir.join(&*rel);

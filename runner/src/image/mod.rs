@@ -19,6 +19,7 @@
 //! - `inventory`: the fixture names a guest will have, read from the
 //!   sources before anything builds (for the suite checks).
 
+pub mod entry;
 pub mod fixtures;
 pub mod host;
 pub mod initramfs;
@@ -27,6 +28,7 @@ pub mod prepare;
 
 pub use crate::build::modules;
 
+pub use entry::Entry;
 pub use fixtures::Fixtures;
 pub use initramfs::Image;
 pub use inventory::{project_fixtures, BpfProgram, FixtureNames};

@@ -7,7 +7,8 @@ use anyhow::Result;
 
 use super::fixtures::{self, Fixtures};
 use super::initramfs::{self, Image};
-use crate::build::{source, BuildDirStale, Builder, Cache, Manifest, Project, Variant};
+use crate::build::{source, BuildDirStale, Builder, Manifest, Project, Variant};
+use crate::cache::Cache;
 use crate::events::{Event, EventSink};
 use crate::vm::VmConfig;
 
@@ -41,7 +42,7 @@ pub fn prepare(
 ) -> Result<Prepared> {
     // The recipe is input too: checked before the kernel builds.
     initramfs::check_recipe(project, DEFAULT_RECIPE)?;
-    if source::which("qemu-system-x86_64").is_none() {
+    if crate::process::which("qemu-system-x86_64").is_none() {
         source::require(&["qemu-system-x86"], "qemu-system-x86_64 is missing")?;
     }
     let t0 = std::time::Instant::now();
@@ -77,12 +78,7 @@ pub fn prepare(
     });
     Ok(Prepared {
         variant: v.name.clone(),
-        source_name: match &v.source {
-            crate::build::variant::Source::Tarball(d) => d.name.clone(),
-            crate::build::variant::Source::Tree(p) => format!("tree {}", p.display()),
-            crate::build::variant::Source::Prebuilt(p) => format!("prebuilt {}", p.debian_package),
-            crate::build::variant::Source::Local(l) => format!("local {}", l.image.display()),
-        },
+        source_name: v.source.name(),
         manifest,
         fixtures,
         image,

@@ -91,7 +91,7 @@ pub fn write_all(dir: &Path, report: &RunReport) -> Result<Vec<PathBuf>> {
         ("index.html", html(report, Some(dir))),
     ] {
         let p = dir.join(name);
-        crate::build::cache::write_atomic(&p, data.as_bytes())?;
+        crate::cache::write_atomic(&p, data.as_bytes())?;
         written.push(p);
     }
     Ok(written)

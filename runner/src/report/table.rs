@@ -209,7 +209,7 @@ mod tests {
         r.variants.push(crate::record::VariantInfo {
             name: "debian-6.1-image".into(),
             kernel_version: "6.1.192 (Debian linux-image-6.1.0-57-amd64-unsigned 6.1.192-3)".into(),
-            prebuilt: Some(crate::build::prebuilt::PrebuiltInfo {
+            prebuilt: Some(crate::build::manifest::PrebuiltInfo {
                 package: "linux-image-6.1.0-57-amd64-unsigned".into(),
                 version: "6.1.192-3".into(),
                 livepatch: Some("y".into()),

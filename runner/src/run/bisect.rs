@@ -13,8 +13,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{run_case, CaseOptions};
-use crate::build::{source::git_text, variant, KernelDoesNotBuild};
+use crate::build::{variant, KernelDoesNotBuild};
 use crate::events::{self, EventSink};
+use crate::process::git_text;
 use crate::record::{CaseResult, Verdict};
 use crate::suite::{self, Expected, StepRef};
 use crate::vm::{AccelChoice, Blame};
@@ -375,7 +376,7 @@ pub fn drive(ws: &Workspace, good: &str, bad: &str, req: &BisectRequest) -> Resu
         elapsed_s: t0.elapsed().as_secs_f64(),
         dir: dir.clone(),
     };
-    crate::build::cache::write_atomic(
+    crate::cache::write_atomic(
         &dir.join("bisect.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
@@ -394,7 +395,7 @@ mod tests {
             crate::build::Project {
                 root: "/proj".into(),
             },
-            crate::build::Cache::open(d.path().join("cache")).unwrap(),
+            crate::cache::Cache::open(d.path().join("cache")).unwrap(),
         );
         let req = BisectRequest {
             tree: "/src/linux".into(),

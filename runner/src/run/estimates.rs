@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::build::cache::Cache;
+use crate::cache::Cache;
 use crate::record::CaseResult;
 
 /// Job id -> seconds it took last time.

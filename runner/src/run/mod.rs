@@ -32,8 +32,8 @@ pub use crate::guest::Machine;
 pub use case::{run_case, CaseOptions};
 pub use matrix::Job;
 
-use crate::build::cache::KeyHasher;
 use crate::build::{variant, Variant};
+use crate::cache::KeyHasher;
 use crate::events::{self, Event, EventSink};
 use crate::guest;
 use crate::input;
@@ -345,7 +345,7 @@ impl Started {
         let mut infos = Vec::new();
         let names: BTreeSet<String> = jobs.iter().map(|j| j.variant.clone()).collect();
         // A prebuilt kernel's package is resolved before any kernel builds.
-        crate::build::prebuilt::resolve_all(variants.iter().filter(|v| names.contains(&v.name)))?;
+        crate::build::kinds::check_all(variants.iter().filter(|v| names.contains(&v.name)))?;
         for name in names {
             let v = variant::select(&variants, std::slice::from_ref(&name))?[0];
             let p = ws

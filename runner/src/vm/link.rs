@@ -15,13 +15,34 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use coexist_proto::{AgentMsg, Answer, Request, Step};
+use serde::{Deserialize, Serialize};
 
 use super::console::Console;
 use super::lines::{self, Msg};
-use super::machine::{ReadyInfo, StepOutcome};
 use super::qemu::{QemuProcess, Started, VmConfig};
-use super::{FailureKind, Splat, VmFailure};
+use super::{Accel, FailureKind, Splat, VmFailure};
 use crate::text::clip;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    pub kernel_release: String,
+    /// Guest uptime when the agent announced itself.
+    pub guest_uptime_s: f64,
+    /// From QEMU start to READY on the host.
+    pub boot_s: f64,
+    pub accel: Accel,
+    pub warnings: Vec<String>,
+}
+
+/// One step's result, with the splats the console attributed to it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepOutcome {
+    pub id: u64,
+    pub step: Step,
+    pub answer: Answer,
+    pub splats: Vec<Splat>,
+    pub host_s: f64,
+}
 
 /// The most of a step's output kept in its outcome. The agent cuts every
 /// step's output below it (`coexist_proto::STEP_OUTPUT_MAX`, keeping the

@@ -8,35 +8,13 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use coexist_proto::{Answer, AnswerData, HelloData, Step};
-use serde::{Deserialize, Serialize};
+use coexist_proto::{AnswerData, HelloData, Step};
 
-use super::link::Link;
+use super::link::{Link, ReadyInfo, StepOutcome};
 use super::qemu::{migrate_uri, VmConfig};
 use super::qmp::Qmp;
-use super::{Accel, FailureKind, Splat, VmFailure};
+use super::{FailureKind, Splat, VmFailure};
 use crate::text::clip;
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ReadyInfo {
-    pub kernel_release: String,
-    /// Guest uptime when the agent announced itself.
-    pub guest_uptime_s: f64,
-    /// From QEMU start to READY on the host.
-    pub boot_s: f64,
-    pub accel: Accel,
-    pub warnings: Vec<String>,
-}
-
-/// One step's result, with the splats the console attributed to it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StepOutcome {
-    pub id: u64,
-    pub step: Step,
-    pub answer: Answer,
-    pub splats: Vec<Splat>,
-    pub host_s: f64,
-}
 
 /// A guest whose agent is READY.
 pub struct Vm {

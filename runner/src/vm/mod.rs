@@ -39,6 +39,7 @@ pub mod splat;
 
 pub use accel::{Accel, AccelChoice};
 pub use failure::{Blame, FailureKind, VmFailure};
-pub use machine::{ReadyInfo, StepOutcome, Vm};
+pub use link::{ReadyInfo, StepOutcome};
+pub use machine::Vm;
 pub use qemu::VmConfig;
 pub use splat::{Splat, SplatKind};

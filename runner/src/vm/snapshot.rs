@@ -19,7 +19,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{accel, Accel, AccelChoice, FailureKind, Vm, VmConfig, VmFailure};
-use crate::build::cache::{self, Cache, KeyHasher};
+use crate::cache::{self, Cache, KeyHasher};
 use crate::events::{self, Event, EventSink};
 
 /// What identifies the guest besides its VM config.

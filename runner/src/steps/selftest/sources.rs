@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use coexist_proto::Step;
 
+use crate::build::kinds::SelftestTree;
 use crate::build::{source, variant, Variant};
 use crate::events::{self, EventSink};
 use crate::image::Prepared;
@@ -116,20 +117,12 @@ enum Listing {
 fn source_listing(ws: &Workspace, v: &Variant, events: &dyn EventSink) -> Result<Listing> {
     // A distribution's kernel has the selftests of the source it declares
     // (none without one).
-    let tarball;
-    let (decl, src) = match &v.source {
-        variant::Source::Tree(t) => return Ok(Listing::Dir(t.clone())),
-        variant::Source::Prebuilt(variant::PrebuiltDecl { source_decl, .. })
-        | variant::Source::Local(variant::LocalDecl { source_decl, .. }) => match source_decl {
-            None => return Ok(Listing::Paths(BTreeSet::new())),
-            Some(d) => {
-                tarball = variant::Source::Tarball(d.clone());
-                (d, &tarball)
-            }
-        },
-        variant::Source::Tarball(d) => (d, &v.source),
+    let decl = match v.source.selftest_tree() {
+        SelftestTree::Dir(t) => return Ok(Listing::Dir(t.to_path_buf())),
+        SelftestTree::None => return Ok(Listing::Paths(BTreeSet::new())),
+        SelftestTree::Declared(d) => d,
     };
-    let id = ws.sources.identify(&ws.cache, src, events)?;
+    let id = ws.sources.tarball(&ws.cache, decl, events)?;
     let unpacked = source::unpacked_dir(&ws.cache, &id);
     if unpacked.is_dir() {
         return Ok(Listing::Dir(unpacked));
