@@ -43,30 +43,7 @@ pub struct StepRecord {
     pub mismatches: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    Pass,
-    Fail,
-    Error,
-    Xfail,
-    Xpass,
-    /// A selftest skipped, as the suite expects on this variant.
-    Skip,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Pass => "PASS",
-            Verdict::Fail => "FAIL",
-            Verdict::Error => "ERROR",
-            Verdict::Xfail => "XFAIL",
-            Verdict::Xpass => "XPASS",
-            Verdict::Skip => "SKIP",
-        }
-    }
-}
+pub use crate::events::Verdict;
 
 /// The case's result on one variant.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -326,7 +303,7 @@ impl CaseResult {
     pub fn line(&self) -> CaseLine {
         CaseLine {
             id: self.id.clone(),
-            verdict: self.decision.verdict.as_str(),
+            verdict: self.decision.verdict,
             as_expected: self.decision.as_expected,
             total_s: self.total_s,
             summary: self.decision.summary.clone(),

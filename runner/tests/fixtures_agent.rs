@@ -283,11 +283,8 @@ fn share_ipmodify_multi_function_livepatch_and_every_bpf_program() {
     let fx = coexist::image::project_fixtures(&common::root());
     let mut handles = Vec::new();
     for p in &fx.bpf_programs {
-        let kind = match p.section.as_str() {
-            "fentry" => BpfKind::Fentry,
-            "fexit" => BpfKind::Fexit,
-            "fmod_ret" => BpfKind::FmodRet,
-            _ => continue,
+        let Some(kind) = BpfKind::of_section(&p.section) else {
+            continue;
         };
         // cx_fexit_seq reads a seq_file: it goes on a show function.
         let target = if p.name == "cx_fexit_seq" {

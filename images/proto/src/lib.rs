@@ -249,6 +249,36 @@ pub enum BpfKind {
 }
 
 impl BpfKind {
+    /// Every kind. A new kind added to the enum is a compile error in
+    /// [`BpfKind::section`] until it has a section, and here through the
+    /// array's length and the exhaustive match below.
+    pub const ALL: [BpfKind; 3] = {
+        // No wildcard: a new kind fails to compile here.
+        const fn listed(k: BpfKind) -> usize {
+            match k {
+                BpfKind::Fentry => 0,
+                BpfKind::Fexit => 1,
+                BpfKind::FmodRet => 2,
+            }
+        }
+        let all = [BpfKind::Fentry, BpfKind::Fexit, BpfKind::FmodRet];
+        assert!(listed(all[0]) == 0 && listed(all[1]) == 1 && listed(all[2]) == 2);
+        all
+    };
+
+    /// The kind of a program in ELF section `section`, the one rule the
+    /// runner (which fixtures a suite may name) and the agent (what it
+    /// attaches) share: the kind's section (`fentry`), or libbpf's form
+    /// with a target (`fentry/<function>`), which the attach step's
+    /// target replaces.
+    pub fn of_section(section: &str) -> Option<BpfKind> {
+        BpfKind::ALL.into_iter().find(|k| {
+            section
+                .strip_prefix(k.section())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
     /// The ELF section libbpf uses for this kind.
     pub fn section(self) -> &'static str {
         match self {
@@ -491,6 +521,27 @@ pub enum AgentMsg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_section_rule_is_one() {
+        for k in BpfKind::ALL {
+            assert_eq!(BpfKind::of_section(k.section()), Some(k));
+            assert_eq!(
+                BpfKind::of_section(&format!("{}/cmdline_proc_show", k.section())),
+                Some(k)
+            );
+        }
+        for s in [
+            "kprobe/x",
+            "fentry.s",
+            "fexitx",
+            "",
+            "fmod_ret_x",
+            "tracepoint",
+        ] {
+            assert_eq!(BpfKind::of_section(s), None, "{s}");
+        }
+    }
 
     #[test]
     fn enabled_functions_as_the_kernel_prints_them() {

@@ -68,14 +68,39 @@ pub enum Event {
     Note(String),
 }
 
+/// A case's outcome on one variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Error,
+    Xfail,
+    Xpass,
+    /// A selftest skipped, as the suite expects on this variant.
+    Skip,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Error => "ERROR",
+            Verdict::Xfail => "XFAIL",
+            Verdict::Xpass => "XPASS",
+            Verdict::Skip => "SKIP",
+        }
+    }
+}
+
 /// A finished job, as one line for people. The whole record goes to the
 /// run's `record::RecordSink`s.
 #[derive(Clone, Debug)]
 pub struct CaseLine {
     /// `suite/case@variant`.
     pub id: String,
-    /// PASS, FAIL, ERROR, XFAIL, XPASS, SKIP.
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     /// Whether that is what the suite expects on this variant.
     pub as_expected: bool,
     pub total_s: f64,

@@ -21,7 +21,7 @@ use crate::guest::{self, run_steps, Flow, HandleKey, Job, Machine, Planned};
 use crate::image::Prepared;
 use crate::steps;
 use crate::vm::snapshot::Snapshots;
-use crate::vm::{Blame, Splat};
+use crate::vm::{Blame, Splat, VmFailure};
 
 /// Each step's host-side timeout.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -61,6 +61,27 @@ impl Broken {
     }
 }
 
+/// Harness trouble in a sequence (see [`crate::vm::Blame`]): no verdict.
+#[derive(Clone, Debug)]
+pub enum SeqError {
+    /// No guest could be had.
+    Start(VmFailure),
+    /// The host or the harness failed during a step.
+    Step(VmFailure),
+    /// The guest did not power off after the sequence held.
+    Shutdown(VmFailure),
+}
+
+impl std::fmt::Display for SeqError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (prefix, e) = match self {
+            SeqError::Start(e) | SeqError::Step(e) => ("", e),
+            SeqError::Shutdown(e) => ("shutdown: ", e),
+        };
+        write!(f, "{prefix}{:?}: {}", e.kind, e.message)
+    }
+}
+
 /// What one sequence did.
 #[derive(Clone, Debug)]
 pub struct SeqRun {
@@ -70,7 +91,7 @@ pub struct SeqRun {
     pub ops_done: usize,
     pub broken: Option<Broken>,
     /// Harness trouble (the guest could not be had): no verdict.
-    pub error: Option<String>,
+    pub error: Option<SeqError>,
     pub console_log: PathBuf,
     pub secs: f64,
 }
@@ -119,7 +140,7 @@ pub fn run_sequence(g: &Target, ops: &[Op], log: PathBuf, events: &dyn EventSink
     let mut vm = match started {
         Ok(vm) => vm,
         Err(f) => {
-            run.error = Some(format!("{:?}: {}", f.kind, f.message));
+            run.error = Some(SeqError::Start(f));
             run.secs = t0.elapsed().as_secs_f64();
             return run;
         }
@@ -165,7 +186,7 @@ pub fn run_sequence(g: &Target, ops: &[Op], log: PathBuf, events: &dyn EventSink
             Err(f) => {
                 match f.kind.blame() {
                     Blame::Host | Blame::Harness => {
-                        run.error = Some(format!("{:?}: {}", f.kind, f.message));
+                        run.error = Some(SeqError::Step(f.clone()));
                     }
                     Blame::Boot | Blame::Kernel => {
                         let splats = f.panic.as_deref().cloned().into_iter().collect();
@@ -212,7 +233,7 @@ pub fn run_sequence(g: &Target, ops: &[Op], log: PathBuf, events: &dyn EventSink
     if run.broken.is_some() || run.error.is_some() {
         vm.kill();
     } else if let Err(f) = vm.shutdown() {
-        run.error = Some(format!("shutdown: {:?}: {}", f.kind, f.message));
+        run.error = Some(SeqError::Shutdown(f));
     }
     run.secs = t0.elapsed().as_secs_f64();
     run

@@ -45,7 +45,7 @@ pub fn candidates(s: &State, next_id: u32) -> Vec<Op> {
         v.push(Op::LivepatchLoad { func });
         v.push(Op::LivepatchDisable { func });
         v.push(Op::LivepatchUnload { func });
-        for kind in [BpfKind::Fentry, BpfKind::Fexit, BpfKind::FmodRet] {
+        for kind in BpfKind::ALL {
             let rets: &[i64] = if kind == BpfKind::FmodRet {
                 &[0, FMOD_RET_VALUE]
             } else {

@@ -39,7 +39,7 @@ use crate::vm::snapshot::Snapshots;
 use crate::vm::Splat;
 use crate::workspace::Workspace;
 use exec::{Broken, Target};
-use model::{Invariant, Op, Rule};
+use model::{Invariant, Op, Refusal, Rule};
 use shrink::Signature;
 
 pub const SCHEMA: &str = "coexist-explore/1";
@@ -118,11 +118,60 @@ pub struct Finding {
     pub shrink_s: f64,
     /// No single operation can be removed (false: the replay cap was hit).
     pub minimal: bool,
-    /// How often the minimal sequence failed the same way when rerun ("3/3").
-    pub reproduced: String,
+    /// How often the minimal sequence failed the same way when rerun
+    /// ("3/3" in explore.json).
+    pub reproduced: Reproduced,
     /// The suite file that reproduces it, relative to the results dir.
     pub repro: String,
     pub console_log: PathBuf,
+}
+
+/// How often a finding's minimal sequence failed the same way when rerun:
+/// `times` of `runs`, which a stop may have cut short. Written as
+/// "3/3" or "1/3 (interrupted)".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Reproduced {
+    pub times: usize,
+    pub runs: usize,
+    pub interrupted: bool,
+}
+
+impl std::fmt::Display for Reproduced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.times, self.runs)?;
+        if self.interrupted {
+            write!(f, " (interrupted)")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Reproduced> for String {
+    fn from(r: Reproduced) -> String {
+        r.to_string()
+    }
+}
+
+impl TryFrom<String> for Reproduced {
+    type Error = String;
+    fn try_from(s: String) -> Result<Reproduced, String> {
+        let (head, interrupted) = match s.strip_suffix(" (interrupted)") {
+            Some(h) => (h, true),
+            None => (s.as_str(), false),
+        };
+        let parsed = head
+            .split_once('/')
+            .and_then(|(t, r)| Some((t.parse().ok()?, r.parse().ok()?)));
+        match parsed {
+            Some((times, runs)) => Ok(Reproduced {
+                times,
+                runs,
+                interrupted,
+            }),
+            None => Err(format!("reproduced: expected 'N/M', got {s:?}")),
+        }
+    }
 }
 
 impl Finding {
@@ -331,7 +380,7 @@ pub fn coverage_key(s: &model::State, op: &Op) -> String {
         Op::DirectUnload => "direct_unload".to_string(),
         other => other.to_string().replace('(', " ").replace(')', ""),
     };
-    format!("{what} -> {}", s.predict(op).unwrap_or("ok"))
+    format!("{what} -> {}", s.predict(op).map_or("ok", Refusal::name))
 }
 
 impl Shared<'_> {
@@ -553,10 +602,10 @@ impl Shared<'_> {
             shrink_replays: shrunk.replays,
             shrink_s,
             minimal: shrunk.minimal,
-            reproduced: if interrupted {
-                format!("{reproduced}/{} (interrupted)", self.req.reruns)
-            } else {
-                format!("{reproduced}/{}", self.req.reruns)
+            reproduced: Reproduced {
+                times: reproduced,
+                runs: self.req.reruns,
+                interrupted,
             },
             repro: repro_rel,
             console_log: elog,
@@ -829,6 +878,17 @@ pub fn summary(r: &ExploreReport) -> String {
 mod tests {
     use super::model::Func;
     use super::*;
+
+    #[test]
+    fn reproduced_reads_back_as_written() {
+        for (text, times, interrupted) in [("3/3", 3, false), ("1/3 (interrupted)", 1, true)] {
+            let r = Reproduced::try_from(text.to_string()).unwrap();
+            assert_eq!((r.times, r.runs, r.interrupted), (times, 3, interrupted));
+            assert_eq!(r.to_string(), text);
+            assert_eq!(serde_json::to_value(r).unwrap(), text);
+        }
+        assert!(Reproduced::try_from("three".to_string()).is_err());
+    }
     use coexist_proto::BpfKind;
 
     #[test]

@@ -293,10 +293,29 @@ fn probe(invariant: Invariant, step: Step, expect: StepExpect) -> Probe {
     }
 }
 
-fn refused(errno: &str) -> StepExpect {
-    StepExpect {
-        errno: Some(Errno::parse(errno).expect("a known errno")),
-        ..Default::default()
+/// How the kernel refuses an operation the model predicts it refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// EBUSY: the function already has a user it cannot share with.
+    Busy,
+    /// EAGAIN: rmmod of a module an enabled patch holds.
+    Again,
+}
+
+impl Refusal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::Busy => "EBUSY",
+            Refusal::Again => "EAGAIN",
+        }
+    }
+
+    /// The step's expectation: refused with this errno.
+    pub fn expect(self) -> StepExpect {
+        StepExpect {
+            errno: Some(Errno::parse(self.name()).expect("every Refusal is a known errno")),
+            ..Default::default()
+        }
     }
 }
 
@@ -380,25 +399,27 @@ impl State {
     }
 
     /// The errno the rule gives `op` here, or None for success.
-    pub fn predict(&self, op: &Op) -> Option<&'static str> {
+    pub fn predict(&self, op: &Op) -> Option<Refusal> {
         match *op {
             // A DIRECT user without ops_func refuses a livepatch under
             // both rules; the exclusive rule also refuses it next to BPF.
             Op::LivepatchLoad { func } => (self.direct_on(func)
                 || (self.rule == Rule::Exclusive && !self.func(func).progs.is_empty()))
-            .then_some("EBUSY"),
+            .then_some(Refusal::Busy),
             Op::LivepatchDisable { .. } => None,
             // rmmod (O_NONBLOCK) of a module an enabled patch holds.
-            Op::LivepatchUnload { func } => (self.func(func).lp == Lp::Enabled).then_some("EAGAIN"),
+            Op::LivepatchUnload { func } => {
+                (self.func(func).lp == Lp::Enabled).then_some(Refusal::Again)
+            }
             // Two DIRECT users never share; the exclusive rule also
             // refuses BPF next to an enabled livepatch.
             Op::Attach { func, .. } => (self.direct_on(func)
                 || (self.rule == Rule::Exclusive && self.func(func).lp == Lp::Enabled))
-                .then_some("EBUSY"),
+                .then_some(Refusal::Busy),
             Op::Detach { .. } => None,
             Op::DirectLoad { func } => {
                 let s = self.func(func);
-                (s.lp == Lp::Enabled || !s.progs.is_empty()).then_some("EBUSY")
+                (s.lp == Lp::Enabled || !s.progs.is_empty()).then_some(Refusal::Busy)
             }
             Op::DirectUnload => None,
             Op::Call { .. } => None,
@@ -409,7 +430,7 @@ impl State {
     /// check it: the operation itself, then the checks of every function.
     pub fn apply(&mut self, op: &Op) -> Vec<Probe> {
         let errno = self.predict(op);
-        let expect = errno.map(refused).unwrap_or_default();
+        let expect = errno.map(Refusal::expect).unwrap_or_default();
         let mut probes = Vec::new();
         let op_probe = |step: Step, prog: Option<u32>| Probe {
             invariant: Invariant::Result,
@@ -738,6 +759,13 @@ pub fn without_calls(ops: &[Op]) -> Vec<Op> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_refusal_is_an_errno_expectations_know() {
+        for r in [Refusal::Busy, Refusal::Again] {
+            assert_eq!(r.expect().errno.unwrap().as_str(), r.name());
+        }
+    }
 
     fn lp(func: Func) -> Op {
         Op::LivepatchLoad { func }

@@ -67,7 +67,7 @@ pub fn section(r: &ExploreReport) -> String {
             ("step", step),
             ("expected", f.expected.clone()),
             ("seen", f.seen.clone()),
-            ("reproduced", f.reproduced.clone()),
+            ("reproduced", f.reproduced.to_string()),
             ("seed", f.seed.clone()),
             (
                 "shrunk",

@@ -76,9 +76,7 @@ pub fn check(e: &BpfExpect, a: &Answer, m: &mut Vec<String>) {
 /// Whether `bpf_attach` attaches a program of this ELF section: a BPF
 /// trampoline kind (fentry, fexit, fmod_ret).
 pub fn attaches(section: &str) -> bool {
-    [BpfKind::Fentry, BpfKind::Fexit, BpfKind::FmodRet]
-        .iter()
-        .any(|k| section == k.section() || section.starts_with(&format!("{}/", k.section())))
+    BpfKind::of_section(section).is_some()
 }
 
 pub fn check_fixtures(step: &Step, fx: &FixtureNames) -> Result<(), (String, String)> {

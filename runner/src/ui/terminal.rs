@@ -24,7 +24,7 @@ pub fn case_line(r: &CaseLine) -> String {
     let mark = if r.as_expected { " " } else { "!" };
     format!(
         "{:<5}{mark} {:<60} {:>6.1}s  {}",
-        r.verdict,
+        r.verdict.as_str(),
         r.id,
         r.total_s,
         crate::text::shown(&r.summary)

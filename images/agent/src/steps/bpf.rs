@@ -86,7 +86,7 @@ impl Attachments {
             }
             found = true;
             let section = p.section().to_string_lossy().into_owned();
-            if section != kind.section() {
+            if BpfKind::of_section(&section) != Some(kind) {
                 return fail(
                     Some(id),
                     Some(Errno::EINVAL as i32),
