@@ -64,8 +64,64 @@ pub enum Event {
     RunFinished {
         complete: bool,
     },
+    /// What `explore` does as it goes.
+    Explore(ExploreEvent),
     /// Anything else worth a line.
     Note(String),
+}
+
+/// `explore`'s progress, typed: the terminal draws it, a writer may keep
+/// it. Invariants, operations and evidence come as text (the model is a
+/// stage above this layer).
+#[derive(Clone, Debug)]
+pub enum ExploreEvent {
+    /// The run starts; `about` says what it explores, in one line.
+    Started { about: String },
+    /// A worker starts sequence `index` (seeded `seed`).
+    SequenceStarted { index: u64, seed: u64 },
+    /// Sequence `index` ended.
+    SequenceFinished {
+        index: u64,
+        seed: u64,
+        /// Agent steps answered.
+        steps: usize,
+        outcome: SequenceOutcome,
+    },
+    /// One replay of a shrink of sequence `index`: a candidate of `len`
+    /// operations, which failed at an operation (`failed`; the shrinker
+    /// keeps it if that is the same failure) or held.
+    ShrinkStep {
+        index: u64,
+        replay: usize,
+        len: usize,
+        failed: bool,
+    },
+    /// Rerun `run` of `runs` of the minimal sequence of sequence `index`.
+    Rerun {
+        index: u64,
+        run: usize,
+        runs: usize,
+        same: bool,
+    },
+    /// A new finding; `text` is its one line for people.
+    Finding { id: usize, text: String },
+    /// Where the run is, every few seconds and at the end.
+    Progress { text: String },
+}
+
+/// How a sequence ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SequenceOutcome {
+    /// Every check held.
+    Held,
+    /// It broke `invariant` at `at` (an operation, or the prologue).
+    Broke {
+        invariant: String,
+        at: String,
+        seen: String,
+    },
+    /// The harness could not run it (no verdict).
+    Error(String),
 }
 
 /// A case's outcome on one variant.

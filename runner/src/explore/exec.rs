@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::{prologue, Invariant, Op, Probe, Rule, State};
 use super::shrink::{normalize_title, Replay, Signature, System};
-use crate::events::EventSink;
+use crate::events::{Event, EventSink, ExploreEvent};
 use crate::guest::steps::Missing;
 use crate::guest::{self, run_steps, Flow, HandleKey, Job, Machine, Planned};
 use crate::image::Prepared;
@@ -265,6 +265,8 @@ pub fn answer_text(a: &coexist_proto::Answer) -> String {
 
 /// The real system for the shrinker: each replay in a fresh guest.
 pub struct VmSystem<'a> {
+    /// The sequence being shrunk (for its events).
+    pub index: u64,
     pub guest: &'a Target,
     pub log_dir: PathBuf,
     pub events: &'a dyn EventSink,
@@ -278,11 +280,16 @@ impl System for VmSystem<'_> {
         let log = self.log_dir.join(format!("replay-{}.log", self.runs));
         let r = run_sequence(self.guest, ops, log, self.events);
         self.steps += r.steps;
-        Replay {
-            failed: r
-                .broken
-                .and_then(|b| b.op_index.map(|i| (b.signature(), i))),
-        }
+        let failed = r
+            .broken
+            .and_then(|b| b.op_index.map(|i| (b.signature(), i)));
+        self.events.event(&Event::Explore(ExploreEvent::ShrinkStep {
+            index: self.index,
+            replay: self.runs,
+            len: ops.len(),
+            failed: failed.is_some(),
+        }));
+        Replay { failed }
     }
 
     fn stopped(&self) -> bool {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::events::{CaseLine, Event, EventSink};
+use crate::events::{CaseLine, Event, EventSink, ExploreEvent, SequenceOutcome};
 
 pub fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -179,6 +179,33 @@ impl EventSink for Terminal {
                 }
             }
             Event::RunFinished { .. } => self.clear(&self.run_bar),
+            Event::Explore(x) => match x {
+                ExploreEvent::Started { about } => self.println(about),
+                ExploreEvent::SequenceFinished {
+                    index,
+                    seed,
+                    outcome,
+                    ..
+                } => match outcome {
+                    SequenceOutcome::Held => {}
+                    SequenceOutcome::Broke {
+                        invariant,
+                        at,
+                        seen,
+                    } => self.println(&format!(
+                        "explore: sequence {index} (seed {seed:#x}) broke {invariant} at {at}: {seen}"
+                    )),
+                    SequenceOutcome::Error(e) => self.println(&format!(
+                        "explore: sequence {index} (seed {seed:#x}) could not run: {e}"
+                    )),
+                },
+                ExploreEvent::SequenceStarted { .. }
+                | ExploreEvent::ShrinkStep { .. }
+                | ExploreEvent::Rerun { .. } => {}
+                ExploreEvent::Finding { text, .. } | ExploreEvent::Progress { text } => {
+                    self.println(text)
+                }
+            },
             Event::Note(s) => self.println(s),
         }
     }

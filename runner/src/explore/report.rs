@@ -1,0 +1,281 @@
+//! What `explore` writes: `explore.json` ([`ExploreReport`], its
+//! findings and coverage) and the summary for the terminal.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::model::{Invariant, Op, Rule};
+use super::shrink::{self, Signature};
+use crate::vm::Splat;
+
+pub const SCHEMA: &str = "coexist-explore/1";
+
+/// One operation of a finding, for people and for replay.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpRecord {
+    pub text: String,
+    pub op: Op,
+}
+
+/// A finding: one minimal sequence and how it fails, listed once with a
+/// count of the sequences that led to it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Finding {
+    pub id: usize,
+    pub invariant: Invariant,
+    /// The minimal sequence, calls excluded.
+    pub sequence: Vec<OpRecord>,
+    /// The minimal sequence as replayed (with any calls it kept).
+    pub replayed: Vec<OpRecord>,
+    /// The operation it broke at (1-based, in `replayed`), and that step.
+    pub at_op: Option<usize>,
+    pub step: serde_json::Value,
+    pub expected: String,
+    pub seen: String,
+    pub splats: Vec<Splat>,
+    /// The seed of the sequence that first found it (hex).
+    pub seed: String,
+    /// The other sequences that failed the same way (seeds, hex).
+    pub also_seeds: Vec<String>,
+    pub count: usize,
+    /// The failing sequence before shrinking (its length in operations).
+    pub original_len: usize,
+    pub shrink_replays: usize,
+    pub shrink_s: f64,
+    /// No single operation can be removed (false: the replay cap was hit).
+    pub minimal: bool,
+    /// How often the minimal sequence failed the same way when rerun
+    /// ("3/3" in explore.json).
+    pub reproduced: Reproduced,
+    /// The suite file that reproduces it, relative to the results dir.
+    pub repro: String,
+    pub console_log: PathBuf,
+}
+
+/// How often a finding's minimal sequence failed the same way when rerun:
+/// `times` of `runs`, which a stop may have cut short. Written as
+/// "3/3" or "1/3 (interrupted)".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Reproduced {
+    pub times: usize,
+    pub runs: usize,
+    pub interrupted: bool,
+}
+
+impl std::fmt::Display for Reproduced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.times, self.runs)?;
+        if self.interrupted {
+            write!(f, " (interrupted)")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Reproduced> for String {
+    fn from(r: Reproduced) -> String {
+        r.to_string()
+    }
+}
+
+impl TryFrom<String> for Reproduced {
+    type Error = String;
+    fn try_from(s: String) -> Result<Reproduced, String> {
+        let (head, interrupted) = match s.strip_suffix(" (interrupted)") {
+            Some(h) => (h, true),
+            None => (s.as_str(), false),
+        };
+        let parsed = head
+            .split_once('/')
+            .and_then(|(t, r)| Some((t.parse().ok()?, r.parse().ok()?)));
+        match parsed {
+            Some((times, runs)) => Ok(Reproduced {
+                times,
+                runs,
+                interrupted,
+            }),
+            None => Err(format!("reproduced: expected 'N/M', got {s:?}")),
+        }
+    }
+}
+
+impl Finding {
+    pub fn signature(&self) -> Signature {
+        Signature {
+            invariant: self.invariant,
+            splat: self
+                .splats
+                .first()
+                .map(|s| shrink::normalize_title(&s.title)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ExploreStats {
+    pub sequences: u64,
+    /// Sequences that failed (each led to a finding or added to its count).
+    pub failing: u64,
+    /// Sequences the harness could not run (no guest): no verdict.
+    pub errors: u64,
+    /// Agent steps answered while exploring (shrinking and reruns apart).
+    pub steps: u64,
+    pub ops: u64,
+    pub shrink_steps: u64,
+    pub shrink_s: Vec<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExploreReport {
+    pub schema: String,
+    pub run_id: String,
+    pub started: String,
+    pub variant: String,
+    pub kernel_release: Option<String>,
+    pub rule: Rule,
+    /// The run's seed (decimal and hex).
+    pub seed: u64,
+    pub seed_hex: String,
+    pub max_len: usize,
+    pub jobs: usize,
+    pub budget: String,
+    pub accel: Option<String>,
+    pub sequences: u64,
+    pub steps: u64,
+    pub ops: u64,
+    pub failing_sequences: u64,
+    pub errors: u64,
+    pub duration_s: f64,
+    pub steps_per_s: f64,
+    pub sequences_per_min: f64,
+    pub median_shrink_s: Option<f64>,
+    pub findings: Vec<Finding>,
+    pub complete: bool,
+    pub incomplete: Option<String>,
+    /// The first failure of harness trouble, if any, for people.
+    pub first_error: Option<String>,
+    /// What was explored: completed operations by kind, function and
+    /// result (`attach fexit target -> EBUSY`), and the states each
+    /// function was in after them (`state target: livepatch enabled;
+    /// fentry, fmod_ret(777)`), with counts.
+    pub coverage: std::collections::BTreeMap<String, u64>,
+    /// Failing sequences not shrunk (their signature was shrunk enough
+    /// already), by signature.
+    pub unshrunk: Vec<Unshrunk>,
+}
+
+impl ExploreReport {
+    /// 1 when something was found, 0 when the budget ran out clean, 2
+    /// when nothing was found but some sequences could not run (harness
+    /// trouble: the budget was not spent exploring).
+    pub fn exit_code(&self) -> u8 {
+        if !self.findings.is_empty() {
+            1
+        } else if self.errors > 0 {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+pub fn records(ops: &[Op]) -> Vec<OpRecord> {
+    ops.iter()
+        .map(|o| OpRecord {
+            text: o.to_string(),
+            op: *o,
+        })
+        .collect()
+}
+
+/// Failing sequences that were not shrunk because their signature had
+/// been shrunk `shrinks_per_signature` times already.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Unshrunk {
+    pub invariant: Invariant,
+    /// The splat title (normalized), if the signature has one.
+    pub splat: Option<String>,
+    pub count: usize,
+    pub seeds: Vec<String>,
+}
+
+/// Writes `explore.json` in `dir`.
+pub fn write_json(dir: &Path, r: &ExploreReport) -> Result<PathBuf> {
+    let p = dir.join("explore.json");
+    std::fs::write(&p, serde_json::to_vec_pretty(r)?)?;
+    Ok(p)
+}
+
+/// The findings in a few lines, for the terminal.
+pub fn summary(r: &ExploreReport) -> String {
+    let mut s = format!(
+        "explore {} ({:?} rule), seed {} ({}): {} sequence(s), {} steps in {:.0} s ({:.1} steps/s, {:.1} sequences/min), {} failing, {} harness error(s), {} finding(s)\n",
+        r.variant,
+        r.rule,
+        r.seed,
+        r.seed_hex,
+        r.sequences,
+        r.steps,
+        r.duration_s,
+        r.steps_per_s,
+        r.sequences_per_min,
+        r.failing_sequences,
+        r.errors,
+        r.findings.len()
+    );
+    for f in &r.findings {
+        s.push_str(&format!(
+            "  finding {} (x{}): {} after [{}]; reproduced {}; seed {}; {}\n",
+            f.id,
+            f.count,
+            f.invariant,
+            f.sequence
+                .iter()
+                .map(|o| o.text.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            f.reproduced,
+            f.seed,
+            f.repro
+        ));
+        s.push_str(&format!(
+            "    expected {}\n    seen {}\n",
+            f.expected,
+            crate::text::shown(&f.seen)
+        ));
+        for sp in &f.splats {
+            s.push_str(&format!("    {}\n", sp.line()));
+        }
+    }
+    for u in &r.unshrunk {
+        s.push_str(&format!(
+            "  {} more failing sequence(s) broke {}{} (not shrunk: that signature was shrunk enough already)\n",
+            u.count,
+            u.invariant,
+            u.splat
+                .as_ref()
+                .map(|t| format!(" with {t}"))
+                .unwrap_or_default()
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reproduced_reads_back_as_written() {
+        for (text, times, interrupted) in [("3/3", 3, false), ("1/3 (interrupted)", 1, true)] {
+            let r = Reproduced::try_from(text.to_string()).unwrap();
+            assert_eq!((r.times, r.runs, r.interrupted), (times, 3, interrupted));
+            assert_eq!(r.to_string(), text);
+            assert_eq!(serde_json::to_value(r).unwrap(), text);
+        }
+        assert!(Reproduced::try_from("three".to_string()).is_err());
+    }
+}
