@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use coexist_proto::Step;
 use serde::{Deserialize, Serialize};
 
-use super::model::{prologue, Invariant, Op, Probe, Rule, State};
+use super::model::{Invariant, Op, Rule, State};
+use super::probes::{prologue, Probe};
 use super::shrink::{normalize_title, Replay, Signature, System};
 use crate::events::{Event, EventSink, ExploreEvent};
 use crate::guest::steps::Missing;

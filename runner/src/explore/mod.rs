@@ -7,6 +7,7 @@
 //!
 //! - `model`: the operations, the abstract state, the rule's predictions
 //!   and the checks after each operation (pure; unit tested).
+//! - `probes`: an operation as the agent steps that check it.
 //! - `gen`: the seeded generator.
 //! - `exec`: one sequence in one guest, every step checked.
 //! - `pool`: the workers, drawing sequences until the budget is spent.
@@ -29,6 +30,7 @@ pub mod gen;
 pub mod keys;
 pub mod model;
 pub mod pool;
+pub mod probes;
 pub mod report;
 pub mod repro;
 pub mod shrink;

@@ -3,11 +3,10 @@
 //! the operation alphabet, and for each operation the result the
 //! variant's rule predicts and the checks that must hold after it.
 //!
-//! Nothing here touches a VM: [`State::apply`] says what an operation must
-//! do and returns the agent steps (with their expectations) that check it,
-//! the operation's own step first. The executor (`exec`) runs those steps;
-//! the repro writer (`repro`) prints them as a suite case; unit tests drive
-//! the model directly.
+//! Nothing here touches a VM or names an agent step: these are the rules.
+//! [`State::predict`] says what the rule does with an operation and
+//! [`State::transition`] what it leaves; `probes` turns an operation into
+//! the agent steps that check it. Unit tests drive both.
 //!
 //! What the kernel is meant to do (docs/explore.md has the reasoning):
 //! - `Shared` (the post-series rule, Linux 6.0 `ftrace_ops->ops_func`): a
@@ -29,15 +28,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use coexist_proto::{BpfKind, Step};
+use coexist_proto::BpfKind;
 use serde::{Deserialize, Serialize};
 
 use crate::build::Coexistence;
-use crate::input::Errno;
-use crate::steps::bpf::BpfExpect;
-use crate::steps::ftrace::FtraceExpect;
-use crate::steps::livepatch::LivepatchExpect;
-use crate::steps::StepExpect;
 
 /// The rule a variant's kernel is meant to follow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,26 +267,6 @@ impl fmt::Display for Invariant {
     }
 }
 
-/// One agent step with what it must show. `prog` names the program whose
-/// handle the step takes (bpf_stats, bpf_detach) or gives (bpf_attach):
-/// the executor fills in the agent's handle, the repro writer a label.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Probe {
-    pub invariant: Invariant,
-    pub step: Step,
-    pub prog: Option<u32>,
-    pub expect: StepExpect,
-}
-
-fn probe(invariant: Invariant, step: Step, expect: StepExpect) -> Probe {
-    Probe {
-        invariant,
-        step,
-        prog: None,
-        expect,
-    }
-}
-
 /// How the kernel refuses an operation the model predicts it refuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -309,26 +283,6 @@ impl Refusal {
             Refusal::Again => "EAGAIN",
         }
     }
-
-    /// The step's expectation: refused with this errno.
-    pub fn expect(self) -> StepExpect {
-        StepExpect {
-            errno: Some(Errno::parse(self.name()).expect("every Refusal is a known errno")),
-            ..Default::default()
-        }
-    }
-}
-
-/// Steps that set the guest up before any operation: the target module.
-pub fn prologue() -> Vec<Probe> {
-    vec![probe(
-        Invariant::Result,
-        Step::Insmod {
-            module: "coexist_target".into(),
-            params: String::new(),
-        },
-        StepExpect::default(),
-    )]
 }
 
 impl State {
@@ -345,11 +299,11 @@ impl State {
         &self.funcs[&f]
     }
 
-    fn func_mut(&mut self, f: Func) -> &mut FuncState {
+    pub(super) fn func_mut(&mut self, f: Func) -> &mut FuncState {
         self.funcs.get_mut(&f).expect("every function has a state")
     }
 
-    fn direct_on(&self, f: Func) -> bool {
+    pub fn direct_on(&self, f: Func) -> bool {
         matches!(self.direct, Some((d, _)) if d == f)
     }
 
@@ -426,48 +380,20 @@ impl State {
         }
     }
 
-    /// Applies `op` (which [`State::accepts`]) and returns the steps that
-    /// check it: the operation itself, then the checks of every function.
-    pub fn apply(&mut self, op: &Op) -> Vec<Probe> {
+    /// Applies `op` (which [`State::accepts`]) to the state: what the
+    /// kernel is meant to be left with. Returns the refusal the rule
+    /// predicts (then nothing changes but the ids used). A call moves the
+    /// counters of what runs ([`State::call`]).
+    pub fn transition(&mut self, op: &Op) -> Option<Refusal> {
         let errno = self.predict(op);
-        let expect = errno.map(Refusal::expect).unwrap_or_default();
-        let mut probes = Vec::new();
-        let op_probe = |step: Step, prog: Option<u32>| Probe {
-            invariant: Invariant::Result,
-            step,
-            prog,
-            expect: expect.clone(),
-        };
         match *op {
             Op::LivepatchLoad { func } => {
-                probes.push(op_probe(
-                    Step::LivepatchLoad {
-                        module: func.livepatch_module().into(),
-                        timeout_ms: None,
-                    },
-                    None,
-                ));
                 if errno.is_none() {
                     self.func_mut(func).lp = Lp::Enabled;
                 }
             }
-            Op::LivepatchDisable { func } => {
-                probes.push(op_probe(
-                    Step::LivepatchDisable {
-                        name: func.livepatch_name().into(),
-                        timeout_ms: None,
-                    },
-                    None,
-                ));
-                self.func_mut(func).lp = Lp::Disabled;
-            }
+            Op::LivepatchDisable { func } => self.func_mut(func).lp = Lp::Disabled,
             Op::LivepatchUnload { func } => {
-                probes.push(op_probe(
-                    Step::LivepatchUnload {
-                        name: func.livepatch_name().into(),
-                    },
-                    None,
-                ));
                 if errno.is_none() {
                     self.func_mut(func).lp = Lp::Absent;
                 }
@@ -478,16 +404,6 @@ impl State {
                 kind,
                 fmod_ret,
             } => {
-                probes.push(op_probe(
-                    Step::BpfAttach {
-                        program: func.program(kind).expect("accepted").into(),
-                        kind,
-                        target: func.name().into(),
-                        object: None,
-                        fmod_ret,
-                    },
-                    Some(id),
-                ));
                 self.used_ids.push(id);
                 if errno.is_none() {
                     self.func_mut(func).progs.push(Prog {
@@ -499,61 +415,28 @@ impl State {
                 }
             }
             Op::Detach { id } => {
-                probes.push(op_probe(Step::BpfDetach { handle: None }, Some(id)));
                 if let Some(f) = self.attached(id) {
                     self.func_mut(f).progs.retain(|p| p.id != id);
                 }
             }
             Op::DirectLoad { func } => {
-                probes.push(op_probe(
-                    Step::Insmod {
-                        module: "coexist_direct".into(),
-                        params: format!("target={}", func.name()),
-                    },
-                    None,
-                ));
                 if errno.is_none() {
                     self.direct = Some((func, 0));
                 }
             }
-            Op::DirectUnload => {
-                probes.push(op_probe(
-                    Step::Rmmod {
-                        name: "coexist_direct".into(),
-                    },
-                    None,
-                ));
-                self.direct = None;
-            }
+            Op::DirectUnload => self.direct = None,
             Op::Call { func } => {
-                probes.extend(self.call(func));
+                self.call(func);
             }
         }
-        probes.extend(self.checks());
-        probes
+        errno
     }
 
-    /// The checks after every operation: each function is called and the
-    /// call checked (output, every program's counters, the DIRECT user's
-    /// counter), then its enabled_functions entry and its livepatch's state.
-    pub fn checks(&mut self) -> Vec<Probe> {
-        let mut probes = Vec::new();
-        for f in FUNCS {
-            probes.extend(self.call(f));
-            probes.extend(self.counters(f));
-            probes.push(self.ftrace_probe(f));
-            if let Some(p) = self.livepatch_probe(f) {
-                probes.push(p);
-            }
-        }
-        probes
-    }
-
-    /// Calls `f` once: the trigger step, and the model's counters move.
-    fn call(&mut self, f: Func) -> Vec<Probe> {
-        let patched = self.func(f).lp == Lp::Enabled;
-        // fmod_ret: newest first; the first non-zero return skips the
-        // remaining fmod_ret programs and the function.
+    /// Calls `f` once: every program that runs counts a hit (fentry all;
+    /// fmod_ret newest first, and the first non-zero return skips the rest
+    /// and the function; fexit all), and the DIRECT user there counts one.
+    /// Returns the fmod_ret value the caller sees instead, if any.
+    pub fn call(&mut self, f: Func) -> Option<i64> {
         let mut override_ret = None;
         let direct_here = self.direct_on(f);
         let st = self.func_mut(f);
@@ -580,99 +463,16 @@ impl State {
                 *h += 1;
             }
         }
-        let expect = match f {
-            Func::Cmdline if patched => StepExpect {
-                output: Some(CMDLINE_PATCHED.into()),
-                ..Default::default()
-            },
-            Func::Cmdline => StepExpect {
-                output_contains: Some("rdinit=/init".into()),
-                output_not_contains: Some("live patched".into()),
-                ..Default::default()
-            },
-            Func::Target => StepExpect {
-                output: Some(format!("value={}\n", self.ret(f, override_ret))),
-                ..Default::default()
-            },
-        };
-        vec![probe(
-            Invariant::CallOutput,
-            Step::Trigger {
-                target: f.name().into(),
-            },
-            expect,
-        )]
+        override_ret
     }
 
     /// What coexist_target_value returns to its caller now.
-    fn ret(&self, f: Func, override_ret: Option<i64>) -> i64 {
+    pub fn ret(&self, f: Func, override_ret: Option<i64>) -> i64 {
         override_ret.unwrap_or(if self.func(f).lp == Lp::Enabled {
             TARGET_PATCHED
         } else {
             TARGET_PLAIN
         })
-    }
-
-    /// The counters of every program on `f` and of the DIRECT user there.
-    fn counters(&self, f: Func) -> Vec<Probe> {
-        let st = self.func(f);
-        let patched = st.lp == Lp::Enabled;
-        let override_ret = st
-            .progs
-            .iter()
-            .rev()
-            .find(|p| p.kind == BpfKind::FmodRet && p.fmod_ret != 0)
-            .map(|p| p.fmod_ret);
-        let mut probes = Vec::new();
-        for p in &st.progs {
-            let mut b = BpfExpect {
-                hits: Some(p.hits),
-                ..Default::default()
-            };
-            let mut e = StepExpect::default();
-            if p.hits > 0 {
-                match f {
-                    Func::Target => {
-                        b.arg0 = Some(TARGET_ARG);
-                        if p.kind == BpfKind::Fexit {
-                            b.ret = Some(self.ret(f, override_ret));
-                        }
-                    }
-                    Func::Cmdline if p.kind == BpfKind::Fexit => {
-                        // cx_fexit_seq: what the running implementation
-                        // wrote into the seq_file (95 bytes at most).
-                        if patched {
-                            b.seen = Some(CMDLINE_PATCHED.into());
-                        } else {
-                            e.output_not_contains = Some("live patched".into());
-                        }
-                    }
-                    Func::Cmdline => {}
-                }
-            }
-            e.bpf = Some(b);
-            probes.push(Probe {
-                invariant: Invariant::BpfCounters,
-                step: Step::BpfStats { handle: 0 },
-                prog: Some(p.id),
-                expect: e,
-            });
-        }
-        if let Some((d, hits)) = self.direct {
-            if d == f {
-                probes.push(probe(
-                    Invariant::DirectHits,
-                    Step::Read {
-                        path: "/sys/module/coexist_direct/parameters/hits".into(),
-                    },
-                    StepExpect {
-                        output: Some(format!("{hits}\n")),
-                        ..Default::default()
-                    },
-                ));
-            }
-        }
-        probes
     }
 
     /// The users ftrace must list on `f`, as (refs, flags).
@@ -693,59 +493,6 @@ impl State {
         }
         (refs, flags)
     }
-
-    fn ftrace_probe(&self, f: Func) -> Probe {
-        let (refs, flags) = self.ftrace_users(f);
-        let fe = if refs == 0 {
-            FtraceExpect {
-                present: Some(false),
-                ..Default::default()
-            }
-        } else {
-            FtraceExpect {
-                present: Some(true),
-                flags: Some(flags),
-                refs: Some(refs),
-            }
-        };
-        probe(
-            Invariant::FtraceState,
-            Step::FtraceState {
-                function: f.name().into(),
-            },
-            StepExpect {
-                ftrace: Some(fe),
-                ..Default::default()
-            },
-        )
-    }
-
-    /// The livepatch's sysfs state, when its module is loaded: enabled
-    /// and settled, or gone once disabled.
-    fn livepatch_probe(&self, f: Func) -> Option<Probe> {
-        let le = match self.func(f).lp {
-            Lp::Absent => return None,
-            Lp::Enabled => LivepatchExpect {
-                present: Some(true),
-                enabled: Some(true),
-                transition: Some(false),
-            },
-            Lp::Disabled => LivepatchExpect {
-                present: Some(false),
-                ..Default::default()
-            },
-        };
-        Some(probe(
-            Invariant::LivepatchState,
-            Step::LivepatchState {
-                name: f.livepatch_name().into(),
-            },
-            StepExpect {
-                livepatch: Some(le),
-                ..Default::default()
-            },
-        ))
-    }
 }
 
 /// The ops of a sequence without its calls (a finding lists these).
@@ -759,11 +506,13 @@ pub fn without_calls(ops: &[Op]) -> Vec<Op> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::explore::probes::{refused, Probe};
+    use coexist_proto::Step;
 
     #[test]
     fn every_refusal_is_an_errno_expectations_know() {
         for r in [Refusal::Busy, Refusal::Again] {
-            assert_eq!(r.expect().errno.unwrap().as_str(), r.name());
+            assert_eq!(refused(r).errno.unwrap().as_str(), r.name());
         }
     }
 

@@ -5,7 +5,8 @@
 
 use coexist_proto::Step;
 
-use super::model::{prologue, Op, Probe, Rule, State};
+use super::model::{Op, Rule, State};
+use super::probes::{prologue, Probe};
 
 fn label(id: u32) -> String {
     format!("p{id}")
