@@ -36,10 +36,11 @@ pub mod setup;
 pub mod steps;
 pub mod suite;
 pub mod ui;
-pub mod vm;
 pub mod workspace;
 
 pub use workspace::Workspace;
 
 // The core layer (its own crate): every stage may use it, it uses none.
 pub use coexist_core::{cache, events, input, process, teardown, text};
+// The VM stage (its own crate): it uses the core layer only.
+pub use coexist_vm as vm;

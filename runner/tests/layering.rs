@@ -176,8 +176,14 @@ fn the_scan_sees_an_upward_import_and_skips_test_items() {
 /// each, the sibling files it names (`crate::<folder>::<file>` or
 /// `super::<file>`) in production code.
 fn sibling_imports(src: &Path, dir: &str) -> BTreeMap<String, BTreeSet<String>> {
-    let re =
-        regex::Regex::new(&format!(r"(?:crate::{dir}|super)::(\{{[^}}]*\}}|[a-z_]+)")).unwrap();
+    // A folder of the coexist crate names its siblings `crate::<folder>::`;
+    // a crate of its own (`.`, its src/) names them `crate::`.
+    let prefix = if dir == "." {
+        "crate".to_string()
+    } else {
+        format!("crate::{dir}")
+    };
+    let re = regex::Regex::new(&format!(r"(?:{prefix}|super)::(\{{[^}}]*\}}|[a-z_]+)")).unwrap();
     let word = regex::Regex::new(r"\b[a-z_]+\b").unwrap();
     let files: BTreeMap<String, PathBuf> = std::fs::read_dir(src.join(dir))
         .unwrap()
@@ -185,7 +191,7 @@ fn sibling_imports(src: &Path, dir: &str) -> BTreeMap<String, BTreeSet<String>> 
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "rs"))
         .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), p))
-        .filter(|(stem, _)| stem != "mod")
+        .filter(|(stem, _)| stem != "mod" && stem != "lib")
         .collect();
     let mut g = BTreeMap::new();
     for (stem, p) in &files {

@@ -6,7 +6,7 @@
 
 use coexist_proto::BpfKind;
 
-use super::model::{Func, Op, Rule, State, FMOD_RET_VALUE, FUNCS};
+use super::model::{self, Func, Op, Rule, State, FMOD_RET_VALUE, FUNCS};
 
 /// SplitMix64: tiny, fast, and the same on every host.
 #[derive(Clone, Debug)]
@@ -46,7 +46,7 @@ pub fn candidates(s: &State, next_id: u32) -> Vec<Op> {
         v.push(Op::LivepatchDisable { func });
         v.push(Op::LivepatchUnload { func });
         for kind in BpfKind::ALL {
-            let rets: &[i64] = if kind == BpfKind::FmodRet {
+            let rets: &[i64] = if model::runs(kind) == model::Runs::Instead {
                 &[0, FMOD_RET_VALUE]
             } else {
                 &[0]

@@ -73,7 +73,7 @@ pub fn coverage_key(s: &model::State, op: &Op) -> String {
             fmod_ret,
             ..
         } => {
-            let k = if kind == coexist_proto::BpfKind::FmodRet {
+            let k = if model::runs(kind) == model::Runs::Instead {
                 format!("fmod_ret({fmod_ret})")
             } else {
                 kind.section().to_string()

@@ -119,6 +119,29 @@ impl Func {
     }
 }
 
+/// When a program of a kind runs, against the traced function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runs {
+    /// Before it, every one (fentry).
+    Before,
+    /// In its place, newest first; the first non-zero return skips the
+    /// rest and the function (fmod_ret).
+    Instead,
+    /// After it, seeing its return value, every one (fexit).
+    After,
+}
+
+/// When programs of `kind` run. No wildcard: a new attach kind is a
+/// compile error here until the model knows when it runs, and the calls,
+/// counters, generator and keys follow from that.
+pub fn runs(kind: BpfKind) -> Runs {
+    match kind {
+        BpfKind::Fentry => Runs::Before,
+        BpfKind::FmodRet => Runs::Instead,
+        BpfKind::Fexit => Runs::After,
+    }
+}
+
 /// One operation of the alphabet. BPF programs are named by the id their
 /// attach carries (unique in a sequence), so a detach still names the
 /// same program after shrinking drops other operations.
@@ -168,7 +191,7 @@ impl fmt::Display for Op {
                 fmod_ret,
             } => {
                 write!(f, "attach(p{id}: {} {}", kind_name(*kind), func.short())?;
-                if *kind == BpfKind::FmodRet {
+                if runs(*kind) == Runs::Instead {
                     write!(f, " ret={fmod_ret}")?;
                 }
                 write!(f, ")")
@@ -331,7 +354,7 @@ impl State {
                 func.program(kind).is_some()
                     && !self.used_ids.contains(&id)
                     && self.func(func).progs.len() < MAX_PROGS_PER_FUNC
-                    && (kind == BpfKind::FmodRet || fmod_ret == 0)
+                    && (runs(kind) == Runs::Instead || fmod_ret == 0)
             }
             Op::Detach { id } => self.attached(id).is_some(),
             Op::DirectLoad { .. } => self.direct.is_none(),
@@ -440,14 +463,14 @@ impl State {
         let mut override_ret = None;
         let direct_here = self.direct_on(f);
         let st = self.func_mut(f);
-        for p in st.progs.iter_mut().filter(|p| p.kind == BpfKind::Fentry) {
+        for p in st.progs.iter_mut().filter(|p| runs(p.kind) == Runs::Before) {
             p.hits += 1;
         }
         for p in st
             .progs
             .iter_mut()
             .rev()
-            .filter(|p| p.kind == BpfKind::FmodRet)
+            .filter(|p| runs(p.kind) == Runs::Instead)
         {
             p.hits += 1;
             if p.fmod_ret != 0 {
@@ -455,7 +478,7 @@ impl State {
                 break;
             }
         }
-        for p in st.progs.iter_mut().filter(|p| p.kind == BpfKind::Fexit) {
+        for p in st.progs.iter_mut().filter(|p| runs(p.kind) == Runs::After) {
             p.hits += 1;
         }
         if direct_here {

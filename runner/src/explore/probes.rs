@@ -3,9 +3,11 @@
 //! operation each function called and its counters, its ftrace users and
 //! its livepatch read back ([`State::checks`]). The rules are in `model`.
 
-use coexist_proto::{BpfKind, Step};
+use coexist_proto::Step;
 
-use super::model::{Func, Invariant, Lp, Op, Refusal, State, CMDLINE_PATCHED, FUNCS, TARGET_ARG};
+use super::model::{
+    runs, Func, Invariant, Lp, Op, Refusal, Runs, State, CMDLINE_PATCHED, FUNCS, TARGET_ARG,
+};
 use crate::input::Errno;
 use crate::steps::bpf::BpfExpect;
 use crate::steps::ftrace::FtraceExpect;
@@ -188,7 +190,7 @@ impl State {
             .progs
             .iter()
             .rev()
-            .find(|p| p.kind == BpfKind::FmodRet && p.fmod_ret != 0)
+            .find(|p| runs(p.kind) == Runs::Instead && p.fmod_ret != 0)
             .map(|p| p.fmod_ret);
         let mut probes = Vec::new();
         for p in &st.progs {
@@ -201,11 +203,11 @@ impl State {
                 match f {
                     Func::Target => {
                         b.arg0 = Some(TARGET_ARG);
-                        if p.kind == BpfKind::Fexit {
+                        if runs(p.kind) == Runs::After {
                             b.ret = Some(self.ret(f, override_ret));
                         }
                     }
-                    Func::Cmdline if p.kind == BpfKind::Fexit => {
+                    Func::Cmdline if runs(p.kind) == Runs::After => {
                         // cx_fexit_seq: what the running implementation
                         // wrote into the seq_file (95 bytes at most).
                         if patched {

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::{FailureKind, Vm, VmConfig, VmFailure};
-use crate::events::{Event, EventSink};
+use coexist_core::events::{Event, EventSink};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,7 +135,7 @@ impl HostKey {
                         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                         .map(|d| d.as_secs())
                         .unwrap_or(0),
-                    crate::process::first_line(&p.to_string_lossy(), &["--version"])
+                    coexist_core::process::first_line(&p.to_string_lossy(), &["--version"])
                 )
             }
             None => "not found".into(),
@@ -228,7 +228,7 @@ fn remember_in_file(f: &std::path::Path, key: HostKey, accel: Accel, reason: &st
     // Best effort: a verdict that is not kept is probed again next time.
     if let (Some(dir), Ok(json)) = (f.parent(), serde_json::to_vec_pretty(&r)) {
         let _ = std::fs::create_dir_all(dir);
-        let _ = crate::cache::write_atomic(f, &json);
+        let _ = coexist_core::cache::write_atomic(f, &json);
     }
 }
 

@@ -21,7 +21,7 @@ use super::console::Console;
 use super::lines::{self, Msg};
 use super::qemu::{QemuProcess, Started, VmConfig};
 use super::{Accel, FailureKind, Splat, VmFailure};
-use crate::text::clip;
+use coexist_core::text::clip;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReadyInfo {
@@ -474,7 +474,7 @@ mod tests {
         // A line as the reader hands over one longer than its cap.
         let line = format!(
             "{{\"kind\":\"answer\",\"id\":1,\"output\":\"{} [coexist: line truncated, 33554500 bytes]",
-            "x".repeat(super::super::lines::MAX_AGENT_LINE)
+            "x".repeat(crate::lines::MAX_AGENT_LINE)
         );
         let m = unexpected_message(1, &line);
         assert!(m.len() < 2 * MAX_QUOTED, "{} bytes", m.len());

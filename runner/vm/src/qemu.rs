@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use coexist_proto::PORT_NAME;
 
 use super::accel::Accel;
-use crate::teardown;
-use crate::text::clip;
+use coexist_core::teardown;
+use coexist_core::text::clip;
 
 /// Everything that decides how a guest is started and watched.
 #[derive(Clone, Debug)]

@@ -19,8 +19,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{accel, Accel, AccelChoice, FailureKind, Vm, VmConfig, VmFailure};
-use crate::cache::{self, Cache, KeyHasher};
-use crate::events::{self, Event, EventSink};
+use coexist_core::cache::{self, Cache, KeyHasher};
+use coexist_core::events::{self, Event, EventSink};
 
 /// What identifies the guest besides its VM config.
 #[derive(Clone, Debug)]

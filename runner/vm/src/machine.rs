@@ -14,7 +14,7 @@ use super::link::{Link, ReadyInfo, StepOutcome};
 use super::qemu::{migrate_uri, VmConfig};
 use super::qmp::Qmp;
 use super::{FailureKind, Splat, VmFailure};
-use crate::text::clip;
+use coexist_core::text::clip;
 
 /// A guest whose agent is READY.
 pub struct Vm {

@@ -23,7 +23,7 @@
 //! - `snapshot`: READY guests saved once per (kernel, image, machine,
 //!   accelerator, QEMU) and restored for each job.
 //!
-//! Every QEMU runs in a process group registered with [`crate::teardown`],
+//! Every QEMU runs in a process group registered with [`coexist_core::teardown`],
 //! so it never outlives the runner.
 
 pub mod accel;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::text::clip;
+use coexist_core::text::clip;
 
 pub struct Qmp {
     reader: BufReader<UnixStream>,
