@@ -209,13 +209,14 @@ impl Builder<'_> {
             }
             // Nothing is built: no tree, no build dir; the key is the
             // content of the package, or of the local kernel's files.
-            Source::Prebuilt(_) | Source::Local(_) => {
-                let (key, entry_dir) = match &v.source {
-                    Source::Local(_) => (src.id.clone(), local::entry_dir(self.cache, &src.id)),
-                    _ => (
+            s @ (Source::Prebuilt(_) | Source::Local(_)) => {
+                let (key, entry_dir) = if let Source::Local(_) = s {
+                    (src.id.clone(), local::entry_dir(self.cache, &src.id))
+                } else {
+                    (
                         prebuilt::key(&src.id),
                         prebuilt::entry_dir(self.cache, &src.id),
-                    ),
+                    )
                 };
                 return Ok(Plan {
                     key,
@@ -242,22 +243,25 @@ impl Builder<'_> {
     /// Builds the variant unless its entry is already published; says
     /// whether it was (a cache hit).
     pub fn build(&self, v: &Variant) -> Result<(Manifest, bool)> {
-        if let Source::Prebuilt(d) = &v.source {
-            let (mut m, cached) = prebuilt::fetch(self.cache, v, d, self.events)?;
-            prebuilt::build_inputs(self.cache, self.sources, d, &mut m, &|w: &str| {
-                self.phase(&v.name, w)
-            })?;
-            return Ok((m, cached));
+        // Every kind is named: a new one is a compile error here.
+        match &v.source {
+            Source::Prebuilt(d) => {
+                let (mut m, cached) = prebuilt::fetch(self.cache, v, d, self.events)?;
+                prebuilt::build_inputs(self.cache, self.sources, d, &mut m, &|w: &str| {
+                    self.phase(&v.name, w)
+                })?;
+                Ok((m, cached))
+            }
+            Source::Local(d) => {
+                let plan = self.plan(v)?;
+                let (mut m, cached) = local::prepare(self.cache, v, d, &plan.key, self.events)?;
+                local::build_inputs(self.cache, self.sources, d, &mut m, &|w: &str| {
+                    self.phase(&v.name, w)
+                })?;
+                Ok((m, cached))
+            }
+            Source::Tarball(_) | Source::Tree(_) => self.build_tree(v, None),
         }
-        if let Source::Local(d) = &v.source {
-            let plan = self.plan(v)?;
-            let (mut m, cached) = local::prepare(self.cache, v, d, &plan.key, self.events)?;
-            local::build_inputs(self.cache, self.sources, d, &mut m, &|w: &str| {
-                self.phase(&v.name, w)
-            })?;
-            return Ok((m, cached));
-        }
-        self.build_tree(v, None)
     }
 
     /// Builds a built-here variant again, under its key, though its entry

@@ -69,7 +69,7 @@ pub fn rows(
             Source::Prebuilt(d) => Some(prebuilt::release_from_package(&d.debian_package)),
             // Its image's header names it (the plan checked it).
             Source::Local(d) => Some(local::check(d).ok().map(|f| f.release)),
-            _ => None,
+            Source::Tarball(_) | Source::Tree(_) => None,
         };
         if let Some(release) = not_built_here {
             let release = match &manifest {
