@@ -53,7 +53,9 @@ impl FailureKind {
     /// Whose fault it is. `suite` reports Host and Harness as the run's
     /// trouble (exit 2), `bisect` skips a commit on Host and Boot and
     /// aborts on Harness, `explore` gives no verdict on Host and Harness
-    /// and counts Boot and Kernel against `guest_alive`.
+    /// and counts Boot and Kernel against `guest_alive` (for a failure while
+    /// steps run; a sequence whose guest cannot be had at all gets no
+    /// verdict).
     pub fn blame(&self) -> Blame {
         match self {
             FailureKind::QemuFailed => Blame::Host,
