@@ -42,10 +42,23 @@ pub fn parse_step_marker(line: &str) -> Option<(u64, &str)> {
 /// What the guest does for one request. The step kinds ([`Step::kinds`],
 /// [`Step::kind`]) are the snake_case names of these variants, as on the wire.
 #[derive(
-    Clone, Debug, PartialEq, Serialize, Deserialize, strum::VariantNames, strum::IntoStaticStr,
+    Clone,
+    Debug,
+    PartialEq,
+    Serialize,
+    Deserialize,
+    strum::VariantNames,
+    strum::IntoStaticStr,
+    strum::EnumDiscriminants,
 )]
 #[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
 #[strum(serialize_all = "snake_case")]
+// `StepKind`: a step's kind without its arguments, named as on the wire.
+#[strum_discriminants(
+    name(StepKind),
+    derive(strum::IntoStaticStr, strum::EnumIter),
+    strum(serialize_all = "snake_case")
+)]
 pub enum Step {
     /// Runs a program (PATH=/bin:/sbin); stdout and stderr are captured together.
     Exec {
@@ -212,6 +225,18 @@ impl Step {
 
     /// The step's kind, as on the wire (`"bpf_attach"`).
     pub fn kind(&self) -> &'static str {
+        self.into()
+    }
+}
+
+impl StepKind {
+    /// Every kind, in the order of [`Step`].
+    pub fn all() -> impl Iterator<Item = StepKind> {
+        <StepKind as strum::IntoEnumIterator>::iter()
+    }
+
+    /// Its name on the wire (`"bpf_attach"`).
+    pub fn name(self) -> &'static str {
         self.into()
     }
 }

@@ -19,7 +19,7 @@ pub mod livepatch;
 pub mod selftest;
 pub mod stress;
 
-use coexist_proto::{Answer, Step};
+use coexist_proto::{Answer, Step, StepKind};
 use serde::{Deserialize, Serialize};
 
 use crate::image::FixtureNames;
@@ -67,15 +67,14 @@ impl Family {
 /// `hello` starts every guest restored from a snapshot, and `selftest`
 /// is the one step of each case a suite's `kselftest:`/`ftracetest:`
 /// section gives.
-pub const RUNNER_KINDS: &[&str] = &["poweroff", "hello", "selftest"];
+pub const RUNNER_KINDS: [StepKind; 3] = [StepKind::Poweroff, StepKind::Hello, StepKind::Selftest];
 
 /// Step kinds a suite may use: every kind the agent knows but the
 /// runner's own.
 pub fn suite_kinds() -> Vec<&'static str> {
-    Step::kinds()
-        .iter()
-        .copied()
+    StepKind::all()
         .filter(|k| !RUNNER_KINDS.contains(k))
+        .map(StepKind::name)
         .collect()
 }
 
