@@ -8,13 +8,12 @@ use std::path::Path;
 
 mod common;
 
-use coexist::vm::{accel, AccelChoice, Vm};
+use coexist::vm::Vm;
 use coexist_proto::{AnswerData, BpfKind, LivepatchState, Step};
 
 fn boot(name: &str, dir: &Path) -> Vm {
     let p = common::prepare(name);
-    let c = p.vm_config(dir.join(format!("{name}.console.log")));
-    accel::boot(AccelChoice::Tcg, c, &common::Quiet).unwrap_or_else(|f| panic!("{f}"))
+    common::boot_tcg(&p, dir.join(format!("{name}.console.log")))
 }
 
 use common::{ftrace, handle, ok, run, stats};

@@ -7,7 +7,6 @@
 
 mod common;
 
-use coexist::vm::{accel, AccelChoice};
 use coexist_proto::Step;
 
 const VARIANT: &str = "stock-6.12";
@@ -115,9 +114,14 @@ use common::ok as run;
 fn stock_6_12_guest_runs_fentry_livepatch_fexit_stacked_on_one_function() {
     let p = common::prepare(VARIANT);
     let d = tempfile::tempdir().unwrap();
-    let c = p.vm_config(d.path().join("console.log"));
-    let mut vm =
-        accel::boot(AccelChoice::Auto, c, &common::Quiet).unwrap_or_else(|f| panic!("{f}"));
+    let mut vm = coexist::guest::start(
+        &p,
+        &Default::default(),
+        None,
+        coexist::guest::Job::logged(d.path().join("console.log")),
+        &common::Quiet,
+    )
+    .unwrap_or_else(|f| panic!("{f}"));
     let release = run(
         &mut vm,
         Step::Exec {

@@ -130,7 +130,7 @@ fn a_local_kernel_boots_to_ready_and_runs_a_command() {
         std::env::temp_dir().join(format!("coexist-local-test-{}.log", std::process::id())),
     );
     assert_eq!(cfg.kernel, deb.bzimage, "a local kernel boots its image");
-    let mut vm = common::boot_distribution_kernel(cfg);
+    let mut vm = common::boot_distribution_kernel(&p, cfg.console_log.clone());
     assert_eq!(vm.ready.kernel_release, RELEASE);
     let out = vm
         .run(

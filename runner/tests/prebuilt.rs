@@ -114,7 +114,7 @@ fn debians_kernel_boots_to_ready_and_runs_a_command() {
         std::env::temp_dir().join(format!("coexist-prebuilt-test-{}.log", std::process::id())),
     );
     assert_eq!(cfg.kernel, m.bzimage, "a prebuilt kernel boots its bzImage");
-    let mut vm = common::boot_distribution_kernel(cfg);
+    let mut vm = common::boot_distribution_kernel(&p, cfg.console_log.clone());
     assert_eq!(vm.ready.kernel_release, m.kernel_release);
     // The modules the image lists loaded: no agent warning about them.
     assert!(
@@ -163,8 +163,7 @@ fn debians_kernel_boots_to_ready_and_runs_a_command() {
 fn debians_kernel_runs_fentry_livepatch_fexit_stacked_on_a_module_function() {
     let p = common::prepare(VARIANT);
     let d = tempfile::tempdir().unwrap();
-    let c = p.vm_config(d.path().join("console.log"));
-    let mut vm = common::boot_distribution_kernel(c);
+    let mut vm = common::boot_distribution_kernel(&p, d.path().join("console.log"));
     common::fentry_livepatch_fexit_on_a_module_function(&mut vm);
     vm.shutdown().unwrap();
 }

@@ -9,13 +9,12 @@ use std::time::Duration;
 mod common;
 
 use coexist::steps::selftest::{self, Observed, Outcome, SelftestExpect};
-use coexist::vm::{accel, AccelChoice, Vm};
+use coexist::vm::Vm;
 use coexist_proto::{SelftestRunner, Step};
 
 fn boot(name: &str, dir: &std::path::Path) -> Vm {
     let p = common::prepare(name);
-    let c = p.vm_config(dir.join(format!("{name}.console.log")));
-    accel::boot(AccelChoice::Tcg, c, &common::Quiet).unwrap_or_else(|f| panic!("{f}"))
+    common::boot_tcg(&p, dir.join(format!("{name}.console.log")))
 }
 
 /// Runs one step; a VM failure fails the test.

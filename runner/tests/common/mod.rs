@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use coexist::build::variant;
 use coexist::events::{Event, EventSink};
 use coexist::image::Prepared;
-use coexist::vm::{accel, AccelChoice, StepOutcome, Vm, VmConfig};
+use coexist::vm::{AccelChoice, StepOutcome, Vm};
 use coexist::Workspace;
 use coexist_proto::{AnswerData, BpfKind, BpfStats, FtraceState, Step};
 
@@ -254,7 +254,28 @@ pub fn modinfo(field: &str, ko: &Path) -> String {
 /// Boots a distribution kernel (a prebuilt or local one) to READY under
 /// `--accel auto`, with more room than the default boot timeout: Debian's
 /// kernels take several seconds to READY under TCG.
-pub fn boot_distribution_kernel(mut cfg: VmConfig) -> Vm {
-    cfg.boot_timeout = std::time::Duration::from_secs(300);
-    accel::boot(AccelChoice::Auto, cfg, &Quiet).unwrap_or_else(|f| panic!("{f}"))
+pub fn boot_distribution_kernel(p: &Prepared, console_log: PathBuf) -> Vm {
+    let job = coexist::guest::Job {
+        boot_timeout: Some(std::time::Duration::from_secs(300)),
+        ..coexist::guest::Job::logged(console_log)
+    };
+    coexist::guest::start(p, &Default::default(), None, job, &Quiet)
+        .unwrap_or_else(|f| panic!("{f}"))
+}
+
+/// Boots prepared variant `p` under TCG (no snapshot), its console in
+/// `console_log`: the one guest start every command uses.
+pub fn boot_tcg(p: &Prepared, console_log: PathBuf) -> Vm {
+    let machine = coexist::guest::Machine {
+        accel: AccelChoice::Tcg,
+        ..Default::default()
+    };
+    coexist::guest::start(
+        p,
+        &machine,
+        None,
+        coexist::guest::Job::logged(console_log),
+        &Quiet,
+    )
+    .unwrap_or_else(|f| panic!("{f}"))
 }
