@@ -101,15 +101,23 @@ fn apt(args: &[&str]) -> Result<std::process::Output> {
         .context("cannot run apt-get")
 }
 
-/// Refreshes apt's lists when they are stale or miss a package the
-/// project declares (see [`refresh_reason`]), once, as root; says so.
+/// Refreshes apt's lists, once, as root, saying why, when they are older
+/// than [`LISTS_MAX_AGE`]; with a package the project declares that they
+/// do not know, a failed refresh stops setup (see [`refresh_reason`]).
 /// Returns whether it ran `apt-get update` successfully. A failed refresh
 /// stops setup only when a declared package is unknown; a merely old list
 /// is used as it is, with a note.
 fn refresh_lists(stamp: &Path, declared: &[String], ev: &dyn EventSink) -> Result<bool> {
+    let age = lists_age(stamp);
+    // Lists refreshed within the day are trusted as they are: no apt call
+    // on every command (a package they do not know is then an error at
+    // its declaration, which says to refresh them).
+    if age.is_some_and(|a| a <= LISTS_MAX_AGE) {
+        return Ok(false);
+    }
     // One apt-cache call; what it resolves, the prebuilt kernels use.
     let unknown = crate::build::prebuilt::resolve_packages(declared)?;
-    let Some(why) = refresh_reason(lists_age(stamp), &unknown) else {
+    let Some(why) = refresh_reason(age, &unknown) else {
         return Ok(false);
     };
     if !nix::unistd::geteuid().is_root() {

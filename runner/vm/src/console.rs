@@ -194,7 +194,7 @@ mod tests {
 
     fn recorded(name: &str) -> String {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/console")
+            .join("../tests/data/console")
             .join(name);
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }

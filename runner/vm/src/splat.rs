@@ -526,7 +526,7 @@ mod recorded {
 
     fn log(name: &str) -> Vec<Splat> {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/console")
+            .join("../tests/data/console")
             .join(format!("{name}.log"));
         let text = std::fs::read_to_string(&p).unwrap();
         scan(&text, &[]).unwrap()
