@@ -4,9 +4,9 @@
 //! the packages that ship the declared kernel sources.
 //!
 //! apt's lists are refreshed first (`apt-get update`, once, saying why)
-//! when a package the project declares is unknown to apt or the lists are
-//! older than a day. Missing packages are installed in ONE apt
-//! transaction, after one `apt-get update`, and only if apt would remove or downgrade nothing
+//! when they are older than a day. Missing packages are installed in ONE
+//! apt transaction, after one `apt-get update`, and only if apt would
+//! remove or downgrade nothing
 //! (`--no-remove`, checked first with a simulation); otherwise setup stops
 //! and prints the exact command for the user to decide. With
 //! [`Removals::Allow`] (`setup --allow-remove`, the user's explicit
@@ -26,19 +26,20 @@ use crate::build::Project;
 use crate::cache::Cache;
 use crate::events::{self, EventSink};
 
+/// The variants file as declared, if it reads (one that does not is for
+/// the command to report, with its position).
+fn declared(project: &Project) -> Option<VariantsFile> {
+    let t = std::fs::read_to_string(project.variants_file()).ok()?;
+    serde_yaml::from_str(&t).ok()
+}
+
 /// The kernel image packages of the prebuilt variants: downloaded, never
 /// installed, but apt must know them.
-pub fn prebuilt_packages(project: &Project) -> Vec<String> {
-    let Ok(t) = std::fs::read_to_string(project.variants_file()) else {
-        return Vec::new();
-    };
-    let Ok(f) = serde_yaml::from_str::<VariantsFile>(&t) else {
-        return Vec::new();
-    };
+fn prebuilt_packages(f: &VariantsFile) -> Vec<String> {
     let mut v: Vec<String> = f
         .variants
-        .into_iter()
-        .filter_map(|d| d.prebuilt.map(|p| p.debian_package))
+        .iter()
+        .filter_map(|d| d.prebuilt.as_ref().map(|p| p.debian_package.clone()))
         .collect();
     v.dedup();
     v
@@ -101,12 +102,11 @@ fn apt(args: &[&str]) -> Result<std::process::Output> {
         .context("cannot run apt-get")
 }
 
-/// Refreshes apt's lists, once, as root, saying why, when they are older
-/// than [`LISTS_MAX_AGE`]; with a package the project declares that they
-/// do not know, a failed refresh stops setup (see [`refresh_reason`]).
-/// Returns whether it ran `apt-get update` successfully. A failed refresh
-/// stops setup only when a declared package is unknown; a merely old list
-/// is used as it is, with a note.
+/// Refreshes apt's lists, once, as root, saying why ([`refresh_reason`]),
+/// when they are older than [`LISTS_MAX_AGE`]. Returns whether it ran
+/// `apt-get update` successfully. A failed refresh stops setup only when
+/// a declared package is unknown; a merely old list is used as it is,
+/// with a note.
 fn refresh_lists(stamp: &Path, declared: &[String], ev: &dyn EventSink) -> Result<bool> {
     let age = lists_age(stamp);
     // Lists refreshed within the day are trusted as they are: no apt call
@@ -154,27 +154,30 @@ fn refresh_lists(stamp: &Path, declared: &[String], ev: &dyn EventSink) -> Resul
 
 /// The project's package list: `.ci/packages`, one a line, `#` comments.
 pub fn project_packages(project: &Project) -> Result<Vec<String>> {
+    packages(project, declared(project).as_ref())
+}
+
+/// [`project_packages`], given the variants file as declared.
+fn packages(project: &Project, decl: Option<&VariantsFile>) -> Result<Vec<String>> {
     let path = project.root.join(".ci/packages");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let mut v: Vec<String> = parse_list(&text);
-    // The packages that ship the declared sources (linux-source-6.1).
-    if let Ok(t) = std::fs::read_to_string(project.variants_file()) {
-        if let Ok(f) = serde_yaml::from_str::<VariantsFile>(&t) {
-            // And the headers prebuilt kernels' modules build against.
-            let headers = f
-                .variants
-                .into_iter()
-                .filter_map(|d| d.prebuilt.and_then(|p| p.headers));
-            for p in f
-                .sources
-                .into_iter()
-                .filter_map(|s| s.debian_package)
-                .chain(headers)
-            {
-                if !v.contains(&p) {
-                    v.push(p);
-                }
+    // The packages that ship the declared sources (linux-source-6.1), and
+    // the headers prebuilt kernels' modules build against.
+    if let Some(f) = decl {
+        let headers = f
+            .variants
+            .iter()
+            .filter_map(|d| d.prebuilt.as_ref().and_then(|p| p.headers.clone()));
+        for p in f
+            .sources
+            .iter()
+            .filter_map(|s| s.debian_package.clone())
+            .chain(headers)
+        {
+            if !v.contains(&p) {
+                v.push(p);
             }
         }
     }
@@ -283,11 +286,12 @@ pub fn ensure(
     ev: &dyn EventSink,
     removals: Removals,
 ) -> Result<Vec<String>> {
-    let packages = project_packages(project)?;
+    let decl = declared(project);
+    let packages = packages(project, decl.as_ref())?;
     let missing = not_installed(&packages)?;
-    let mut declared = missing.clone();
-    declared.extend(prebuilt_packages(project));
-    let updated = refresh_lists(&cache.dir("apt").join("updated"), &declared, ev)?;
+    let mut asked = missing.clone();
+    asked.extend(decl.as_ref().map(prebuilt_packages).unwrap_or_default());
+    let updated = refresh_lists(&cache.dir("apt").join("updated"), &asked, ev)?;
     if missing.is_empty() {
         return Ok(missing);
     }

@@ -87,31 +87,46 @@ pub fn parse_apt_show_all(text: &str) -> Vec<AptCandidate> {
 /// Resolves `pkgs` with one `apt-cache` call (memoised: once per process
 /// each); returns those apt does not know.
 pub fn resolve_packages(pkgs: &[String]) -> Result<Vec<String>> {
-    let todo: Vec<&String> = {
+    let todo: Vec<&str> = {
         let memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
-        pkgs.iter().filter(|p| !memo.contains_key(*p)).collect()
+        pkgs.iter()
+            .map(String::as_str)
+            .filter(|p| !memo.contains_key(*p))
+            .collect()
     };
     if todo.is_empty() {
         return Ok(Vec::new());
     }
+    Ok(ask_apt(&todo)?.0)
+}
+
+/// The one `apt-cache` call: memoises the candidate of each of `pkgs` apt
+/// knows; returns those it does not know, and the first line apt said
+/// about them on stderr.
+fn ask_apt(pkgs: &[&str]) -> Result<(Vec<String>, String)> {
     let out = Command::new("apt-cache")
         .args(["show", "--no-all-versions"])
-        .args(&todo)
+        .args(pkgs)
         .stdin(Stdio::null())
         .output()
         .context("cannot run apt-cache (a prebuilt kernel needs a Debian system)")?;
     let found = parse_apt_show_all(&String::from_utf8_lossy(&out.stdout));
     let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
     for c in found {
-        if todo.contains(&&c.package) {
+        if pkgs.contains(&c.package.as_str()) {
             memo.insert(c.package.clone(), c);
         }
     }
-    Ok(todo
-        .into_iter()
-        .filter(|p| !memo.contains_key(*p))
-        .cloned()
-        .collect())
+    let unknown = pkgs
+        .iter()
+        .filter(|p| !memo.contains_key(**p))
+        .map(|p| p.to_string())
+        .collect();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    Ok((
+        unknown,
+        stderr.lines().next().unwrap_or("").trim().to_string(),
+    ))
 }
 
 /// Forgets what apt resolved (its lists were just refreshed).
@@ -123,29 +138,19 @@ fn resolve_package(pkg: &str, origin: &str, what: &str) -> Result<AptCandidate> 
     if let Some(c) = MEMO.lock().unwrap_or_else(|e| e.into_inner()).get(pkg) {
         return Ok(c.clone());
     }
-    let out = Command::new("apt-cache")
-        .args(["show", "--no-all-versions", pkg])
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run apt-cache (a prebuilt kernel needs a Debian system)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let found = parse_apt_show(&text).filter(|c| c.package == pkg);
-    let Some(c) = found.filter(|_| out.status.success()) else {
-        let why = String::from_utf8_lossy(&out.stderr);
+    let (unknown, why) = ask_apt(&[pkg])?;
+    if !unknown.is_empty() {
         bail!(
             "{origin}: {what}: apt does not know the Debian package '{pkg}'{}; check the name \
              (apt-cache search --names-only '^linux-image-' lists the kernels, \
              '^linux-headers-' their headers), or refresh the package lists (apt-get update)",
-            match why.trim() {
+            match why.as_str() {
                 "" => String::new(),
-                w => format!(" ({})", w.lines().next().unwrap_or(w)),
+                w => format!(" ({w})"),
             }
         );
-    };
-    MEMO.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(pkg.to_string(), c.clone());
-    Ok(c)
+    }
+    Ok(MEMO.lock().unwrap_or_else(|e| e.into_inner())[pkg].clone())
 }
 
 /// The source identity of a prebuilt kernel: its `.deb`'s content.
