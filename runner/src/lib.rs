@@ -29,6 +29,7 @@ pub mod build;
 pub mod explore;
 pub mod guest;
 pub mod image;
+pub mod mutants;
 pub mod record;
 pub mod report;
 pub mod run;

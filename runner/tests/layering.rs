@@ -25,6 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["guest"],
     &["run"],
     &["explore"],
+    &["mutants"],
     &["report", "ui"],
 ];
 

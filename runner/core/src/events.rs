@@ -66,8 +66,29 @@ pub enum Event {
     },
     /// What `explore` does as it goes.
     Explore(ExploreEvent),
+    /// What `mutants` does as it goes.
+    Mutants(MutantsEvent),
     /// Anything else worth a line.
     Note(String),
+}
+
+/// `mutants`' progress, typed: the terminal draws a bar with an ETA.
+#[derive(Clone, Debug)]
+pub enum MutantsEvent {
+    /// The mutants start (after the baseline): `total` of them.
+    Started { about: String, total: usize },
+    /// Mutant `index` (0-based) `id` is at `what` (building, running ...).
+    Phase {
+        index: usize,
+        id: String,
+        what: String,
+    },
+    /// Mutant `index` ended; `line` says how, in one line.
+    Finished {
+        index: usize,
+        id: String,
+        line: String,
+    },
 }
 
 /// `explore`'s progress, typed: the terminal draws it, a writer may keep

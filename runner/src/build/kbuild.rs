@@ -240,6 +240,14 @@ impl Builder<'_> {
         })
     }
 
+    /// The variant's patched source tree, prepared (unpacked, the series
+    /// applied) without building anything; for a built-here variant only.
+    pub fn prepare_source(&self, v: &Variant) -> Result<Plan> {
+        let plan = self.plan(v)?;
+        self.prepare_tree(v, &plan)?;
+        Ok(plan)
+    }
+
     /// Builds the variant unless its entry is already published; says
     /// whether it was (a cache hit).
     pub fn build(&self, v: &Variant) -> Result<(Manifest, bool)> {

@@ -49,7 +49,7 @@ pub struct ExploreOpts {
     results: Option<PathBuf>,
 }
 
-fn parse_seed(s: &str) -> Result<u64, String> {
+pub(super) fn parse_seed(s: &str) -> Result<u64, String> {
     let r = match s.strip_prefix("0x") {
         Some(h) => u64::from_str_radix(h, 16),
         None => s.parse(),
@@ -57,7 +57,7 @@ fn parse_seed(s: &str) -> Result<u64, String> {
     r.map_err(|_| format!("'{s}' is not a seed (a number, decimal or 0x hex)"))
 }
 
-fn parse_budget(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_budget(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("'{s}' is not a duration (90s, 5m, 1h): {e}"))?;
     if d.is_zero() || d > Duration::from_secs(7 * 86400) {

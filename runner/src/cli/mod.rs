@@ -8,6 +8,7 @@
 mod bisect;
 mod explore;
 mod kernel;
+mod mutants;
 mod suite;
 mod vm;
 
@@ -71,6 +72,11 @@ enum Cmd {
     /// every step; failures shrunk to a minimal reproducer (a suite file).
     /// Exit 1 when something was found, 0 when the budget ran out clean.
     Explore(explore::ExploreOpts),
+    /// Seed small bugs (mutants) into the kernel code under test, build
+    /// each, run the suites (and explore) on it, and count which are
+    /// caught; mutants.json, a table and index.html in results/<run-id>/.
+    /// Exit 1 when a mutant survived.
+    Mutants(mutants::MutantsOpts),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -101,6 +107,9 @@ enum BenchCmd {
     /// An explore run's figures: sequences per minute, steps per second,
     /// median shrink time (default budget 2m; --json for scripts).
     Explore(explore::BenchExploreOpts),
+    /// The first N mutants of a scope built and run: median build and run
+    /// time per mutant (--json for scripts).
+    Mutants(mutants::BenchMutantsOpts),
 }
 
 /// The guest machine.
@@ -190,7 +199,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Run(o) => vm::run(&ws, &o),
         Cmd::Suite(o) => suite::suite(&ws, &o),
         Cmd::Explore(o) => explore::explore(&ws, &o),
+        Cmd::Mutants(o) => mutants::mutants(&ws, &o),
         Cmd::Bench(BenchCmd::Explore(o)) => explore::bench(&ws, &o),
+        Cmd::Bench(BenchCmd::Mutants(o)) => mutants::bench(&ws, &o),
         Cmd::Bench(BenchCmd::Suite(o)) => suite::bench(&ws, &o),
         Cmd::Bench(BenchCmd::Boot(o)) => vm::bench_boot(&ws, &o),
         Cmd::Bench(BenchCmd::Loop(o)) => vm::bench_loop(&ws, &o),

@@ -50,7 +50,8 @@ pub struct SuiteOpts {
 
 #[derive(Subcommand)]
 pub enum ReportCmd {
-    /// Merge shard reports (report.json of each shard) into one report.
+    /// Merge shard reports (report.json of each shard, or mutants.json of
+    /// each shard of a mutants run) into one report.
     Merge {
         /// report.json files (or their results directories).
         #[arg(required = true)]
@@ -242,6 +243,43 @@ pub fn report(cmd: &ReportCmd) -> Result<u8> {
             out,
             allow_partial,
         } => {
+            // Shards of a mutants run: their mutants.json files.
+            let mutants_file = |p: &Path| {
+                if p.is_dir() {
+                    Some(p.join(coexist::mutants::results::FILE)).filter(|f| f.is_file())
+                } else {
+                    (p.file_name()
+                        .is_some_and(|n| n == coexist::mutants::results::FILE))
+                    .then(|| p.to_path_buf())
+                }
+            };
+            if reports.iter().any(|p| mutants_file(p).is_some()) {
+                let parts = reports
+                    .iter()
+                    .map(|p| {
+                        let f = mutants_file(p).with_context(|| {
+                            format!("{}: not a mutants report (the others are)", p.display())
+                        })?;
+                        Ok((
+                            f.display().to_string(),
+                            coexist::mutants::results::load(&f)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let merged = coexist::mutants::results::merge(&parts)?;
+                if !merged.complete && !allow_partial {
+                    anyhow::bail!(
+                        "the shards are incomplete ({}); --allow-partial merges them into a report marked incomplete",
+                        merged.incomplete.as_deref().unwrap_or("")
+                    );
+                }
+                std::fs::create_dir_all(out)?;
+                coexist::mutants::results::write(out, &merged)?;
+                report::mutants_html::write(out, &merged)?;
+                print!("{}", merged.table());
+                println!("reports: {}", out.display());
+                return Ok(0);
+            }
             let parts = reports
                 .iter()
                 .map(|p| read_report(p))

@@ -118,13 +118,28 @@ pub fn explore(
     events: &dyn EventSink,
 ) -> Result<ExploreReport> {
     req.check()?;
-    let _graceful = teardown::graceful();
-    let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let variants = ws.variants(None)?;
     let v = variant::select(&variants, std::slice::from_ref(&req.variant))?[0].clone();
     let rule: Rule = v.coexistence.into();
     std::fs::create_dir_all(dir)?;
     let p = ws.prepare(&v, events)?;
+    explore_prepared(ws, req, p, rule, (dir, run_id), events)
+}
+
+/// Explores a prepared guest (`mutants` explores its mutant kernels so)
+/// as [`explore`] does a variant: `req.variant` names it in the report.
+pub fn explore_prepared(
+    ws: &Workspace,
+    req: &ExploreRequest,
+    p: crate::image::Prepared,
+    rule: Rule,
+    (dir, run_id): (&Path, &str),
+    events: &dyn EventSink,
+) -> Result<ExploreReport> {
+    req.check()?;
+    let _graceful = teardown::graceful();
+    let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    std::fs::create_dir_all(dir)?;
     let host = Host::current();
     let snaps = Snapshots::new(&ws.cache);
     let job = crate::guest::Job::logged(dir.join("snapshot-boot.log"));

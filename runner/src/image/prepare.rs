@@ -89,6 +89,40 @@ pub fn prepare(
     })
 }
 
+/// Fixtures and image for a kernel built by the caller (`mutants`' own
+/// builds): nothing is rebuilt when its build dir is stale, that is an
+/// error.
+pub fn prepare_built(
+    cache: &Cache,
+    project: &Project,
+    (variant, source_name): (&str, String),
+    manifest: Manifest,
+    events: &dyn EventSink,
+) -> Result<Prepared> {
+    initramfs::check_recipe(project, DEFAULT_RECIPE)?;
+    let t1 = std::time::Instant::now();
+    let fixtures = fixtures::build(cache, project, &manifest, events)?;
+    let image = initramfs::build(
+        cache,
+        project,
+        DEFAULT_RECIPE,
+        &manifest,
+        Some(&fixtures),
+        events,
+    )?;
+    Ok(Prepared {
+        variant: variant.to_string(),
+        source_name,
+        manifest,
+        fixtures,
+        image,
+        build_s: 0.0,
+        kernel_cached: true,
+        image_s: t1.elapsed().as_secs_f64(),
+        accel_memory: cache.dir("accel"),
+    })
+}
+
 impl Prepared {
     /// Boots the PVH vmlinux directly (no decompression, the fastest
     /// start); a prebuilt or local kernel boots as it is, its bzImage.

@@ -31,7 +31,7 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-const STYLE: &str = r#"
+pub const STYLE: &str = r#"
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.4em;margin:0 0 .3em} h2{font-size:1.15em;margin:1.4em 0 .4em}
 table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:.2em .45em;vertical-align:top;text-align:left}

@@ -29,6 +29,7 @@ pub mod html;
 pub mod junit;
 pub mod ktap;
 pub mod merge;
+pub mod mutants_html;
 pub mod stream;
 pub mod table;
 

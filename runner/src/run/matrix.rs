@@ -115,6 +115,29 @@ pub fn run(
     events: &dyn EventSink,
     records: &dyn RecordSink,
 ) -> Result<Outcome> {
+    run_until(
+        jobs,
+        suites,
+        prepared,
+        opts,
+        (workers, estimates),
+        (events, records),
+        &|_| false,
+    )
+}
+
+/// [`run`], which also stops taking jobs once `enough` says so of a
+/// finished case (`mutants` stops at the first case that kills a mutant).
+pub fn run_until(
+    jobs: &[Job],
+    suites: &[Suite],
+    prepared: &BTreeMap<String, Prepared>,
+    opts: &CaseOptions,
+    (workers, estimates): (usize, &Estimates),
+    (events, records): (&dyn EventSink, &dyn RecordSink),
+    enough: &(dyn Fn(&CaseResult) -> bool + Sync),
+) -> Result<Outcome> {
+    let done = std::sync::atomic::AtomicBool::new(false);
     for j in jobs {
         if !prepared.contains_key(&j.variant) {
             bail!("variant '{}' was not prepared", j.variant);
@@ -132,8 +155,9 @@ pub fn run(
     std::thread::scope(|sc| {
         for worker in 0..workers {
             let (queue, results, panicked) = (&queue, &results, &panicked);
+            let done = &done;
             sc.spawn(move || loop {
-                if teardown::stopping() {
+                if teardown::stopping() || done.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
                 let Some((k, job)) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
@@ -157,6 +181,9 @@ pub fn run(
                         r.started_s = started_s;
                         events.event(&Event::CaseFinished(r.line()));
                         records.case_finished(&r);
+                        if enough(&r) {
+                            done.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
                         results.lock().unwrap_or_else(|e| e.into_inner())[k] = Some(r);
                     }
                     Err(p) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::events::{CaseLine, Event, EventSink, ExploreEvent, SequenceOutcome};
+use crate::events::{CaseLine, Event, EventSink, ExploreEvent, MutantsEvent, SequenceOutcome};
 
 pub fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -106,6 +106,48 @@ impl Terminal {
         }
         bar.set_position(lines);
         bar.set_message(last.trim().to_string());
+    }
+
+    /// `mutants`: a bar over the mutants with an ETA (on a terminal), a
+    /// line per mutant.
+    fn mutants(&self, m: &MutantsEvent) {
+        match m {
+            MutantsEvent::Started { about, total } => {
+                self.println(about);
+                if self.tty {
+                    let b = ProgressBar::new(*total as u64).with_style(
+                        ProgressStyle::with_template(
+                            "[{elapsed_precise}] {bar:30} {pos}/{len} mutants (eta {eta}) {wide_msg}",
+                        )
+                        .expect("template"),
+                    );
+                    b.enable_steady_tick(Duration::from_millis(200));
+                    *self.run_bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
+                }
+            }
+            MutantsEvent::Phase { index, id, what } => {
+                match self
+                    .run_bar
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                {
+                    Some(b) => b.set_message(format!("{id}: {what}")),
+                    None => eprintln!("mutant {} {id}: {what}", index + 1),
+                }
+            }
+            MutantsEvent::Finished { line, .. } => {
+                self.println(line);
+                if let Some(b) = self
+                    .run_bar
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                {
+                    b.inc(1);
+                }
+            }
+        }
     }
 
     fn clear(&self, bar: &Mutex<Option<ProgressBar>>) {
@@ -206,6 +248,7 @@ impl EventSink for Terminal {
                     self.println(text)
                 }
             },
+            Event::Mutants(m) => self.mutants(m),
             Event::Note(s) => self.println(s),
         }
     }

@@ -1,0 +1,666 @@
+//! `mutants`: seeds small bugs into the kernel code under test and counts
+//! which of them the suites (and explore) notice.
+//!
+//! In: a [`MutantsRequest`] (a built-here variant, a scope, operators,
+//! suites, an explore budget, a shard). Out: a [`MutantsReport`]
+//! (`mutants.json`), written after every mutant, and its consoles and
+//! build logs under the results directory.
+//!
+//! - `scope`: the area's list, the series' functions, `--function`.
+//! - `sites`: functions and mutation sites, found with tree-sitter-c.
+//! - `worker`: the build worker: apply, `make vmlinux`, restore, and
+//!   whether the fixtures still fit the mutant kernel.
+//! - `results`: `mutants.json`, the table, merging shards.
+//!
+//! Every guest comes from [`crate::guest`] through the suite matrix
+//! ([`crate::run::matrix::run_until`]) and [`crate::explore`]: a mutant is
+//! a [`Prepared`] whose kernel is the mutant's vmlinux.
+
+pub mod results;
+pub mod scope;
+pub mod sites;
+pub mod worker;
+
+pub use results::{MutantsReport, Outcome};
+pub use scope::ScopeKind;
+pub use sites::{Mutant, Operator};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::build::{variant, Manifest, Variant};
+use crate::cache::{self, KeyHasher};
+use crate::events::Null;
+use crate::events::{self, Event, EventSink, MutantsEvent};
+use crate::guest::{self, Machine};
+use crate::image::{prepare::prepare_built, Prepared};
+use crate::record::{CaseResult, Host};
+use crate::run::{self, matrix, CaseOptions, RunRequest};
+use crate::teardown;
+use crate::vm::snapshot::Snapshots;
+use crate::vm::Blame;
+use crate::workspace::Workspace;
+use results::{Baseline, ExploreSetting, Killer, MutantResult};
+
+#[derive(Clone, Debug)]
+pub struct MutantsRequest {
+    pub variant: String,
+    pub scope: ScopeKind,
+    /// `--function FILE:FUNC` (scope [`ScopeKind::Functions`]).
+    pub functions: Vec<(String, String)>,
+    /// Empty: every operator.
+    pub operators: Vec<Operator>,
+    /// Suite names (default `livepatch-bpf`), or suite files.
+    pub suites: Vec<String>,
+    /// Explore each mutant the suites did not kill for this long.
+    pub explore: Option<Duration>,
+    pub seed: u64,
+    /// Guests at once.
+    pub workers: usize,
+    pub shard: Option<(usize, usize)>,
+    pub machine: Machine,
+    pub results_dir: Option<PathBuf>,
+    /// Only the first N mutants (`bench mutants`).
+    pub limit: Option<usize>,
+}
+
+impl MutantsRequest {
+    pub fn operators(&self) -> Vec<Operator> {
+        if self.operators.is_empty() {
+            Operator::ALL.to_vec()
+        } else {
+            self.operators.clone()
+        }
+    }
+}
+
+/// A checked request: the variant, its build plan, the scope and the
+/// mutants this run (shard) takes. Nothing is built yet.
+pub struct Planned {
+    pub variant: Variant,
+    pub plan: crate::build::Plan,
+    pub scope: scope::Scope,
+    pub mutants: Vec<Mutant>,
+    pub suites: Vec<run::Plan>,
+}
+
+/// Checks the request and lists its mutants: the variant must be built
+/// here (a prebuilt or local kernel has nothing to rebuild), the suites
+/// must have cases for it, the scope must have sites.
+pub fn plan(ws: &Workspace, req: &MutantsRequest, events: &dyn EventSink) -> Result<Planned> {
+    if req.workers == 0 {
+        bail!("-j 0: at least one guest at a time");
+    }
+    if req.scope == ScopeKind::Functions && req.functions.is_empty() {
+        bail!("--scope functions needs --function FILE:FUNC");
+    }
+    let variants = ws.variants(None)?;
+    let v = variant::select(&variants, std::slice::from_ref(&req.variant))?[0].clone();
+    if let crate::build::variant::Source::Prebuilt(_) | crate::build::variant::Source::Local(_) =
+        &v.source
+    {
+        bail!(
+            "variant '{}' is a {} kernel: mutants rebuilds the kernel with each mutant, and there is no \
+             source build to redo (pick a variant built from a source, e.g. share-ipmodify)",
+            v.name,
+            v.source.name()
+        );
+    }
+    let mut suites = Vec::new();
+    for s in &req.suites {
+        let p = run::plan(
+            ws,
+            &RunRequest {
+                suite: s.clone(),
+                variants: vec![v.name.clone()],
+                case_glob: None,
+                shard: None,
+                workers: req.workers,
+                machine: req.machine,
+                results_dir: None,
+                kernel_tree: None,
+                fresh_boot: false,
+            },
+        )
+        .with_context(|| format!("--suite {s}"))?;
+        let jobs: Vec<run::Job> = p
+            .jobs
+            .iter()
+            .filter(|j| j.variant == v.name)
+            .cloned()
+            .collect();
+        if jobs.is_empty() {
+            bail!("--suite {s}: it has no case for variant '{}'", v.name);
+        }
+        suites.push(run::Plan { jobs, ..p });
+    }
+    let area = scope::load_area(&ws.project.root)?;
+    let builder = ws.builder(crate::workspace::default_jobs(), events);
+    let kplan = builder.prepare_source(&v)?;
+    let ops = req.operators();
+    let sc = scope::resolve(
+        &kplan.tree_dir,
+        &scope::ScopeRequest {
+            kind: req.scope,
+            functions: &req.functions,
+            operators: &ops,
+            series: v.series.as_ref(),
+            area: &area,
+        },
+    )?;
+    if sc.mutants.is_empty() {
+        bail!(
+            "the scope ({} function(s): {}) has no mutation site for operator(s) {}",
+            sc.functions.len(),
+            sc.functions
+                .iter()
+                .map(|f| format!("{}:{}", f.function.file, f.function.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut mutants = match req.shard {
+        Some((i, n)) => scope::shard(sc.mutants.clone(), i, n),
+        None => sc.mutants.clone(),
+    };
+    if let Some(n) = req.limit {
+        mutants.truncate(n);
+    }
+    Ok(Planned {
+        variant: v,
+        plan: kplan,
+        scope: sc,
+        mutants,
+        suites,
+    })
+}
+
+/// Forwards what a person wants to see of the inner runs (builds,
+/// preparation, notes), not each case of each mutant.
+struct Quiet<'a>(&'a dyn EventSink);
+
+impl EventSink for Quiet<'_> {
+    fn event(&self, e: &Event) {
+        match e {
+            Event::CaseStarted { .. }
+            | Event::CaseFinished(_)
+            | Event::RunStarted { .. }
+            | Event::RunFinished { .. }
+            | Event::Explore(_)
+            | Event::Prepared { .. } => {}
+            e => self.0.event(e),
+        }
+    }
+}
+
+/// How a suite run went for one guest.
+struct SuiteRun {
+    results: Vec<CaseResult>,
+    stopped: Option<String>,
+    /// The guest's READY snapshot (a mutant's is removed after it).
+    snapshot: Option<PathBuf>,
+}
+
+fn run_suites(
+    cache: &crate::cache::Cache,
+    p: &Prepared,
+    planned: &Planned,
+    req: &MutantsRequest,
+    dir: &Path,
+    stop_at_first: bool,
+    events: &dyn EventSink,
+) -> Result<SuiteRun> {
+    let snaps = Snapshots::new(cache);
+    let host = Host::current();
+    let job = guest::Job::logged(dir.join("snapshot-boot.log"));
+    if let Err(e) = req
+        .machine
+        .prepare_snapshot(&snaps, (&p.variant, p), job, &host.qemu, events)
+    {
+        events::note(events, format!("no snapshot ({e}); its cases boot"));
+    }
+    let snaps = Arc::new(snaps);
+    let opts = CaseOptions {
+        machine: req.machine,
+        results_dir: dir.to_path_buf(),
+        snapshots: Some(snaps.clone()),
+    };
+    let prepared: BTreeMap<String, Prepared> = [(p.variant.clone(), p.clone())].into();
+    let mut all = Vec::new();
+    let mut stopped = None;
+    let estimates = run::estimates::Estimates::default();
+    for s in &planned.suites {
+        let out = matrix::run_until(
+            &s.jobs,
+            &s.suites,
+            &prepared,
+            &opts,
+            (req.workers, &estimates),
+            (events, &Null),
+            &|r: &CaseResult| stop_at_first && !r.decision.as_expected,
+        )?;
+        let killed = out.results.iter().any(|r| !r.decision.as_expected);
+        all.extend(out.results);
+        if out.stopped.is_some() {
+            stopped = out.stopped;
+            break;
+        }
+        if killed && stop_at_first {
+            break;
+        }
+    }
+    Ok(SuiteRun {
+        results: all,
+        stopped,
+        snapshot: snaps.get(&p.variant).map(|s| s.dir),
+    })
+}
+
+fn killer(r: &CaseResult) -> Killer {
+    let step = r
+        .steps
+        .iter()
+        .find(|s| !s.mismatches.is_empty() || !s.splats.is_empty())
+        .map(|s| {
+            format!(
+                "step {} ({})",
+                s.index,
+                coexist_proto::StepKind::from(&s.request).name()
+            )
+        });
+    let mut evidence: Vec<String> = r.decision.evidence.iter().take(6).cloned().collect();
+    if evidence.is_empty() {
+        evidence.push(r.decision.summary.clone());
+    }
+    Killer {
+        by: r.id.clone(),
+        verdict: r.decision.verdict.as_str().to_string(),
+        step,
+        evidence,
+    }
+}
+
+/// A mutant's outcome from its unexpected cases.
+fn judge(unexpected: &[&CaseResult]) -> Option<Outcome> {
+    let first = unexpected.first()?;
+    Some(
+        match first.failure.as_ref().map(|f| (f.kind.blame(), &f.kind)) {
+            Some((Blame::Host | Blame::Harness, _)) => Outcome::Error,
+            Some((Blame::Boot, _)) => Outcome::Timeout,
+            Some((_, crate::vm::FailureKind::StepTimeout | crate::vm::FailureKind::Stall)) => {
+                Outcome::Timeout
+            }
+            _ => Outcome::Killed,
+        },
+    )
+}
+
+fn mutant_key(base: &Manifest, m: &Mutant) -> String {
+    let mut h = KeyHasher::new("mutant-v1");
+    base.key_parts(&mut h)
+        .part("mutant", m.id.as_bytes())
+        .part("replacement", m.replacement.as_bytes());
+    h.finish()
+}
+
+/// Runs a planned request: the baseline, then each mutant. The report is
+/// written to `dir` after every mutant; a signal stops the run with what
+/// finished (`complete: false`).
+pub fn run(
+    ws: &Workspace,
+    req: &MutantsRequest,
+    planned: &Planned,
+    (dir, run_id): (&Path, &str),
+    events: &dyn EventSink,
+) -> Result<MutantsReport> {
+    let _graceful = teardown::graceful();
+    std::fs::create_dir_all(dir)?;
+    let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let v = &planned.variant;
+    let builder = ws.builder(crate::workspace::default_jobs(), events);
+    let (kernel, _) = builder.build(v)?;
+    crate::build::kinds::check_all(std::iter::once(v))?;
+    let worker = worker::Worker::open(
+        &ws.cache,
+        &planned.plan,
+        &kernel,
+        crate::workspace::default_jobs(),
+        events,
+    )?;
+    let base = prepare_built(
+        &ws.cache,
+        &ws.project,
+        (&v.name, v.source.name()),
+        worker.base.clone(),
+        events,
+    )?;
+    let mut report = MutantsReport {
+        schema: results::SCHEMA.into(),
+        run_id: run_id.to_string(),
+        started,
+        variant: v.name.clone(),
+        kernel_key: worker.base.key.clone(),
+        kernel_release: worker.base.kernel_release.clone(),
+        scope: planned.scope.kind,
+        functions: planned.scope.functions.clone(),
+        skipped: planned.scope.skipped.clone(),
+        operators: req.operators(),
+        suites: req.suites.clone(),
+        explore: req.explore.map(|d| ExploreSetting {
+            budget_s: d.as_secs_f64(),
+            seed: req.seed,
+        }),
+        shards: req
+            .shard
+            .map(|(i, n)| vec![format!("{i}/{n}")])
+            .unwrap_or_default(),
+        planned: planned.mutants.len(),
+        baseline: None,
+        complete: false,
+        incomplete: Some("the baseline has not run yet".into()),
+        mutants: Vec::new(),
+    };
+    for s in &planned.scope.skipped {
+        events::note(
+            events,
+            format!("mutants: {} skipped: {}", s.function, s.why),
+        );
+    }
+    // The baseline: the unmutated kernel of the worker, the same suites,
+    // the same explore; anything unexpected refuses the run.
+    let t0 = Instant::now();
+    events::note(
+        events,
+        format!(
+            "mutants: baseline: {} on the unmutated kernel {} first",
+            req.suites.join(", "),
+            worker.base.key
+        ),
+    );
+    let b = run_suites(
+        &ws.cache,
+        &base,
+        planned,
+        req,
+        &dir.join("baseline"),
+        false,
+        events,
+    )?;
+    if let Some(s) = b.stopped {
+        report.incomplete = Some(format!("stopped during the baseline: {s}"));
+        results::write(dir, &report)?;
+        return Ok(report);
+    }
+    let bad: Vec<String> = b
+        .results
+        .iter()
+        .filter(|r| !r.decision.as_expected)
+        .map(|r| {
+            format!(
+                "{} is {} ({})",
+                r.id,
+                r.decision.verdict.as_str(),
+                r.decision.summary
+            )
+        })
+        .collect();
+    if !bad.is_empty() {
+        bail!(BaselineNotClean(format!(
+            "the unmutated kernel does not pass the suites as expected, so no mutant can be judged: {}",
+            bad.join("; ")
+        )));
+    }
+    let mut explore_sequences = None;
+    if let Some(budget) = req.explore {
+        let r = explore_on(
+            ws,
+            req,
+            &base,
+            budget,
+            &dir.join("baseline/explore"),
+            run_id,
+            events,
+        )?;
+        explore_sequences = Some(r.sequences);
+        if let Some(f) = r.findings.first() {
+            bail!(BaselineNotClean(format!(
+                "explore (seed {}) finds {} on the unmutated kernel: {}",
+                req.seed, f.invariant, f.seen
+            )));
+        }
+    }
+    report.baseline = Some(Baseline {
+        cases: b.results.len(),
+        as_expected: b.results.len(),
+        explore_sequences,
+        seconds: t0.elapsed().as_secs_f64(),
+    });
+    report.incomplete = None;
+    results::write(dir, &report)?;
+    events.event(&Event::Mutants(MutantsEvent::Started {
+        about: format!(
+            "mutants: {} mutant(s) of {} function(s) on {} ({}), suites {}{}; results in {}",
+            planned.mutants.len(),
+            planned.scope.functions.len(),
+            v.name,
+            worker.base.kernel_release,
+            req.suites.join(", "),
+            req.explore
+                .map(|d| format!(
+                    ", then explore {} s (seed {}) for survivors",
+                    d.as_secs(),
+                    req.seed
+                ))
+                .unwrap_or_default(),
+            dir.display()
+        ),
+        total: planned.mutants.len(),
+    }));
+    let quiet = Quiet(events);
+    for (i, m) in planned.mutants.iter().enumerate() {
+        if teardown::stopping() {
+            break;
+        }
+        let phase = |what: &str| {
+            events.event(&Event::Mutants(MutantsEvent::Phase {
+                index: i,
+                id: m.id.clone(),
+                what: what.to_string(),
+            }))
+        };
+        let mdir = dir.join(&m.id);
+        std::fs::create_dir_all(&mdir)?;
+        phase("building");
+        let tb = Instant::now();
+        let built = match worker.build(
+            m,
+            &mdir.join("build.log"),
+            &worker.dir.join("mutant/vmlinux"),
+        ) {
+            Ok(b) => b,
+            Err(e) if teardown::stopping() => {
+                events::note(events, format!("mutant {}: {e:#}", m.id));
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        let build_s = tb.elapsed().as_secs_f64();
+        let mut r = MutantResult {
+            mutant: m.clone(),
+            outcome: Outcome::Survived,
+            build_s,
+            run_s: 0.0,
+            cases_run: 0,
+            killers: Vec::new(),
+            killed_by_suite: false,
+            unviable: None,
+            rebuilt_fixtures: None,
+            error: None,
+            dir: m.id.clone(),
+            context: std::fs::read_to_string(planned.plan.tree_dir.join(&m.file))
+                .map(|src| results::context(&src, m.line, 4))
+                .unwrap_or_default(),
+        };
+        let tr = Instant::now();
+        match built {
+            worker::Built::Unviable(line) => {
+                r.outcome = Outcome::Unviable;
+                r.unviable = Some(line);
+            }
+            worker::Built::Kernel { vmlinux, same_deps } => {
+                let key = mutant_key(&worker.base, m);
+                let mp = match same_deps {
+                    Ok(()) => Prepared {
+                        manifest: Manifest {
+                            key,
+                            vmlinux,
+                            ..base.manifest.clone()
+                        },
+                        ..base.clone()
+                    },
+                    Err(why) => {
+                        phase(&format!("{why}: rebuilding its modules and fixtures"));
+                        r.rebuilt_fixtures = Some(why);
+                        let modules_dir = worker
+                            .modules_for_mutant(&mdir.join("modroot"), &mdir.join("modules.log"))?;
+                        prepare_built(
+                            &ws.cache,
+                            &ws.project,
+                            (&v.name, v.source.name()),
+                            Manifest {
+                                key,
+                                vmlinux: worker.build.join("vmlinux"),
+                                modules_dir,
+                                ..worker.base.clone()
+                            },
+                            &quiet,
+                        )?
+                    }
+                };
+                phase("running the suites");
+                let s = run_suites(&ws.cache, &mp, planned, req, &mdir, true, &quiet)?;
+                let snapshot = s.snapshot.clone();
+                let discard = || {
+                    if let Some(d) = &snapshot {
+                        let _ = cache::discard(d);
+                    }
+                };
+                if s.stopped.is_some() {
+                    discard();
+                    break;
+                }
+                r.cases_run = s.results.len();
+                let unexpected: Vec<&CaseResult> = s
+                    .results
+                    .iter()
+                    .filter(|c| !c.decision.as_expected)
+                    .collect();
+                r.killers = unexpected.iter().map(|c| killer(c)).collect();
+                if let Some(o) = judge(&unexpected) {
+                    r.outcome = o;
+                    r.killed_by_suite = matches!(o, Outcome::Killed | Outcome::Timeout);
+                    if o == Outcome::Error {
+                        r.error = unexpected[0].failure.as_ref().map(|f| f.message.clone());
+                    }
+                } else if let Some(budget) = req.explore {
+                    phase("exploring");
+                    let e =
+                        explore_on(ws, req, &mp, budget, &mdir.join("explore"), run_id, &quiet)?;
+                    if !e.complete && teardown::stopping() {
+                        discard();
+                        break;
+                    }
+                    if let Some(f) = e.findings.first() {
+                        r.outcome = Outcome::Killed;
+                        r.killers.push(Killer {
+                            by: format!("explore (finding {}, {} sequence(s))", f.id, e.sequences),
+                            verdict: "FINDING".into(),
+                            step: Some(f.invariant.to_string()),
+                            evidence: vec![f.seen.clone()],
+                        });
+                    }
+                }
+                discard();
+            }
+        }
+        r.run_s = tr.elapsed().as_secs_f64();
+        events.event(&Event::Mutants(MutantsEvent::Finished {
+            index: i,
+            id: m.id.clone(),
+            line: format!(
+                "{:<9} {}  (build {:.0}s, run {:.0}s{})",
+                r.outcome.as_str(),
+                m.list_line(),
+                r.build_s,
+                r.run_s,
+                r.killers
+                    .first()
+                    .map(|k| format!(", by {}", k.by))
+                    .unwrap_or_default()
+            ),
+        }));
+        report.mutants.push(r);
+        results::write(dir, &report)?;
+    }
+    report.complete =
+        teardown::interrupted().is_none() && report.mutants.len() == planned.mutants.len();
+    report.incomplete = match teardown::interrupted() {
+        Some(sig) => Some(format!("interrupted by signal {sig}")),
+        None if !report.complete => Some("stopped".into()),
+        None => None,
+    };
+    results::write(dir, &report)?;
+    Ok(report)
+}
+
+/// The baseline refuses the run (exit 2).
+#[derive(Debug)]
+pub struct BaselineNotClean(pub String);
+
+impl std::fmt::Display for BaselineNotClean {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "baseline: {}", self.0)
+    }
+}
+
+impl std::error::Error for BaselineNotClean {}
+
+fn explore_on(
+    ws: &Workspace,
+    req: &MutantsRequest,
+    p: &Prepared,
+    budget: Duration,
+    dir: &Path,
+    run_id: &str,
+    events: &dyn EventSink,
+) -> Result<crate::explore::ExploreReport> {
+    let variants = ws.variants(None)?;
+    let v = variant::select(&variants, std::slice::from_ref(&req.variant))?[0].clone();
+    let ereq = crate::explore::ExploreRequest {
+        variant: req.variant.clone(),
+        seed: req.seed,
+        budget: crate::explore::Budget::Time(budget),
+        max_len: 12,
+        workers: req.workers,
+        machine: req.machine,
+        results_dir: Some(dir.to_path_buf()),
+        max_shrink_replays: 20,
+        reruns: 1,
+        shrinks_per_signature: 1,
+    };
+    let r = crate::explore::explore_prepared(
+        ws,
+        &ereq,
+        p.clone(),
+        v.coexistence.into(),
+        (dir, run_id),
+        events,
+    )?;
+    crate::explore::write_json(dir, &r)?;
+    Ok(r)
+}
