@@ -9,8 +9,51 @@ mod common;
 use common::root;
 
 fn workflow() -> serde_yaml::Value {
-    let text = std::fs::read_to_string(root().join(".github/workflows/ci.yml")).unwrap();
+    workflow_file("ci.yml")
+}
+
+fn workflow_file(name: &str) -> serde_yaml::Value {
+    let text = std::fs::read_to_string(root().join(".github/workflows").join(name)).unwrap();
     serde_yaml::from_str(&text).expect("valid YAML")
+}
+
+/// The nightly mutants workflow: scheduled, its shards cover 1..N with the
+/// N its run line uses, each shard writes the directory the merge globs,
+/// and the merge takes partial sets (a shard that timed out still counts).
+#[test]
+fn the_mutants_workflow_is_scheduled_and_its_shards_merge() {
+    let w = workflow_file("mutants.yml");
+    assert!(
+        w["on"]["schedule"][0]["cron"].as_str().is_some(),
+        "not scheduled"
+    );
+    let jobs = &w["jobs"];
+    let n: u64 = w["env"]["SHARDS"].as_u64().unwrap();
+    let shards: Vec<u64> = jobs["mutants"]["strategy"]["matrix"]["shard"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(shards, (1..=n).collect::<Vec<_>>());
+    let runs = |job: &str| -> String {
+        jobs[job]["steps"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.get("run").and_then(|r| r.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let m = runs("mutants");
+    assert!(m.contains("mutants --variant share-ipmodify --explore 2m --seed 7"));
+    assert!(m.contains(
+        "--shard \"${{ matrix.shard }}/$SHARDS\" --results \"results/mutants-${{ matrix.shard }}\""
+    ));
+    assert!(runs("merge")
+        .contains("report merge results/mutants-* --allow-partial --out results/merged"));
+    let bad = deprecated_uses(&uses(&w));
+    assert!(bad.is_empty(), "deprecated actions:\n{}", bad.join("\n"));
 }
 
 #[test]

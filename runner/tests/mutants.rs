@@ -157,6 +157,7 @@ fn request(suites: Vec<String>, ops: Vec<Operator>) -> MutantsRequest {
         machine: Default::default(),
         results_dir: None,
         limit: None,
+        ids: Vec::new(),
     }
 }
 
@@ -185,6 +186,8 @@ cases:
         as: bpf
       - trigger: {{target: cmdline_proc_show}}
         expect: {{output: "{want}"}}
+    expect:
+      default: pass
 "#
     );
     let p = dir.join(if wrong { "wrong.yaml" } else { "small.yaml" });

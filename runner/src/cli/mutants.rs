@@ -28,6 +28,10 @@ pub struct MutantsOpts {
     /// kernel/bpf/trampoline.c:bpf_tramp_ftrace_ops_func.
     #[arg(long, value_name = "FILE:FUNC", value_parser = mutants::scope::parse_function)]
     function: Vec<(String, String)>,
+    /// Only this mutant of the scope, by id (repeatable): a survivor run
+    /// again, with --explore, say.
+    #[arg(long, value_name = "ID")]
+    mutant: Vec<String>,
     /// Only these operators (repeatable; default: all).
     #[arg(long, value_enum, value_name = "NAME")]
     operator: Vec<Operator>,
@@ -93,6 +97,7 @@ impl MutantsOpts {
             machine: self.machine.machine(),
             results_dir: self.results.clone(),
             limit,
+            ids: self.mutant.clone(),
         })
     }
 }

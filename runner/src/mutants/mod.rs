@@ -66,6 +66,8 @@ pub struct MutantsRequest {
     pub results_dir: Option<PathBuf>,
     /// Only the first N mutants (`bench mutants`).
     pub limit: Option<usize>,
+    /// Only these mutant ids (of the scope; `--mutant`).
+    pub ids: Vec<String>,
 }
 
 impl MutantsRequest {
@@ -164,9 +166,23 @@ pub fn plan(ws: &Workspace, req: &MutantsRequest, events: &dyn EventSink) -> Res
             ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ")
         );
     }
+    for id in &req.ids {
+        if !sc.mutants.iter().any(|m| &m.id == id) {
+            bail!("--mutant {id}: the scope has no such mutant (--list prints the scope's ids)");
+        }
+    }
+    let chosen: Vec<Mutant> = if req.ids.is_empty() {
+        sc.mutants.clone()
+    } else {
+        sc.mutants
+            .iter()
+            .filter(|m| req.ids.contains(&m.id))
+            .cloned()
+            .collect()
+    };
     let mut mutants = match req.shard {
-        Some((i, n)) => scope::shard(sc.mutants.clone(), i, n),
-        None => sc.mutants.clone(),
+        Some((i, n)) => scope::shard(chosen, i, n),
+        None => chosen,
     };
     if let Some(n) = req.limit {
         mutants.truncate(n);
