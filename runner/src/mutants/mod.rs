@@ -495,7 +495,7 @@ pub fn run(
         let tb = Instant::now();
         let built = match worker.build(
             m,
-            &mdir.join("build.log"),
+            (&mdir.join("build.log"), &mdir.join("modroot")),
             &worker.dir.join("mutant/vmlinux"),
         ) {
             Ok(b) => b,
@@ -528,10 +528,13 @@ pub fn run(
                 r.outcome = Outcome::Unviable;
                 r.unviable = Some(line);
             }
-            worker::Built::Kernel { vmlinux, same_deps } => {
+            worker::Built::Kernel {
+                vmlinux,
+                own_modules,
+            } => {
                 let key = mutant_key(&worker.base, m);
-                let mp = match same_deps {
-                    Ok(()) => Prepared {
+                let mp = match own_modules {
+                    None => Prepared {
                         manifest: Manifest {
                             key,
                             vmlinux,
@@ -539,18 +542,18 @@ pub fn run(
                         },
                         ..base.clone()
                     },
-                    Err(why) => {
-                        phase(&format!("{why}: rebuilding its modules and fixtures"));
+                    Some((why, modules_dir)) => {
+                        phase(&format!("{why}: its own modules and fixtures"));
                         r.rebuilt_fixtures = Some(why);
-                        let modules_dir = worker
-                            .modules_for_mutant(&mdir.join("modroot"), &mdir.join("modules.log"))?;
+                        // Built against the worker's build dir, which holds
+                        // this mutant's vmlinux until the next build.
                         prepare_built(
                             &ws.cache,
                             &ws.project,
                             (&v.name, v.source.name()),
                             Manifest {
                                 key,
-                                vmlinux: worker.build.join("vmlinux"),
+                                vmlinux,
                                 modules_dir,
                                 ..worker.base.clone()
                             },

@@ -340,3 +340,118 @@ pub fn merge(parts: &[(String, MutantsReport)]) -> Result<MutantsReport> {
     out.incomplete = (!incomplete.is_empty()).then(|| incomplete.join("; "));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mutants::sites::Function;
+
+    fn result(id: &str, function: &str, outcome: Outcome, by_suite: bool) -> MutantResult {
+        MutantResult {
+            mutant: Mutant {
+                id: id.into(),
+                operator: Operator::IfTrue,
+                file: "k.c".into(),
+                function: function.into(),
+                line: 1,
+                col: 1,
+                start: id.len(),
+                end: id.len() + 1,
+                original: "(c)".into(),
+                replacement: "(1)".into(),
+                diff: "-if (c) +if (1)".into(),
+            },
+            outcome,
+            build_s: 1.0,
+            run_s: 1.0,
+            cases_run: 1,
+            killers: Vec::new(),
+            killed_by_suite: by_suite,
+            unviable: None,
+            rebuilt_fixtures: None,
+            error: None,
+            dir: id.into(),
+            context: Vec::new(),
+        }
+    }
+
+    fn report(shard: &str, mutants: Vec<MutantResult>) -> MutantsReport {
+        let f = |name: &str| InScope {
+            function: Function {
+                file: "k.c".into(),
+                name: name.into(),
+                first_line: 1,
+                last_line: 9,
+                start: 0,
+                end: 0,
+            },
+            from: vec![crate::mutants::scope::From::Area],
+        };
+        MutantsReport {
+            schema: SCHEMA.into(),
+            run_id: "r".into(),
+            started: "t".into(),
+            variant: "share-ipmodify".into(),
+            kernel_key: "k".into(),
+            kernel_release: "6.1.192".into(),
+            scope: ScopeKind::Default,
+            functions: vec![f("f"), f("g")],
+            skipped: Vec::new(),
+            operators: Operator::ALL.to_vec(),
+            suites: vec!["livepatch-bpf".into()],
+            explore: Some(ExploreSetting {
+                budget_s: 120.0,
+                seed: 7,
+            }),
+            shards: vec![shard.into()],
+            planned: mutants.len(),
+            baseline: None,
+            complete: true,
+            incomplete: None,
+            mutants,
+        }
+    }
+
+    #[test]
+    fn rows_score_timeouts_as_killed_and_explore_kills_apart() {
+        let r = report(
+            "1/1",
+            vec![
+                result("m1", "f", Outcome::Killed, true),
+                result("m2", "f", Outcome::Killed, false),
+                result("m3", "f", Outcome::Timeout, true),
+                result("m4", "f", Outcome::Survived, false),
+                result("m5", "g", Outcome::Unviable, false),
+                result("m6", "g", Outcome::Error, false),
+            ],
+        );
+        let rows = r.rows();
+        assert_eq!(rows.len(), 3, "f, g and the total");
+        assert_eq!(rows[0].score(), Some(0.75));
+        assert_eq!(rows[0].suite_score(), Some(0.5));
+        // Unviable and error mutants are not in the score.
+        assert_eq!(rows[1].score(), None);
+        assert_eq!(rows[2].mutants, 6);
+        assert!(r.table().contains("1 survivor(s)"));
+    }
+
+    #[test]
+    fn shards_merge_once_and_other_runs_are_refused() {
+        let a = report("1/2", vec![result("m1", "f", Outcome::Killed, true)]);
+        let mut b = report("2/2", vec![result("m2", "g", Outcome::Survived, false)]);
+        b.complete = false;
+        b.incomplete = Some("interrupted by signal 2".into());
+        let m = merge(&[("a".into(), a.clone()), ("b".into(), b.clone())]).unwrap();
+        assert_eq!(m.mutants.len(), 2);
+        assert_eq!(m.shards, ["1/2", "2/2"]);
+        assert_eq!(m.planned, 2);
+        assert!(!m.complete);
+        assert!(m.incomplete.unwrap().contains("b: interrupted by signal 2"));
+        let twice = merge(&[("a".into(), a.clone()), ("a2".into(), a.clone())]).unwrap_err();
+        assert!(twice.to_string().contains("mutant m1 is in both a and a2"));
+        let mut other = b.clone();
+        other.explore = None;
+        let e = merge(&[("a".into(), a), ("other".into(), other)]).unwrap_err();
+        assert!(e.to_string().contains("not a shard of the same run"));
+    }
+}

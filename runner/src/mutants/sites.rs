@@ -548,14 +548,14 @@ static struct bpf_trampoline *lookup(u64 key)
         assert_eq!(
             of(Operator::ReturnValue),
             [
-                "-EAGAIN -> 0",
                 "-EAGAIN -> -EBUSY",
                 "-EAGAIN -> -EINVAL",
+                "-EAGAIN -> 0",
                 "-EAGAIN -> ret",
-                "ret -> 0",
-                "ret -> -EBUSY",
                 "ret -> -EAGAIN",
+                "ret -> -EBUSY",
                 "ret -> -EINVAL",
+                "ret -> 0",
             ]
         );
         assert_eq!(of(Operator::CallDelete), ["mutex_unlock(&tr->mutex); -> ;"]);

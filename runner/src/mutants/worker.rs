@@ -53,12 +53,13 @@ struct Applied {
 
 /// What a mutant's build gave.
 pub enum Built {
-    /// vmlinux at `vmlinux`; `same_deps`: its BTF, release and symbol
-    /// versions are the base's, so the base's modules and fixtures load
-    /// on it (else `why` not).
+    /// vmlinux at `vmlinux`, and when its BTF, release or exported symbols
+    /// differ from the base's (so the base's modules and fixtures would
+    /// not load on it), why, and its own modules (installed under the
+    /// `modroot` given to [`Worker::build`]).
     Kernel {
         vmlinux: PathBuf,
-        same_deps: Result<(), String>,
+        own_modules: Option<(String, PathBuf)>,
     },
     /// It does not compile: the compiler's first error line.
     Unviable(String),
@@ -226,9 +227,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Applies `m`, builds vmlinux, and takes `m` back out (also when the
-    /// build fails or is interrupted). The vmlinux is copied to `out`.
-    pub fn build(&self, m: &Mutant, log: &Path, out: &Path) -> Result<Built> {
+    /// Applies `m`, builds vmlinux (and, when its BTF or exports differ
+    /// from the base's, its modules into `modroot`: `make modules` relinks
+    /// vmlinux, so this happens with the mutant still applied), and takes
+    /// `m` back out (also when the build fails or is interrupted). The
+    /// vmlinux is copied to `out`; the build dir keeps it until the next
+    /// build, for fixtures built against it.
+    pub fn build(&self, m: &Mutant, (log, modroot): (&Path, &Path), out: &Path) -> Result<Built> {
         let original = std::fs::read_to_string(self.variant_tree.join(&m.file))
             .with_context(|| format!("cannot read {}", m.file))?;
         let mutated = m.apply(&original)?;
@@ -239,14 +244,10 @@ impl Worker {
                 mutant: m.id.clone(),
             })?,
         )?;
-        let applied = Restore {
-            w: self,
-            file: &m.file,
-        };
+        let applied = Restore { w: self, file: &m.file };
         replace(&self.tree.join(&m.file), mutated.as_bytes())?;
-        let r = self.make(&["vmlinux"], log);
-        applied.now()?;
-        if let Err(e) = r {
+        if let Err(e) = self.make(&["vmlinux"], log) {
+            applied.now()?;
             if teardown::stopping() {
                 return Err(e);
             }
@@ -264,10 +265,21 @@ impl Worker {
             std::fs::create_dir_all(d)?;
         }
         std::fs::copy(self.build.join("vmlinux"), out)?;
-        let same_deps = self.same_deps(out);
+        let own_modules = match self.same_deps(out) {
+            Ok(()) => None,
+            Err(why) => {
+                let dir = self.modules(modroot, log)?;
+                Some((why, dir))
+            }
+        };
+        applied.now()?;
+        // `make modules` must not have relinked another vmlinux.
+        if own_modules.is_some() && !same_file(&self.build.join("vmlinux"), out)? {
+            bail!("mutant {}: the modules build relinked vmlinux", m.id);
+        }
         Ok(Built::Kernel {
             vmlinux: out.to_path_buf(),
-            same_deps,
+            own_modules,
         })
     }
 
@@ -297,10 +309,10 @@ impl Worker {
         Ok(())
     }
 
-    /// Builds the worker's modules for the mutant built last (its BTF
-    /// differs) and installs them under `root`; Err: why not.
-    pub fn modules_for_mutant(&self, root: &Path, log: &Path) -> Result<PathBuf> {
-        self.make(&["modules"], log)?;
+    /// The modules of the kernel in the build dir, installed under `root`.
+    fn modules(&self, root: &Path, log: &Path) -> Result<PathBuf> {
+        let mlog = log.with_extension("modules.log");
+        self.make(&["modules"], &mlog)?;
         let mut c = kbuild::make_command(&self.cache, &self.tree, &self.build);
         c.arg("modules_install")
             .arg(format!("INSTALL_MOD_PATH={}", root.display()))
@@ -355,6 +367,10 @@ impl Drop for Restore<'_> {
     fn drop(&mut self) {
         let _ = self.w.restore(self.file);
     }
+}
+
+fn same_file(a: &Path, b: &Path) -> Result<bool> {
+    Ok(std::fs::read(a)? == std::fs::read(b)?)
 }
 
 /// Writes `data` as a new file at `path` (a hard link to the pristine
