@@ -12,6 +12,29 @@ fn workflow() -> serde_yaml::Value {
     workflow_file("ci.yml")
 }
 
+/// The matrix of `job` is shards 1..N with the workflow's N (`SHARDS`).
+fn assert_shards_cover(w: &serde_yaml::Value, job: &str) {
+    let n: u64 = w["env"]["SHARDS"].as_u64().unwrap();
+    let shards: Vec<u64> = w["jobs"][job]["strategy"]["matrix"]["shard"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(shards, (1..=n).collect::<Vec<_>>(), "{job}'s shards");
+}
+
+/// The `run:` scripts of `job`'s steps, one after the other.
+fn runs(w: &serde_yaml::Value, job: &str) -> String {
+    w["jobs"][job]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.get("run").and_then(|r| r.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn workflow_file(name: &str) -> serde_yaml::Value {
     let text = std::fs::read_to_string(root().join(".github/workflows").join(name)).unwrap();
     serde_yaml::from_str(&text).expect("valid YAML")
@@ -27,24 +50,8 @@ fn the_mutants_workflow_is_scheduled_and_its_shards_merge() {
         w["on"]["schedule"][0]["cron"].as_str().is_some(),
         "not scheduled"
     );
-    let jobs = &w["jobs"];
-    let n: u64 = w["env"]["SHARDS"].as_u64().unwrap();
-    let shards: Vec<u64> = jobs["mutants"]["strategy"]["matrix"]["shard"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
-    assert_eq!(shards, (1..=n).collect::<Vec<_>>());
-    let runs = |job: &str| -> String {
-        jobs[job]["steps"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .filter_map(|s| s.get("run").and_then(|r| r.as_str()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    assert_shards_cover(&w, "mutants");
+    let runs = |job: &str| runs(&w, job);
     let m = runs("mutants");
     assert!(m.contains("mutants --variant share-ipmodify --explore 2m --seed 7"));
     assert!(m.contains(
@@ -63,23 +70,8 @@ fn workflow_shards_and_merge_fit_together() {
     for j in ["build", "tests", "suite", "report"] {
         assert!(jobs.get(j).is_some(), "no job {j}");
     }
-    let n: u64 = w["env"]["SHARDS"].as_u64().unwrap();
-    let shards: Vec<u64> = jobs["suite"]["strategy"]["matrix"]["shard"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
-    assert_eq!(shards, (1..=n).collect::<Vec<_>>());
-    let runs = |job: &str| -> String {
-        jobs[job]["steps"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .filter_map(|s| s.get("run").and_then(|r| r.as_str()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    assert_shards_cover(&w, "suite");
+    let runs = |job: &str| runs(&w, job);
     assert!(runs("suite").contains("suite all --shard \"${{ matrix.shard }}/$SHARDS\""));
     assert!(runs("report").contains("report merge results/shard-*"));
     // The job summary: the diff against the base branch's report, and what

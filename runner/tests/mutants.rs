@@ -211,7 +211,17 @@ fn a_real_scope_kills_the_share_ipmodify_self_mutant_and_reports_an_unviable_one
     let mut unviable = self_zero.clone();
     unviable.id = "munviable".into();
     unviable.replacement = "no_such_identifier_coexist".into();
-    planned.mutants = vec![self_zero.clone(), unviable];
+    // A mutant that adds a function vmlinux's BTF lists: its modules and
+    // fixtures must be rebuilt against it, or they would not load.
+    let mut new_func = self_zero.clone();
+    new_func.id = "mnewfunc".into();
+    // Right after the function (its closing brace is the first at column 0).
+    let src = std::fs::read_to_string(planned.plan.tree_dir.join(&self_zero.file)).unwrap();
+    let end = self_zero.start + src[self_zero.start..].find("\n}\n").unwrap() + 3;
+    (new_func.start, new_func.end) = (end, end);
+    new_func.original = String::new();
+    new_func.replacement = "\nnoinline int coexist_mutants_btf_probe(void) { return 1; }\n".into();
+    planned.mutants = vec![self_zero.clone(), unviable, new_func];
     let dir = tempfile::tempdir().unwrap();
     let r = mutants::run(&ws, &req, &planned, (dir.path(), "test"), &Quiet).unwrap();
     assert!(r.complete, "{:?}", r.incomplete);
@@ -232,6 +242,9 @@ fn a_real_scope_kills_the_share_ipmodify_self_mutant_and_reports_an_unviable_one
     );
     assert!(killed.killers.iter().all(|k| !k.evidence.is_empty()));
     assert!(killed.build_s > 0.0 && killed.run_s > 0.0);
+    // A change inside a function body leaves vmlinux's BTF, release and
+    // exports as the base's: the base's modules and fixtures are used.
+    assert_eq!(killed.rebuilt_fixtures, None);
     let u = &r.mutants[1];
     assert_eq!(u.outcome, Outcome::Unviable);
     assert!(
@@ -242,13 +255,24 @@ fn a_real_scope_kills_the_share_ipmodify_self_mutant_and_reports_an_unviable_one
         "{:?}",
         u.unviable
     );
+    let nf = &r.mutants[2];
+    assert_eq!(nf.outcome, Outcome::Survived, "{nf:#?}");
+    assert!(
+        nf.rebuilt_fixtures
+            .as_deref()
+            .unwrap()
+            .contains("BTF differs"),
+        "{:?}",
+        nf.rebuilt_fixtures
+    );
+    assert_eq!(nf.cases_run, b.cases, "every case ran, its modules loaded");
     // Written as it went, and read back.
     let back = results::load(&dir.path().join(results::FILE)).unwrap();
-    assert_eq!(back.mutants.len(), 2);
+    assert_eq!(back.mutants.len(), 3);
     let rows = back.rows();
     let total = rows.last().unwrap();
-    assert_eq!((total.killed, total.unviable, total.survived), (1, 1, 0));
-    assert_eq!(total.score(), Some(1.0));
+    assert_eq!((total.killed, total.unviable, total.survived), (1, 1, 1));
+    assert_eq!(total.score(), Some(0.5));
 }
 
 #[test]
@@ -256,7 +280,23 @@ fn a_baseline_that_fails_refuses_the_run_with_exit_2_naming_the_case() {
     let d = tempfile::tempdir().unwrap();
     let suite = small_suite(d.path(), true);
     let r = d.path().join("r");
-    let out = coexist(&[
+    let out = coexist(&small_run(&suite, &r));
+    assert_eq!(out.status.code(), Some(2));
+    let e = stderr(&out);
+    assert!(e.contains("baseline:"), "{e}");
+    assert!(
+        e.contains("mutants-test/livepatch-then-fexit@share-ipmodify is FAIL"),
+        "{e}"
+    );
+    // No mutant was built.
+    let report = results::load(&r.join(results::FILE));
+    assert!(report.map(|r| r.mutants.is_empty()).unwrap_or(true));
+}
+
+/// `mutants` of the function's return values, with suite file `suite`,
+/// results in `r`.
+fn small_run<'a>(suite: &'a Path, r: &'a Path) -> Vec<&'a str> {
+    vec![
         "mutants",
         "--variant",
         VARIANT,
@@ -268,17 +308,7 @@ fn a_baseline_that_fails_refuses_the_run_with_exit_2_naming_the_case() {
         suite.to_str().unwrap(),
         "--results",
         r.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    let e = stderr(&out);
-    assert!(e.contains("baseline:"), "{e}");
-    assert!(
-        e.contains("mutants-test/livepatch-then-fexit@share-ipmodify is FAIL"),
-        "{e}"
-    );
-    // No mutant was built.
-    let report = results::load(&r.join(results::FILE));
-    assert!(report.map(|r| r.mutants.is_empty()).unwrap_or(true));
+    ]
 }
 
 fn worker_dirs() -> Vec<PathBuf> {
@@ -296,19 +326,7 @@ fn ctrl_c_keeps_what_finished_and_leaves_no_mutated_file() {
     let suite = small_suite(d.path(), false);
     let r = d.path().join("r");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_coexist"))
-        .args([
-            "mutants",
-            "--variant",
-            VARIANT,
-            "--function",
-            FUNC,
-            "--operator",
-            "return-value",
-            "--suite",
-            suite.to_str().unwrap(),
-            "--results",
-            r.to_str().unwrap(),
-        ])
+        .args(small_run(&suite, &r))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

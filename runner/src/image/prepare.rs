@@ -63,14 +63,7 @@ pub fn prepare(
         }
         r => r?,
     };
-    let image = initramfs::build(
-        cache,
-        project,
-        DEFAULT_RECIPE,
-        &manifest,
-        Some(&fixtures),
-        events,
-    )?;
+    let image = image_of(cache, project, &manifest, &fixtures, events)?;
     events.event(&Event::Prepared {
         variant: v.name.clone(),
         kernel_release: manifest.kernel_release.clone(),
@@ -89,6 +82,24 @@ pub fn prepare(
     })
 }
 
+/// The default recipe's image of a kernel with its fixtures.
+fn image_of(
+    cache: &Cache,
+    project: &Project,
+    manifest: &Manifest,
+    fixtures: &Fixtures,
+    events: &dyn EventSink,
+) -> Result<Image> {
+    initramfs::build(
+        cache,
+        project,
+        DEFAULT_RECIPE,
+        manifest,
+        Some(fixtures),
+        events,
+    )
+}
+
 /// Fixtures and image for a kernel built by the caller (`mutants`' own
 /// builds): nothing is rebuilt when its build dir is stale, that is an
 /// error.
@@ -102,14 +113,7 @@ pub fn prepare_built(
     initramfs::check_recipe(project, DEFAULT_RECIPE)?;
     let t1 = std::time::Instant::now();
     let fixtures = fixtures::build(cache, project, &manifest, events)?;
-    let image = initramfs::build(
-        cache,
-        project,
-        DEFAULT_RECIPE,
-        &manifest,
-        Some(&fixtures),
-        events,
-    )?;
+    let image = image_of(cache, project, &manifest, &fixtures, events)?;
     Ok(Prepared {
         variant: variant.to_string(),
         source_name,

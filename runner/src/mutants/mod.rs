@@ -564,9 +564,17 @@ pub fn run(
                 phase("running the suites");
                 let s = run_suites(&ws.cache, &mp, planned, req, &mdir, true, &quiet)?;
                 let snapshot = s.snapshot.clone();
+                // What was made for this mutant alone goes after it: its
+                // snapshot, and its own fixtures, image and modules.
+                let own = r.rebuilt_fixtures.is_some();
                 let discard = || {
                     if let Some(d) = &snapshot {
                         let _ = cache::discard(d);
+                    }
+                    if own {
+                        let _ = std::fs::remove_file(&mp.image.path);
+                        let _ = cache::discard(&ws.cache.dir("fixtures").join(&mp.fixtures.key));
+                        let _ = std::fs::remove_dir_all(mdir.join("modroot"));
                     }
                 };
                 if s.stopped.is_some() {

@@ -10,6 +10,9 @@
 //!   is not deterministic (two links of the same objects give different
 //!   `.BTF`), and the fixture modules' BTF is split against vmlinux's: with
 //!   `-j` no mutant could boot with the fixtures of its base;
+//! - a fixed build number and timestamp (`KBUILD_BUILD_VERSION`,
+//!   `KBUILD_BUILD_TIMESTAMP`): the version string is an array in vmlinux's
+//!   BTF, so `#9` -> `#10` alone changed the BTF of every later mutant;
 //! - `base/`: the unmutated kernel built there (vmlinux, modules, the
 //!   `.BTF` bytes, `vmlinux.symvers`), the base every mutant is compared
 //!   with and the baseline runs on;
@@ -75,10 +78,16 @@ done
 exec pahole "$@"
 "#;
 
+/// The version string's parts, fixed for every build in a worker.
+const BUILD_VERSION: &str = "1";
+const BUILD_TIMESTAMP: &str = "coexist mutants worker";
+
 fn base_key(kernel: &Manifest) -> String {
-    let mut h = KeyHasher::new("mutants-base-v1");
+    let mut h = KeyHasher::new("mutants-base-v2");
     kernel.key_parts(&mut h);
-    h.part("pahole-wrapper", PAHOLE_WRAPPER.as_bytes());
+    h.part("pahole-wrapper", PAHOLE_WRAPPER.as_bytes())
+        .part("build-version", BUILD_VERSION.as_bytes())
+        .part("build-timestamp", BUILD_TIMESTAMP.as_bytes());
     h.finish()
 }
 
@@ -168,7 +177,7 @@ impl Worker {
         let staging = cache::staging_dir(&w.dir.join("base"))?;
         let st = staging.path().join("base");
         std::fs::create_dir(&st)?;
-        let mut c = kbuild::make_command(cache, &w.tree, &w.build);
+        let mut c = w.make_command();
         c.arg("modules_install")
             .arg(format!("INSTALL_MOD_PATH={}", st.join("modroot").display()))
             .arg("INSTALL_MOD_STRIP=1");
@@ -207,10 +216,19 @@ impl Worker {
         Ok(w)
     }
 
-    fn make(&self, targets: &[&str], log: &Path) -> Result<()> {
+    /// `make` in the worker: the project's build environment, the fixed
+    /// version string, pahole without `-j`.
+    fn make_command(&self) -> Command {
         let mut c = kbuild::make_command(&self.cache, &self.tree, &self.build);
+        c.env("KBUILD_BUILD_VERSION", BUILD_VERSION)
+            .env("KBUILD_BUILD_TIMESTAMP", BUILD_TIMESTAMP)
+            .arg(format!("PAHOLE={}", self.dir.join("pahole").display()));
+        c
+    }
+
+    fn make(&self, targets: &[&str], log: &Path) -> Result<()> {
+        let mut c = self.make_command();
         c.arg(format!("-j{}", self.jobs.max(1)))
-            .arg(format!("PAHOLE={}", self.dir.join("pahole").display()))
             .args(targets)
             .stdin(Stdio::null());
         let f = std::fs::File::create(log)
@@ -244,7 +262,10 @@ impl Worker {
                 mutant: m.id.clone(),
             })?,
         )?;
-        let applied = Restore { w: self, file: &m.file };
+        let applied = Restore {
+            w: self,
+            file: &m.file,
+        };
         replace(&self.tree.join(&m.file), mutated.as_bytes())?;
         if let Err(e) = self.make(&["vmlinux"], log) {
             applied.now()?;
@@ -313,7 +334,7 @@ impl Worker {
     fn modules(&self, root: &Path, log: &Path) -> Result<PathBuf> {
         let mlog = log.with_extension("modules.log");
         self.make(&["modules"], &mlog)?;
-        let mut c = kbuild::make_command(&self.cache, &self.tree, &self.build);
+        let mut c = self.make_command();
         c.arg("modules_install")
             .arg(format!("INSTALL_MOD_PATH={}", root.display()))
             .arg("INSTALL_MOD_STRIP=1");

@@ -108,6 +108,28 @@ impl Terminal {
         bar.set_message(last.trim().to_string());
     }
 
+    /// One of the run's items (a case, a mutant) is done: its line, and
+    /// the bar moves on.
+    fn finished_one(&self, line: &str) {
+        self.println(line);
+        if let Some(b) = self
+            .run_bar
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            b.inc(1);
+        }
+    }
+
+    /// The bar over a run's `total` items (cases, mutants).
+    fn start_run_bar(&self, total: usize, template: &str) {
+        let b = ProgressBar::new(total as u64)
+            .with_style(ProgressStyle::with_template(template).expect("template"));
+        b.enable_steady_tick(Duration::from_millis(200));
+        *self.run_bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
+    }
+
     /// `mutants`: a bar over the mutants with an ETA (on a terminal), a
     /// line per mutant.
     fn mutants(&self, m: &MutantsEvent) {
@@ -115,14 +137,10 @@ impl Terminal {
             MutantsEvent::Started { about, total } => {
                 self.println(about);
                 if self.tty {
-                    let b = ProgressBar::new(*total as u64).with_style(
-                        ProgressStyle::with_template(
-                            "[{elapsed_precise}] {bar:30} {pos}/{len} mutants (eta {eta}) {wide_msg}",
-                        )
-                        .expect("template"),
+                    self.start_run_bar(
+                        *total,
+                        "[{elapsed_precise}] {bar:30} {pos}/{len} mutants (eta {eta}) {wide_msg}",
                     );
-                    b.enable_steady_tick(Duration::from_millis(200));
-                    *self.run_bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
                 }
             }
             MutantsEvent::Phase { index, id, what } => {
@@ -136,17 +154,7 @@ impl Terminal {
                     None => eprintln!("mutant {} {id}: {what}", index + 1),
                 }
             }
-            MutantsEvent::Finished { line, .. } => {
-                self.println(line);
-                if let Some(b) = self
-                    .run_bar
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                {
-                    b.inc(1);
-                }
-            }
+            MutantsEvent::Finished { line, .. } => self.finished_one(line),
         }
     }
 
@@ -187,14 +195,10 @@ impl EventSink for Terminal {
             Event::AccelDecided { reason, .. } => self.println(&format!("accel: {reason}")),
             Event::RunStarted { total, .. } => {
                 if self.tty {
-                    let b = ProgressBar::new(*total as u64).with_style(
-                        ProgressStyle::with_template(
-                            "[{elapsed_precise}] {bar:30} {pos}/{len} cases {wide_msg}",
-                        )
-                        .expect("template"),
+                    self.start_run_bar(
+                        *total,
+                        "[{elapsed_precise}] {bar:30} {pos}/{len} cases {wide_msg}",
                     );
-                    b.enable_steady_tick(Duration::from_millis(200));
-                    *self.run_bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
                 } else {
                     eprintln!("running {total} case(s)");
                 }
@@ -209,17 +213,7 @@ impl EventSink for Terminal {
                     b.set_message(id.clone());
                 }
             }
-            Event::CaseFinished(r) => {
-                self.println(&case_line(r));
-                if let Some(b) = self
-                    .run_bar
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                {
-                    b.inc(1);
-                }
-            }
+            Event::CaseFinished(r) => self.finished_one(&case_line(r)),
             Event::RunFinished { .. } => self.clear(&self.run_bar),
             Event::Explore(x) => match x {
                 ExploreEvent::Started { about } => self.println(about),
