@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use coexist_proto::Step;
 use serde::{Deserialize, Serialize};
 
-use super::model::{Invariant, Op, Rule, State};
+use super::model::{Invariant, Model, Op, State};
 use super::probes::{prologue, Probe};
 use super::shrink::{normalize_title, Replay, Signature, System};
 use crate::events::{Event, EventSink, ExploreEvent};
@@ -34,7 +34,7 @@ pub struct Target {
     pub prepared: Arc<Prepared>,
     pub snapshots: Option<Arc<Snapshots>>,
     pub machine: Machine,
-    pub rule: Rule,
+    pub model: Model,
 }
 
 /// A broken invariant, with its evidence.
@@ -146,7 +146,7 @@ pub fn run_sequence(g: &Target, ops: &[Op], log: PathBuf, events: &dyn EventSink
             return run;
         }
     };
-    let mut state = State::new(g.rule);
+    let mut state = State::new(g.model);
     // The prologue (op None), then each operation's probes, in one plan;
     // `group[i]` is the operation of the plan's step i.
     let groups: Vec<(Option<usize>, Vec<Probe>)> = std::iter::once((None, prologue()))

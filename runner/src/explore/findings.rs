@@ -98,7 +98,7 @@ impl<'a> Findings<'a> {
                 ops,
                 &sig,
                 at,
-                self.guest.rule,
+                self.guest.model,
                 &mut sys,
                 self.req.max_shrink_replays,
             ),
@@ -174,7 +174,7 @@ impl<'a> Findings<'a> {
         let text = repro::suite_text(
             id,
             &self.req.variant,
-            self.guest.rule,
+            self.guest.model,
             &shrunk.ops,
             &header
                 .iter()

@@ -6,7 +6,7 @@
 
 use coexist_proto::BpfKind;
 
-use super::model::{self, Func, Op, Rule, State, FMOD_RET_VALUE, FUNCS};
+use super::model::{self, Func, Model, Op, State, FMOD_RET_VALUE, FUNCS};
 
 /// SplitMix64: tiny, fast, and the same on every host.
 #[derive(Clone, Debug)]
@@ -73,12 +73,12 @@ pub fn candidates(s: &State, next_id: u32) -> Vec<Op> {
 
 /// The sequence of `seed`: `len` operations (between half of `max_len`
 /// and `max_len`), each accepted by the model in turn.
-pub fn sequence(seed: u64, rule: Rule, max_len: usize) -> Vec<Op> {
+pub fn sequence(seed: u64, model: impl Into<Model>, max_len: usize) -> Vec<Op> {
     let mut rng = Rng::new(seed);
     let max_len = max_len.max(1);
     let min_len = max_len.div_ceil(2);
     let len = min_len + rng.below(max_len - min_len + 1);
-    let mut s = State::new(rule);
+    let mut s = State::new(model);
     let mut ops = Vec::with_capacity(len);
     let mut next_id = 1;
     for _ in 0..len {
@@ -109,6 +109,7 @@ pub fn funcs_of(op: &Op, s: &State) -> Vec<Func> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::model::Rule;
     use super::*;
 
     #[test]

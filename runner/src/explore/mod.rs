@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::build::variant;
 use crate::events::{self, Event, EventSink, ExploreEvent};
@@ -158,20 +158,33 @@ pub fn explore_prepared(
     let snapshot = snaps.get(&req.variant);
     let kernel_release = snapshot.as_ref().map(|s| s.kernel_release.clone());
     let accel = snapshot.as_ref().map(|s| s.accel.to_string());
+    // What the kernel cannot do by configuration is left out of the
+    // alphabet: a fact of the kernel, never a finding.
+    let config = std::fs::read_to_string(&p.manifest.config).with_context(|| {
+        format!(
+            "cannot read the kernel's config {}",
+            p.manifest.config.display()
+        )
+    })?;
+    let caps = model::Caps::of_config(&config);
     let guest = Target {
         prepared: Arc::new(p),
         snapshots: Some(Arc::new(snaps)),
         machine: req.machine,
-        rule,
+        model: model::Model { rule, caps },
     };
     events.event(&Event::Explore(ExploreEvent::Started {
         about: format!(
-            "explore: {} ({} rule), seed {} ({:#x}), {}, max {} operations, {} VM(s) at once; results in {}",
+            "explore: {} ({} rule{}), seed {} ({:#x}), {}, max {} operations, {} VM(s) at once; results in {}",
             req.variant,
             match rule {
                 Rule::Shared => "shared",
                 Rule::Exclusive => "exclusive",
             },
+            caps.missing()
+                .iter()
+                .map(|m| format!("; this kernel cannot do {m}"))
+                .collect::<String>(),
             req.seed,
             req.seed,
             budget_text(req.budget),
@@ -220,6 +233,7 @@ pub fn explore_prepared(
         variant: req.variant.clone(),
         kernel_release,
         rule,
+        caps,
         seed: req.seed,
         seed_hex: format!("{:#x}", req.seed),
         max_len: req.max_len,

@@ -236,10 +236,60 @@ pub struct FuncState {
 /// The most programs a generated sequence keeps on one function.
 pub const MAX_PROGS_PER_FUNC: usize = 4;
 
+/// What the kernel can do by configuration, read from its config: a fact
+/// of the kernel the model follows, never a finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caps {
+    /// fmod_ret needs its target on the error-injection list, which
+    /// `CONFIG_FUNCTION_ERROR_INJECTION` makes (Debian's own kernels leave
+    /// it unset: the verifier refuses fmod_ret with EINVAL).
+    pub fmod_ret: bool,
+}
+
+impl Caps {
+    /// A kernel that can do everything the alphabet has.
+    pub const ALL: Caps = Caps { fmod_ret: true };
+
+    /// The capabilities of the kernel whose `.config` is `text`.
+    pub fn of_config(text: &str) -> Caps {
+        Caps {
+            fmod_ret: text
+                .lines()
+                .any(|l| l.trim() == "CONFIG_FUNCTION_ERROR_INJECTION=y"),
+        }
+    }
+
+    /// What the kernel cannot do, for people (empty: nothing).
+    pub fn missing(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.fmod_ret {
+            v.push("fmod_ret (CONFIG_FUNCTION_ERROR_INJECTION is not set)");
+        }
+        v
+    }
+}
+
+/// The rule the kernel is meant to follow and what it can do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Model {
+    pub rule: Rule,
+    pub caps: Caps,
+}
+
+impl From<Rule> for Model {
+    fn from(rule: Rule) -> Model {
+        Model {
+            rule,
+            caps: Caps::ALL,
+        }
+    }
+}
+
 /// The abstract state of the guest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct State {
     pub rule: Rule,
+    pub caps: Caps,
     pub funcs: BTreeMap<Func, FuncState>,
     /// Where coexist_direct sits, if loaded, and its hit counter.
     pub direct: Option<(Func, u64)>,
@@ -309,9 +359,11 @@ impl Refusal {
 }
 
 impl State {
-    pub fn new(rule: Rule) -> State {
+    pub fn new(model: impl Into<Model>) -> State {
+        let Model { rule, caps } = model.into();
         State {
             rule,
+            caps,
             funcs: FUNCS.iter().map(|f| (*f, FuncState::default())).collect(),
             direct: None,
             used_ids: Vec::new(),
@@ -352,6 +404,7 @@ impl State {
                 fmod_ret,
             } => {
                 func.program(kind).is_some()
+                    && (kind != BpfKind::FmodRet || self.caps.fmod_ret)
                     && !self.used_ids.contains(&id)
                     && self.func(func).progs.len() < MAX_PROGS_PER_FUNC
                     && (runs(kind) == Runs::Instead || fmod_ret == 0)
@@ -779,6 +832,37 @@ mod tests {
         assert_eq!(s.ftrace_users(f), (0, String::new()));
         s.apply(&Op::DirectLoad { func: f });
         assert_eq!(s.ftrace_users(f), (1, "RD".into()));
+    }
+
+    #[test]
+    fn a_kernel_without_error_injection_gets_no_fmod_ret() {
+        let none = Model {
+            rule: Rule::Shared,
+            caps: Caps::of_config("# CONFIG_FUNCTION_ERROR_INJECTION is not set\n"),
+        };
+        assert_eq!(none.caps, Caps { fmod_ret: false });
+        assert_eq!(
+            Caps::of_config("CONFIG_FUNCTION_ERROR_INJECTION=y\n"),
+            Caps::ALL
+        );
+        let s = State::new(none);
+        assert!(!s.accepts(&att(9, Func::Target, BpfKind::FmodRet)));
+        assert!(s.accepts(&att(9, Func::Target, BpfKind::Fexit)));
+        assert!(State::new(Rule::Shared).accepts(&att(9, Func::Target, BpfKind::FmodRet)));
+        // The generator never draws one for such a kernel.
+        for i in 0..200 {
+            let ops = super::super::gen::sequence(i, none, 12);
+            assert!(
+                !ops.iter().any(|o| matches!(
+                    o,
+                    Op::Attach {
+                        kind: BpfKind::FmodRet,
+                        ..
+                    }
+                )),
+                "{ops:?}"
+            );
+        }
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Pool<'_> {
                 }
             }
             let seed = gen::sequence_seed(self.req.seed, index);
-            let ops = gen::sequence(seed, self.findings.guest.rule, self.req.max_len);
+            let ops = gen::sequence(seed, self.findings.guest.model, self.req.max_len);
             self.events
                 .event(&Event::Explore(ExploreEvent::SequenceStarted {
                     index,
@@ -127,7 +127,7 @@ impl Pool<'_> {
     /// Counts each completed operation by kind, function and the result
     /// the model gave it (and the kernel showed).
     fn count_coverage(&self, ops: &[Op]) {
-        let mut s = model::State::new(self.findings.guest.rule);
+        let mut s = model::State::new(self.findings.guest.model);
         let mut c = self.coverage.lock().unwrap_or_else(|e| e.into_inner());
         for op in ops {
             *c.entry(coverage_key(&s, op)).or_default() += 1;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::model::{Invariant, Op, Rule};
+use super::model::{Caps, Invariant, Op, Rule};
 use super::shrink::{self, Signature};
 use crate::vm::Splat;
 
@@ -128,6 +128,10 @@ pub struct ExploreStats {
     pub shrink_s: Vec<f64>,
 }
 
+fn all_caps() -> Caps {
+    Caps::ALL
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExploreReport {
     pub schema: String,
@@ -136,6 +140,9 @@ pub struct ExploreReport {
     pub variant: String,
     pub kernel_release: Option<String>,
     pub rule: Rule,
+    /// What the kernel can do by configuration (the alphabet follows it).
+    #[serde(default = "all_caps")]
+    pub caps: Caps,
     /// The run's seed (decimal and hex).
     pub seed: u64,
     pub seed_hex: String,
@@ -212,9 +219,14 @@ pub fn write_json(dir: &Path, r: &ExploreReport) -> Result<PathBuf> {
 /// The findings in a few lines, for the terminal.
 pub fn summary(r: &ExploreReport) -> String {
     let mut s = format!(
-        "explore {} ({:?} rule), seed {} ({}): {} sequence(s), {} steps in {:.0} s ({:.1} steps/s, {:.1} sequences/min), {} failing, {} harness error(s), {} finding(s)\n",
+        "explore {} ({:?} rule{}), seed {} ({}): {} sequence(s), {} steps in {:.0} s ({:.1} steps/s, {:.1} sequences/min), {} failing, {} harness error(s), {} finding(s)\n",
         r.variant,
         r.rule,
+        r.caps
+            .missing()
+            .iter()
+            .map(|m| format!("; cannot do {m}"))
+            .collect::<String>(),
         r.seed,
         r.seed_hex,
         r.sequences,

@@ -5,7 +5,7 @@
 
 use coexist_proto::Step;
 
-use super::model::{Op, Rule, State};
+use super::model::{Model, Op, Rule, State};
 use super::probes::{prologue, Probe};
 
 fn label(id: u32) -> String {
@@ -65,13 +65,13 @@ fn push_probe(out: &mut String, p: &Probe) {
 }
 
 /// The suite file of finding `n`.
-pub fn suite_text(n: usize, variant: &str, rule: Rule, ops: &[Op], header: &[String]) -> String {
+pub fn suite_text(n: usize, variant: &str, model: Model, ops: &[Op], header: &[String]) -> String {
     let name = format!("explore-repro-{n}");
     let mut out = String::new();
     out.push_str(&format!(
         "# A finding of `coexist explore` on {variant}, as a suite: every step\n\
          # with what the model requires of it ({} rule).\n",
-        match rule {
+        match model.rule {
             Rule::Shared => "shared",
             Rule::Exclusive => "exclusive",
         }
@@ -97,7 +97,7 @@ pub fn suite_text(n: usize, variant: &str, rule: Rule, ops: &[Op], header: &[Str
     for p in prologue() {
         push_probe(&mut out, &p);
     }
-    let mut s = State::new(rule);
+    let mut s = State::new(model);
     for (i, op) in ops.iter().enumerate() {
         out.push_str(&format!("      # op {}: {op}\n", i + 1));
         for p in s.apply(op) {
@@ -136,7 +136,7 @@ mod tests {
                 func: Func::Cmdline,
             },
         ];
-        let text = suite_text(1, "stock", Rule::Shared, &ops, &["seed 0x1".into()]);
+        let text = suite_text(1, "stock", Rule::Shared.into(), &ops, &["seed 0x1".into()]);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("explore-repro-1.yaml");
         std::fs::write(&p, &text).unwrap();

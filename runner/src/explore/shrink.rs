@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Invariant, Op, Rule, State};
+use super::model::{Invariant, Model, Op, State};
 
 /// How a sequence failed, for "the same way": the invariant and, for a
 /// splat, its title without CPU, PID and offsets.
@@ -59,13 +59,13 @@ pub fn shrink(
     ops: &[Op],
     sig: &Signature,
     at: usize,
-    rule: Rule,
+    model: impl Into<Model>,
     sys: &mut dyn System,
     max_replays: usize,
 ) -> Shrunk {
     let mut sh = Shrinker {
         sig,
-        model: State::new(rule),
+        model: State::new(model),
         sys,
         replays: 0,
         max_replays,
@@ -173,7 +173,7 @@ impl Shrinker<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::gen;
-    use super::super::model::{Func, Lp};
+    use super::super::model::{Func, Lp, Rule};
     use super::*;
     use coexist_proto::BpfKind;
 

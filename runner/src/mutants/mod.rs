@@ -456,7 +456,10 @@ pub fn run(
         explore_sequences,
         seconds: t0.elapsed().as_secs_f64(),
     });
-    report.incomplete = None;
+    report.incomplete = Some(format!(
+        "running: 0 of {} mutants finished",
+        planned.mutants.len()
+    ));
     results::write(dir, &report)?;
     events.event(&Event::Mutants(MutantsEvent::Started {
         about: format!(
@@ -632,6 +635,11 @@ pub fn run(
             ),
         }));
         report.mutants.push(r);
+        report.incomplete = Some(format!(
+            "running: {} of {} mutants finished",
+            report.mutants.len(),
+            planned.mutants.len()
+        ));
         results::write(dir, &report)?;
     }
     report.complete =

@@ -14,10 +14,16 @@ pub fn section(r: &ExploreReport) -> String {
     let mut s = String::new();
     s.push_str("<section id=\"explore\"><h2>Explore</h2>\n");
     s.push_str(&format!(
-        "<p>variant <b>{}</b> ({}; {:?} rule), seed {} ({}), budget {}, max {} operations, -j {}, accel {}</p>\n",
+        "<p>variant <b>{}</b> ({}; {:?} rule{}), seed {} ({}), budget {}, max {} operations, -j {}, accel {}</p>\n",
         esc(&r.variant),
         esc(r.kernel_release.as_deref().unwrap_or("?")),
         r.rule,
+        esc(&r
+            .caps
+            .missing()
+            .iter()
+            .map(|m| format!("; this kernel cannot do {m}"))
+            .collect::<String>()),
         r.seed,
         esc(&r.seed_hex),
         esc(&r.budget),

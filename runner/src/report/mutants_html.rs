@@ -20,12 +20,24 @@ fn source(m: &MutantResult) -> String {
     for (n, l) in &m.context {
         if *n == m.mutant.line {
             let _ = writeln!(s, "<b>{n:>5} - {}</b>", esc(l));
-            let new = m
-                .mutant
-                .diff
-                .split_once(" +")
-                .map(|(_, n)| n.to_string())
-                .unwrap_or_default();
+            // The line as the mutant has it (a change over several lines:
+            // its one-line diff).
+            let at = l
+                .char_indices()
+                .nth(m.mutant.col.saturating_sub(1))
+                .map(|(i, _)| i)
+                .unwrap_or(l.len());
+            let new = match l[at..].strip_prefix(m.mutant.original.as_str()) {
+                Some(rest) if !m.mutant.original.contains('\n') => {
+                    format!("{}{}{rest}", &l[..at], m.mutant.replacement)
+                }
+                _ => m
+                    .mutant
+                    .diff
+                    .split_once(" +")
+                    .map(|(_, n)| n.to_string())
+                    .unwrap_or_default(),
+            };
             let _ = writeln!(s, "<b class=\"bad\">{n:>5} + {}</b>", esc(&new));
         } else {
             let _ = writeln!(s, "{n:>5}   {}", esc(l));
@@ -41,11 +53,11 @@ pub fn section(r: &MutantsReport) -> String {
     s.push_str("<section id=\"mutants\"><h2>Mutants</h2>\n");
     let _ = writeln!(
         s,
-        "<p>variant <b>{}</b> ({}, kernel {}), scope {:?}, operators {}, suites {}{}{}</p>",
+        "<p>variant <b>{}</b> ({}, kernel {}), scope {}, operators {}, suites {}{}{}</p>",
         esc(&r.variant),
         esc(&r.kernel_release),
         esc(&r.kernel_key),
-        r.scope,
+        format!("{:?}", r.scope).to_lowercase(),
         esc(&r
             .operators
             .iter()
