@@ -506,7 +506,9 @@ pub fn run(
                 events::note(events, format!("mutant {}: {e:#}", m.id));
                 break;
             }
-            Err(e) => return Err(e),
+            // A harness failure (not the compiler's): this mutant gets no
+            // outcome, the run goes on.
+            Err(e) => worker::Built::Failed(format!("{e:#}")),
         };
         let build_s = tb.elapsed().as_secs_f64();
         let mut r = MutantResult {
@@ -531,91 +533,34 @@ pub fn run(
                 r.outcome = Outcome::Unviable;
                 r.unviable = Some(line);
             }
+            worker::Built::Failed(why) => {
+                r.outcome = Outcome::Error;
+                r.error = Some(why);
+            }
             worker::Built::Kernel {
                 vmlinux,
                 own_modules,
             } => {
-                let key = mutant_key(&worker.base, m);
-                let mp = match own_modules {
-                    None => Prepared {
-                        manifest: Manifest {
-                            key,
-                            vmlinux,
-                            ..base.manifest.clone()
-                        },
-                        ..base.clone()
-                    },
-                    Some((why, modules_dir)) => {
-                        phase(&format!("{why}: its own modules and fixtures"));
-                        r.rebuilt_fixtures = Some(why);
-                        // Built against the worker's build dir, which holds
-                        // this mutant's vmlinux until the next build.
-                        prepare_built(
-                            &ws.cache,
-                            &ws.project,
-                            (&v.name, v.source.name()),
-                            Manifest {
-                                key,
-                                vmlinux,
-                                modules_dir,
-                                ..worker.base.clone()
-                            },
-                            &quiet,
-                        )?
-                    }
+                let cx = Cx {
+                    ws,
+                    req,
+                    planned,
+                    base: &base,
+                    worker: &worker,
+                    run_id,
+                    events: &quiet,
                 };
-                phase("running the suites");
-                let s = run_suites(&ws.cache, &mp, planned, req, &mdir, true, &quiet)?;
-                let snapshot = s.snapshot.clone();
-                // What was made for this mutant alone goes after it: its
-                // snapshot, and its own fixtures, image and modules.
-                let own = r.rebuilt_fixtures.is_some();
-                let discard = || {
-                    if let Some(d) = &snapshot {
-                        let _ = cache::discard(d);
-                    }
-                    if own {
-                        let _ = std::fs::remove_file(&mp.image.path);
-                        let _ = cache::discard(&ws.cache.dir("fixtures").join(&mp.fixtures.key));
-                        let _ = std::fs::remove_dir_all(mdir.join("modroot"));
-                    }
-                };
-                if s.stopped.is_some() {
-                    discard();
-                    break;
-                }
-                r.cases_run = s.results.len();
-                let unexpected: Vec<&CaseResult> = s
-                    .results
-                    .iter()
-                    .filter(|c| !c.decision.as_expected)
-                    .collect();
-                r.killers = unexpected.iter().map(|c| killer(c)).collect();
-                if let Some(o) = judge(&unexpected) {
-                    r.outcome = o;
-                    r.killed_by_suite = matches!(o, Outcome::Killed | Outcome::Timeout);
-                    if o == Outcome::Error {
-                        r.error = unexpected[0].failure.as_ref().map(|f| f.message.clone());
-                    }
-                } else if let Some(budget) = req.explore {
-                    phase("exploring");
-                    let e =
-                        explore_on(ws, req, &mp, budget, &mdir.join("explore"), run_id, &quiet)?;
-                    if !e.complete && teardown::stopping() {
-                        discard();
-                        break;
-                    }
-                    if let Some(f) = e.findings.first() {
-                        r.outcome = Outcome::Killed;
-                        r.killers.push(Killer {
-                            by: format!("explore (finding {}, {} sequence(s))", f.id, e.sequences),
-                            verdict: "FINDING".into(),
-                            step: Some(f.invariant.to_string()),
-                            evidence: vec![f.seen.clone()],
-                        });
+                match cx.run_kernel(m, &mdir, &mut r, (vmlinux, own_modules), &phase) {
+                    Ok(false) => {}
+                    Ok(true) => break,
+                    Err(_) if teardown::stopping() => break,
+                    // The harness failed on this mutant: said, and the run
+                    // goes on with the next one.
+                    Err(e) => {
+                        r.outcome = Outcome::Error;
+                        r.error = Some(format!("{e:#}"));
                     }
                 }
-                discard();
             }
         }
         r.run_s = tr.elapsed().as_secs_f64();
@@ -651,6 +596,132 @@ pub fn run(
     };
     results::write(dir, &report)?;
     Ok(report)
+}
+
+/// What running one mutant's kernel needs.
+struct Cx<'a> {
+    ws: &'a Workspace,
+    req: &'a MutantsRequest,
+    planned: &'a Planned,
+    base: &'a Prepared,
+    worker: &'a worker::Worker,
+    run_id: &'a str,
+    events: &'a dyn EventSink,
+}
+
+/// What was made for one mutant alone, removed after it (on every way
+/// out): its snapshot, and its own fixtures, image and modules.
+#[derive(Default)]
+struct Leftovers {
+    paths: Vec<PathBuf>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for p in &self.paths {
+            let _ = if p.is_dir() {
+                cache::discard(p)
+            } else {
+                std::fs::remove_file(p).map_err(Into::into)
+            };
+        }
+    }
+}
+
+impl Cx<'_> {
+    /// Runs the suites (then explore) on a built mutant and decides it in
+    /// `r`. Ok(true): the run was stopped.
+    fn run_kernel(
+        &self,
+        m: &Mutant,
+        mdir: &Path,
+        r: &mut MutantResult,
+        (vmlinux, own_modules): (PathBuf, Option<(String, PathBuf)>),
+        phase: &dyn Fn(&str),
+    ) -> Result<bool> {
+        let (ws, req) = (self.ws, self.req);
+        let key = mutant_key(&self.worker.base, m);
+        let mut leftovers = Leftovers::default();
+        let mp = match own_modules {
+            None => Prepared {
+                manifest: Manifest {
+                    key,
+                    vmlinux,
+                    ..self.base.manifest.clone()
+                },
+                ..self.base.clone()
+            },
+            Some((why, modules_dir)) => {
+                phase(&format!("{why}: its own modules and fixtures"));
+                r.rebuilt_fixtures = Some(why);
+                leftovers.paths.push(mdir.join("modroot"));
+                // Built against the worker's build dir, which holds this
+                // mutant's vmlinux until the next build.
+                let v = &self.planned.variant;
+                let p = prepare_built(
+                    &ws.cache,
+                    &ws.project,
+                    (&v.name, v.source.name()),
+                    Manifest {
+                        key,
+                        vmlinux,
+                        modules_dir,
+                        ..self.worker.base.clone()
+                    },
+                    self.events,
+                )?;
+                leftovers.paths.push(p.image.path.clone());
+                leftovers
+                    .paths
+                    .push(ws.cache.dir("fixtures").join(&p.fixtures.key));
+                p
+            }
+        };
+        phase("running the suites");
+        let s = run_suites(&ws.cache, &mp, self.planned, req, mdir, true, self.events)?;
+        leftovers.paths.extend(s.snapshot.clone());
+        if s.stopped.is_some() {
+            return Ok(true);
+        }
+        r.cases_run = s.results.len();
+        let unexpected: Vec<&CaseResult> = s
+            .results
+            .iter()
+            .filter(|c| !c.decision.as_expected)
+            .collect();
+        r.killers = unexpected.iter().map(|c| killer(c)).collect();
+        if let Some(o) = judge(&unexpected) {
+            r.outcome = o;
+            r.killed_by_suite = matches!(o, Outcome::Killed | Outcome::Timeout);
+            if o == Outcome::Error {
+                r.error = unexpected[0].failure.as_ref().map(|f| f.message.clone());
+            }
+        } else if let Some(budget) = req.explore {
+            phase("exploring");
+            let e = explore_on(
+                ws,
+                req,
+                &mp,
+                budget,
+                &mdir.join("explore"),
+                self.run_id,
+                self.events,
+            )?;
+            if !e.complete && teardown::stopping() {
+                return Ok(true);
+            }
+            if let Some(f) = e.findings.first() {
+                r.outcome = Outcome::Killed;
+                r.killers.push(Killer {
+                    by: format!("explore (finding {}, {} sequence(s))", f.id, e.sequences),
+                    verdict: "FINDING".into(),
+                    step: Some(f.invariant.to_string()),
+                    evidence: vec![f.seen.clone()],
+                });
+            }
+        }
+        Ok(false)
+    }
 }
 
 /// The baseline refuses the run (exit 2).

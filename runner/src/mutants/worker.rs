@@ -66,6 +66,8 @@ pub enum Built {
     },
     /// It does not compile: the compiler's first error line.
     Unviable(String),
+    /// The harness could not build it (not the compiler's doing): why.
+    Failed(String),
 }
 
 const PAHOLE_WRAPPER: &str = r#"#!/bin/sh
