@@ -130,12 +130,25 @@ impl Worker {
         };
         w.restore_leftover()?;
         let key = base_key(kernel);
-        match Manifest::load_sound(&w.dir.join("base")) {
-            Ok(Some(m)) if m.key == key => {
-                w.base = m;
-                return Ok(w);
+        if let Ok(Some(m)) = Manifest::load_sound(&w.dir.join("base")) {
+            if m.key == key {
+                // The build dir holds the last mutant's vmlinux; fixtures
+                // built against the base need the base's, which a relink
+                // of the restored tree gives back byte for byte.
+                let vmlinux = w.build.join("vmlinux");
+                if !same_file(&vmlinux, &m.vmlinux).unwrap_or(false) {
+                    note("mutants: relinking the unmutated kernel in the worker".into());
+                    w.make(&["vmlinux"], &w.dir.join("base-relink.log"))?;
+                }
+                if same_file(&vmlinux, &m.vmlinux).unwrap_or(false) {
+                    w.base = m;
+                    return Ok(w);
+                }
+                note(
+                    "mutants: the relinked kernel is not the worker's base byte for byte; making the worker again"
+                        .into(),
+                );
             }
-            _ => {}
         }
         note(format!(
             "mutants: making the build worker {} (a copy of the variant's tree and build dir, then one \
