@@ -150,6 +150,7 @@ fn request(suites: Vec<String>, ops: Vec<Operator>) -> MutantsRequest {
         functions: vec![mutants::scope::parse_function(FUNC).unwrap()],
         operators: ops,
         suites,
+        case_glob: None,
         explore: None,
         seed: 1,
         workers: 2,
@@ -198,7 +199,13 @@ cases:
 #[test]
 fn a_real_scope_kills_the_share_ipmodify_self_mutant_and_reports_an_unviable_one() {
     let ws = Workspace::open(Some(root()), None).unwrap();
-    let req = request(vec!["livepatch-bpf".into()], vec![Operator::ReturnValue]);
+    // The project's suite, its cases with fexit (the program that makes
+    // the trampoline call the function, which SHARE_IPMODIFY_SELF is
+    // about): a third of it, to keep the test short.
+    let req = MutantsRequest {
+        case_glob: Some("*fexit*".into()),
+        ..request(vec!["livepatch-bpf".into()], vec![Operator::ReturnValue])
+    };
     let mut planned = mutants::plan(&ws, &req, &Quiet).unwrap();
     // ENABLE_SHARE_IPMODIFY_SELF answers -EAGAIN (rebuild the trampoline
     // with ORIG_STACK, then retry); the mutant answers 0.
@@ -227,7 +234,7 @@ fn a_real_scope_kills_the_share_ipmodify_self_mutant_and_reports_an_unviable_one
     assert!(r.complete, "{:?}", r.incomplete);
     let b = r.baseline.as_ref().unwrap();
     assert_eq!(b.cases, b.as_expected);
-    assert!(b.cases >= 40, "the whole suite ran on the baseline");
+    assert!(b.cases >= 10, "the suite's fexit cases ran on the baseline");
     let killed = &r.mutants[0];
     assert_eq!(killed.outcome, Outcome::Killed, "{killed:#?}");
     assert!(killed.killed_by_suite);
@@ -355,7 +362,15 @@ fn ctrl_c_keeps_what_finished_and_leaves_no_mutated_file() {
     assert_eq!(st.code(), Some(130));
     let back = results::load(&report).unwrap();
     assert!(!back.complete);
-    assert!(back.incomplete.as_deref().unwrap().contains("signal 2"));
+    assert!(
+        back.incomplete
+            .as_deref()
+            .unwrap_or("")
+            .contains("signal 2"),
+        "{:?}, {} mutant(s)",
+        back.incomplete,
+        back.mutants.len()
+    );
     assert_eq!(back.mutants.len(), 1, "what finished is kept");
     for w in worker_dirs() {
         assert!(

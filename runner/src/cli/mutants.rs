@@ -38,6 +38,9 @@ pub struct MutantsOpts {
     /// Suites each mutant runs (repeatable; default livepatch-bpf).
     #[arg(long, value_name = "NAME")]
     suite: Vec<String>,
+    /// Only the suites' cases whose name matches this glob (e.g. '*fexit*').
+    #[arg(long, value_name = "GLOB")]
+    case: Option<String>,
     /// Explore each mutant the suites did not kill for this long (90s, 2m).
     #[arg(long, value_parser = super::explore::parse_budget, value_name = "DURATION")]
     explore: Option<Duration>,
@@ -82,6 +85,7 @@ impl MutantsOpts {
             } else {
                 self.suite.clone()
             },
+            case_glob: self.case.clone(),
             explore: self.explore,
             seed: self.seed.unwrap_or_else(|| {
                 std::time::SystemTime::now()

@@ -56,6 +56,8 @@ pub struct MutantsRequest {
     pub operators: Vec<Operator>,
     /// Suite names (default `livepatch-bpf`), or suite files.
     pub suites: Vec<String>,
+    /// Only the suites' cases whose name matches this glob.
+    pub case_glob: Option<String>,
     /// Explore each mutant the suites did not kill for this long.
     pub explore: Option<Duration>,
     pub seed: u64,
@@ -119,7 +121,7 @@ pub fn plan(ws: &Workspace, req: &MutantsRequest, events: &dyn EventSink) -> Res
             &RunRequest {
                 suite: s.clone(),
                 variants: vec![v.name.clone()],
-                case_glob: None,
+                case_glob: req.case_glob.clone(),
                 shard: None,
                 workers: req.workers,
                 machine: req.machine,
@@ -481,121 +483,131 @@ pub fn run(
         total: planned.mutants.len(),
     }));
     let quiet = Quiet(events);
-    for (i, m) in planned.mutants.iter().enumerate() {
-        if teardown::stopping() {
-            break;
-        }
-        let phase = |what: &str| {
-            events.event(&Event::Mutants(MutantsEvent::Phase {
-                index: i,
-                id: m.id.clone(),
-                what: what.to_string(),
-            }))
-        };
-        let mdir = dir.join(&m.id);
-        std::fs::create_dir_all(&mdir)?;
-        phase("building");
-        let tb = Instant::now();
-        let built = match worker.build(
-            m,
-            (&mdir.join("build.log"), &mdir.join("modroot")),
-            &worker.dir.join("mutant/vmlinux"),
-        ) {
-            Ok(b) => b,
-            Err(e) if teardown::stopping() => {
-                events::note(events, format!("mutant {}: {e:#}", m.id));
+    // The mutants; whatever ends the loop (done, a signal, an error), the
+    // report is written once more below with how it ended.
+    let looped = (|| -> Result<()> {
+        for (i, m) in planned.mutants.iter().enumerate() {
+            if teardown::stopping() {
                 break;
             }
-            // A harness failure (not the compiler's): this mutant gets no
-            // outcome, the run goes on.
-            Err(e) => worker::Built::Failed(format!("{e:#}")),
-        };
-        let build_s = tb.elapsed().as_secs_f64();
-        let mut r = MutantResult {
-            mutant: m.clone(),
-            outcome: Outcome::Survived,
-            build_s,
-            run_s: 0.0,
-            cases_run: 0,
-            killers: Vec::new(),
-            killed_by_suite: false,
-            unviable: None,
-            rebuilt_fixtures: None,
-            error: None,
-            dir: m.id.clone(),
-            context: std::fs::read_to_string(planned.plan.tree_dir.join(&m.file))
-                .map(|src| results::context(&src, m.line, 4))
-                .unwrap_or_default(),
-        };
-        let tr = Instant::now();
-        match built {
-            worker::Built::Unviable(line) => {
-                r.outcome = Outcome::Unviable;
-                r.unviable = Some(line);
-            }
-            worker::Built::Failed(why) => {
-                r.outcome = Outcome::Error;
-                r.error = Some(why);
-            }
-            worker::Built::Kernel {
-                vmlinux,
-                own_modules,
-            } => {
-                let cx = Cx {
-                    ws,
-                    req,
-                    planned,
-                    base: &base,
-                    worker: &worker,
-                    run_id,
-                    events: &quiet,
-                };
-                match cx.run_kernel(m, &mdir, &mut r, (vmlinux, own_modules), &phase) {
-                    Ok(false) => {}
-                    Ok(true) => break,
-                    Err(_) if teardown::stopping() => break,
-                    // The harness failed on this mutant: said, and the run
-                    // goes on with the next one.
-                    Err(e) => {
-                        r.outcome = Outcome::Error;
-                        r.error = Some(format!("{e:#}"));
+            let phase = |what: &str| {
+                events.event(&Event::Mutants(MutantsEvent::Phase {
+                    index: i,
+                    id: m.id.clone(),
+                    what: what.to_string(),
+                }))
+            };
+            let mdir = dir.join(&m.id);
+            std::fs::create_dir_all(&mdir)?;
+            phase("building");
+            let tb = Instant::now();
+            let built = match worker.build(
+                m,
+                (&mdir.join("build.log"), &mdir.join("modroot")),
+                &worker.dir.join("mutant/vmlinux"),
+            ) {
+                Ok(b) => b,
+                Err(e) if teardown::stopping() => {
+                    events::note(events, format!("mutant {}: {e:#}", m.id));
+                    break;
+                }
+                // A harness failure (not the compiler's): this mutant gets no
+                // outcome, the run goes on.
+                Err(e) => worker::Built::Failed(format!("{e:#}")),
+            };
+            let build_s = tb.elapsed().as_secs_f64();
+            let mut r = MutantResult {
+                mutant: m.clone(),
+                outcome: Outcome::Survived,
+                build_s,
+                run_s: 0.0,
+                cases_run: 0,
+                killers: Vec::new(),
+                killed_by_suite: false,
+                unviable: None,
+                rebuilt_fixtures: None,
+                error: None,
+                dir: m.id.clone(),
+                context: std::fs::read_to_string(planned.plan.tree_dir.join(&m.file))
+                    .map(|src| results::context(&src, m.line, 4))
+                    .unwrap_or_default(),
+            };
+            let tr = Instant::now();
+            match built {
+                worker::Built::Unviable(line) => {
+                    r.outcome = Outcome::Unviable;
+                    r.unviable = Some(line);
+                }
+                worker::Built::Failed(why) => {
+                    r.outcome = Outcome::Error;
+                    r.error = Some(why);
+                }
+                worker::Built::Kernel {
+                    vmlinux,
+                    own_modules,
+                } => {
+                    let cx = Cx {
+                        ws,
+                        req,
+                        planned,
+                        base: &base,
+                        worker: &worker,
+                        run_id,
+                        events: &quiet,
+                    };
+                    match cx.run_kernel(m, &mdir, &mut r, (vmlinux, own_modules), &phase) {
+                        Ok(false) => {}
+                        Ok(true) => break,
+                        Err(_) if teardown::stopping() => break,
+                        // The harness failed on this mutant: said, and the run
+                        // goes on with the next one.
+                        Err(e) => {
+                            r.outcome = Outcome::Error;
+                            r.error = Some(format!("{e:#}"));
+                        }
                     }
                 }
             }
+            r.run_s = tr.elapsed().as_secs_f64();
+            events.event(&Event::Mutants(MutantsEvent::Finished {
+                index: i,
+                id: m.id.clone(),
+                line: format!(
+                    "{:<9} {}  (build {:.0}s, run {:.0}s{})",
+                    r.outcome.as_str(),
+                    m.list_line(),
+                    r.build_s,
+                    r.run_s,
+                    r.killers
+                        .first()
+                        .map(|k| format!(", by {}", k.by))
+                        .unwrap_or_default()
+                ),
+            }));
+            report.mutants.push(r);
+            report.incomplete = Some(format!(
+                "running: {} of {} mutants finished",
+                report.mutants.len(),
+                planned.mutants.len()
+            ));
+            results::write(dir, &report)?;
         }
-        r.run_s = tr.elapsed().as_secs_f64();
-        events.event(&Event::Mutants(MutantsEvent::Finished {
-            index: i,
-            id: m.id.clone(),
-            line: format!(
-                "{:<9} {}  (build {:.0}s, run {:.0}s{})",
-                r.outcome.as_str(),
-                m.list_line(),
-                r.build_s,
-                r.run_s,
-                r.killers
-                    .first()
-                    .map(|k| format!(", by {}", k.by))
-                    .unwrap_or_default()
-            ),
-        }));
-        report.mutants.push(r);
-        report.incomplete = Some(format!(
-            "running: {} of {} mutants finished",
-            report.mutants.len(),
-            planned.mutants.len()
-        ));
-        results::write(dir, &report)?;
-    }
-    report.complete =
-        teardown::interrupted().is_none() && report.mutants.len() == planned.mutants.len();
-    report.incomplete = match teardown::interrupted() {
-        Some(sig) => Some(format!("interrupted by signal {sig}")),
-        None if !report.complete => Some("stopped".into()),
-        None => None,
+        Ok(())
+    })();
+    report.complete = looped.is_ok()
+        && teardown::interrupted().is_none()
+        && report.mutants.len() == planned.mutants.len();
+    report.incomplete = match (teardown::interrupted(), &looped) {
+        (Some(sig), _) => Some(format!("interrupted by signal {sig}")),
+        (None, Err(e)) => Some(format!("stopped by an error: {e:#}")),
+        (None, Ok(())) if !report.complete => Some("stopped".into()),
+        (None, Ok(())) => None,
     };
     results::write(dir, &report)?;
-    Ok(report)
+    match looped {
+        Err(e) if teardown::interrupted().is_none() => Err(e),
+        _ => Ok(report),
+    }
 }
 
 /// What running one mutant's kernel needs.
