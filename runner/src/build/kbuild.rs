@@ -78,7 +78,8 @@ pub fn check_build_dir(m: &Manifest) -> Result<(), BuildDirStale> {
     Ok(())
 }
 
-fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
+/// Whether two files hold the same bytes (read a MiB at a time).
+pub fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
     use std::io::Read;
     if std::fs::metadata(a)?.len() != std::fs::metadata(b)?.len() {
         return Ok(false);
@@ -601,25 +602,10 @@ impl Builder<'_> {
             .context("the build wrote no include/config/kernel.release")?
             .trim()
             .to_string();
-        let mut c = self.make_cmd(plan);
-        c.arg("modules_install")
-            .arg(format!("INSTALL_MOD_PATH={}", st.join("modroot").display()))
-            .arg("INSTALL_MOD_STRIP=1");
-        if let Some(d) = crate::process::which("depmod") {
-            c.arg(format!("DEPMOD={}", d.display()));
-        }
-        let out = run_quiet(c, "make modules_install")?;
+        let out = modules_install(self.make_cmd(plan), &st.join("modroot"))?;
         let mut logf = std::fs::OpenOptions::new().append(true).open(log)?;
         logf.write_all(out.as_bytes())?;
-        for (from, to) in [
-            ("arch/x86/boot/bzImage", "bzImage"),
-            ("vmlinux", "vmlinux"),
-            ("System.map", "System.map"),
-            (".config", "config"),
-        ] {
-            std::fs::copy(b.join(from), st.join(to))
-                .with_context(|| format!("cannot copy {} from {}", from, b.display()))?;
-        }
+        copy_artifacts(b, &st)?;
         let e = &plan.entry_dir;
         let mut manifest = Manifest {
             variant: v.name.clone(),
@@ -684,6 +670,33 @@ pub fn make_command(cache: &Cache, tree: &Path, build: &Path) -> Command {
             .env("CCACHE_MAXSIZE", "8G");
     }
     c
+}
+
+/// `make modules_install` with `c` (a [`make_command`]) into `root`,
+/// stripped, with the host's depmod; its output.
+pub fn modules_install(mut c: Command, root: &Path) -> Result<String> {
+    c.arg("modules_install")
+        .arg(format!("INSTALL_MOD_PATH={}", root.display()))
+        .arg("INSTALL_MOD_STRIP=1");
+    if let Some(d) = crate::process::which("depmod") {
+        c.arg(format!("DEPMOD={}", d.display()));
+    }
+    run_quiet(c, "make modules_install")
+}
+
+/// A kernel entry's artifacts, from build dir `b` into `to`: bzImage,
+/// vmlinux, System.map, config.
+pub fn copy_artifacts(b: &Path, to: &Path) -> Result<()> {
+    for (from, name) in [
+        ("arch/x86/boot/bzImage", "bzImage"),
+        ("vmlinux", "vmlinux"),
+        ("System.map", "System.map"),
+        (".config", "config"),
+    ] {
+        std::fs::copy(b.join(from), to.join(name))
+            .with_context(|| format!("cannot copy {} from {}", from, b.display()))?;
+    }
+    Ok(())
 }
 
 /// The name of the lock that serialises builds in one build dir.

@@ -49,6 +49,15 @@ pub struct ExploreOpts {
     results: Option<PathBuf>,
 }
 
+/// A seed when none is given: from the clock and the pid (printed and
+/// recorded, so a run can be replayed).
+pub(super) fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64 ^ ((std::process::id() as u64) << 32))
+        .unwrap_or(1)
+}
+
 pub(super) fn parse_seed(s: &str) -> Result<u64, String> {
     let r = match s.strip_prefix("0x") {
         Some(h) => u64::from_str_radix(h, 16),
@@ -68,12 +77,7 @@ pub(super) fn parse_budget(s: &str) -> Result<Duration, String> {
 
 impl ExploreOpts {
     fn request(&self) -> ExploreRequest {
-        let seed = self.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64 ^ ((std::process::id() as u64) << 32))
-                .unwrap_or(1)
-        });
+        let seed = self.seed.unwrap_or_else(clock_seed);
         let budget = match (self.sequences, self.budget) {
             (Some(n), _) => Budget::Sequences(n),
             (None, Some(d)) => Budget::Time(d),

@@ -87,12 +87,7 @@ impl MutantsOpts {
             },
             case_glob: self.case.clone(),
             explore: self.explore,
-            seed: self.seed.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64 ^ ((std::process::id() as u64) << 32))
-                    .unwrap_or(1)
-            }),
+            seed: self.seed.unwrap_or_else(super::explore::clock_seed),
             workers: self
                 .jobs
                 .unwrap_or_else(coexist::workspace::default_jobs)

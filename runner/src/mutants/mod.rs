@@ -341,8 +341,9 @@ pub fn run(
     let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let v = &planned.variant;
     let builder = ws.builder(crate::workspace::default_jobs(), events);
-    let (kernel, _) = builder.build(v)?;
+    // The source's package is checked before anything builds, as `suite` does.
     crate::build::kinds::check_all(std::iter::once(v))?;
+    let (kernel, _) = builder.build(v)?;
     let worker = worker::Worker::open(
         &ws.cache,
         &planned.plan,
@@ -437,11 +438,10 @@ pub fn run(
     if let Some(budget) = req.explore {
         let r = explore_on(
             ws,
-            req,
+            (req, planned),
             &base,
             budget,
-            &dir.join("baseline/explore"),
-            run_id,
+            (&dir.join("baseline/explore"), run_id),
             events,
         )?;
         explore_sequences = Some(r.sequences);
@@ -712,11 +712,10 @@ impl Cx<'_> {
             phase("exploring");
             let e = explore_on(
                 ws,
-                req,
+                (req, self.planned),
                 &mp,
                 budget,
-                &mdir.join("explore"),
-                self.run_id,
+                (&mdir.join("explore"), self.run_id),
                 self.events,
             )?;
             if !e.complete && teardown::stopping() {
@@ -750,15 +749,12 @@ impl std::error::Error for BaselineNotClean {}
 
 fn explore_on(
     ws: &Workspace,
-    req: &MutantsRequest,
+    (req, planned): (&MutantsRequest, &Planned),
     p: &Prepared,
     budget: Duration,
-    dir: &Path,
-    run_id: &str,
+    (dir, run_id): (&Path, &str),
     events: &dyn EventSink,
 ) -> Result<crate::explore::ExploreReport> {
-    let variants = ws.variants(None)?;
-    let v = variant::select(&variants, std::slice::from_ref(&req.variant))?[0].clone();
     let ereq = crate::explore::ExploreRequest {
         variant: req.variant.clone(),
         seed: req.seed,
@@ -775,7 +771,7 @@ fn explore_on(
         ws,
         &ereq,
         p.clone(),
-        v.coexistence.into(),
+        planned.variant.coexistence.into(),
         (dir, run_id),
         events,
     )?;

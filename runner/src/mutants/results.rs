@@ -385,7 +385,7 @@ mod tests {
                 start: 0,
                 end: 0,
             },
-            from: vec![crate::mutants::scope::From::Area],
+            from: vec![crate::mutants::scope::Origin::Area],
         };
         MutantsReport {
             schema: SCHEMA.into(),

@@ -32,7 +32,7 @@ pub enum ScopeKind {
 /// Why a function is in scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum From {
+pub enum Origin {
     Area,
     Series,
     Option,
@@ -42,7 +42,7 @@ pub enum From {
 pub struct InScope {
     #[serde(flatten)]
     pub function: Function,
-    pub from: Vec<From>,
+    pub from: Vec<Origin>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -213,7 +213,7 @@ pub fn resolve(tree: &Path, req: &ScopeRequest) -> Result<Scope> {
     }
     let mut chosen: Vec<InScope> = Vec::new();
     let mut skipped = Vec::new();
-    let take = |f: Function, from: From, chosen: &mut Vec<InScope>| match chosen
+    let take = |f: Function, from: Origin, chosen: &mut Vec<InScope>| match chosen
         .iter_mut()
         .find(|c| c.function.file == f.file && c.function.name == f.name)
     {
@@ -235,7 +235,7 @@ pub fn resolve(tree: &Path, req: &ScopeRequest) -> Result<Scope> {
             let Some(f) = p.functions.get(name) else {
                 bail!("--function {file}:{name}: {file} defines no function {name}");
             };
-            take(f.clone(), From::Option, &mut chosen);
+            take(f.clone(), Origin::Option, &mut chosen);
         }
     }
     if matches!(req.kind, ScopeKind::Default | ScopeKind::Area) {
@@ -245,7 +245,7 @@ pub fn resolve(tree: &Path, req: &ScopeRequest) -> Result<Scope> {
                 Some(p) => alts.iter().find_map(|a| p.functions.get(a)).cloned(),
             };
             match found {
-                Some(f) => take(f, From::Area, &mut chosen),
+                Some(f) => take(f, Origin::Area, &mut chosen),
                 None => skipped.push(Skipped {
                     file: file.clone(),
                     function: alts.join("|"),
@@ -268,7 +268,7 @@ pub fn resolve(tree: &Path, req: &ScopeRequest) -> Result<Scope> {
                         .iter()
                         .any(|l| (f.first_line..=f.last_line).contains(l))
                     {
-                        take(f.clone(), From::Series, &mut chosen);
+                        take(f.clone(), Origin::Series, &mut chosen);
                     }
                 }
             }

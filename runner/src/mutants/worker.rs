@@ -137,7 +137,7 @@ impl Worker {
                 // need the base's back. The next build relinks anyway: the
                 // restored file is newer than its object.
                 let vmlinux = w.build.join("vmlinux");
-                if !same_file(&vmlinux, &m.vmlinux).unwrap_or(false) {
+                if !kbuild::same_bytes(&vmlinux, &m.vmlinux).unwrap_or(false) {
                     cache::write_atomic(&vmlinux, &std::fs::read(&m.vmlinux)?)?;
                 }
                 w.base = m;
@@ -186,23 +186,8 @@ impl Worker {
         let staging = cache::staging_dir(&w.dir.join("base"))?;
         let st = staging.path().join("base");
         std::fs::create_dir(&st)?;
-        let mut c = w.make_command();
-        c.arg("modules_install")
-            .arg(format!("INSTALL_MOD_PATH={}", st.join("modroot").display()))
-            .arg("INSTALL_MOD_STRIP=1");
-        if let Some(d) = crate::process::which("depmod") {
-            c.arg(format!("DEPMOD={}", d.display()));
-        }
-        crate::process::run_quiet(c, "make modules_install (mutants worker)")?;
-        for (from, to) in [
-            ("arch/x86/boot/bzImage", "bzImage"),
-            ("vmlinux", "vmlinux"),
-            ("System.map", "System.map"),
-            (".config", "config"),
-        ] {
-            std::fs::copy(w.build.join(from), st.join(to))
-                .with_context(|| format!("cannot copy {from} from {}", w.build.display()))?;
-        }
+        kbuild::modules_install(w.make_command(), &st.join("modroot"))?;
+        kbuild::copy_artifacts(&w.build, &st)?;
         std::fs::write(st.join("btf"), btf(&st.join("vmlinux"))?)?;
         std::fs::write(st.join("symvers"), vmlinux_symvers(&w.build)?)?;
         let e = w.dir.join("base");
@@ -304,7 +289,7 @@ impl Worker {
         };
         applied.now()?;
         // `make modules` must not have relinked another vmlinux.
-        if own_modules.is_some() && !same_file(&self.build.join("vmlinux"), out)? {
+        if own_modules.is_some() && !kbuild::same_bytes(&self.build.join("vmlinux"), out)? {
             bail!("mutant {}: the modules build relinked vmlinux", m.id);
         }
         Ok(Built::Kernel {
@@ -343,14 +328,7 @@ impl Worker {
     fn modules(&self, root: &Path, log: &Path) -> Result<PathBuf> {
         let mlog = log.with_extension("modules.log");
         self.make(&["modules"], &mlog)?;
-        let mut c = self.make_command();
-        c.arg("modules_install")
-            .arg(format!("INSTALL_MOD_PATH={}", root.display()))
-            .arg("INSTALL_MOD_STRIP=1");
-        if let Some(d) = crate::process::which("depmod") {
-            c.arg(format!("DEPMOD={}", d.display()));
-        }
-        crate::process::run_quiet(c, "make modules_install (mutant)")?;
+        kbuild::modules_install(self.make_command(), root)?;
         Ok(root.join("lib/modules").join(&self.base.kernel_release))
     }
 
@@ -372,11 +350,6 @@ impl Worker {
         let _ = std::fs::remove_file(self.dir.join("applied.json"));
         Ok(())
     }
-
-    /// The worker's copy of a file of the tree (tests read it back).
-    pub fn file(&self, rel: &str) -> PathBuf {
-        self.tree.join(rel)
-    }
 }
 
 /// Takes a mutant back out on every way out of [`Worker::build`].
@@ -397,10 +370,6 @@ impl Drop for Restore<'_> {
     fn drop(&mut self) {
         let _ = self.w.restore(self.file);
     }
-}
-
-fn same_file(a: &Path, b: &Path) -> Result<bool> {
-    Ok(std::fs::read(a)? == std::fs::read(b)?)
 }
 
 /// Writes `data` as a new file at `path` (a hard link to the pristine
