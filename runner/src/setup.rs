@@ -4,7 +4,9 @@
 //! the packages that ship the declared kernel sources.
 //!
 //! apt's lists are refreshed first (`apt-get update`, once, saying why)
-//! when they are older than a day. Missing packages are installed in ONE
+//! when they are older than a day; runs on one host refresh one at a
+//! time and share the refresh (a stamp and a lock under `/var/tmp`), and
+//! an apt that is not ours holding apt's lock is waited for. Missing packages are installed in ONE
 //! apt transaction, after one `apt-get update`, and only if apt would
 //! remove or downgrade nothing
 //! (`--no-remove`, checked first with a simulation); otherwise setup stops
@@ -23,7 +25,6 @@ use anyhow::{bail, Context, Result};
 use crate::build::source::install_command;
 use crate::build::variant::VariantsFile;
 use crate::build::Project;
-use crate::cache::Cache;
 use crate::events::{self, EventSink};
 
 /// The variants file as declared, if it reads (one that does not is for
@@ -52,6 +53,13 @@ pub const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Where apt keeps its package lists.
 const APT_LISTS: &str = "/var/lib/apt/lists";
 
+/// Whether a file of [`APT_LISTS`] is one `apt-get update` refreshes: a
+/// `..._Packages` list, also compressed as apt may keep it
+/// (`..._Packages.lz4`), or an `InRelease` file.
+fn is_list_file(name: &str) -> bool {
+    name.contains("_Packages") || name.ends_with("Release")
+}
+
 /// How long ago apt's lists were last refreshed: the newest of its list
 /// files and of `stamp`, this project's record of its last `apt-get
 /// update` (apt leaves a list that did not change untouched). None: no
@@ -59,7 +67,7 @@ const APT_LISTS: &str = "/var/lib/apt/lists";
 fn lists_age(stamp: &Path) -> Option<Duration> {
     let mut newest = std::fs::metadata(stamp).and_then(|m| m.modified()).ok();
     for e in std::fs::read_dir(APT_LISTS).ok()?.flatten() {
-        if !e.file_name().to_string_lossy().ends_with("Packages") {
+        if !is_list_file(&e.file_name().to_string_lossy()) {
             continue;
         }
         if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
@@ -102,17 +110,69 @@ fn apt(args: &[&str]) -> Result<std::process::Output> {
         .context("cannot run apt-get")
 }
 
+/// This project's record of its last `apt-get update`, and the lock its
+/// runs take around one: host-wide, as apt's lists are (two runs with
+/// different caches, or two tests, share one refresh).
+const HOST_STAMP: &str = "/var/tmp/coexist-apt-updated";
+const HOST_LOCK: &str = "/var/tmp/coexist-apt.lock";
+
+/// How long `apt-get update` waits for apt's own lock, held by an apt
+/// that is not ours (apt-get does not wait for its lists lock itself).
+const APT_LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// `apt-get update`, run while holding [`HOST_LOCK`], and tried again
+/// while another apt holds apt's lists lock (for up to [`APT_LOCK_WAIT`]).
+fn apt_update(ev: &dyn EventSink) -> Result<std::process::Output> {
+    let start = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        let up = apt(&["update", "-q"])?;
+        let err = String::from_utf8_lossy(&up.stderr);
+        if up.status.success() || !err.contains("Could not get lock") {
+            return Ok(up);
+        }
+        if start.elapsed() > APT_LOCK_WAIT {
+            return Ok(up);
+        }
+        if !told {
+            told = true;
+            events::note(
+                ev,
+                format!(
+                    "setup: waiting for apt's lock ({})",
+                    err.lines().next().unwrap_or("").trim()
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// Refreshes apt's lists, once, as root, saying why ([`refresh_reason`]),
 /// when they are older than [`LISTS_MAX_AGE`]. Returns whether it ran
 /// `apt-get update` successfully. A failed refresh stops setup only when
 /// a declared package is unknown; a merely old list is used as it is,
-/// with a note.
+/// with a note. Runs of this project refresh one at a time
+/// ([`HOST_LOCK`]); one that waited finds the lists fresh and goes on.
 fn refresh_lists(stamp: &Path, declared: &[String], ev: &dyn EventSink) -> Result<bool> {
-    let age = lists_age(stamp);
     // Lists refreshed within the day are trusted as they are: no apt call
     // on every command (a package they do not know is then an error at
     // its declaration, which says to refresh them).
+    if lists_age(stamp).is_some_and(|a| a <= LISTS_MAX_AGE) {
+        return Ok(false);
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let _held = if root {
+        Some(crate::cache::lock_file(Path::new(HOST_LOCK), || {
+            events::note(ev, "setup: waiting for another run's apt-get update");
+        })?)
+    } else {
+        None
+    };
+    // Another run may have refreshed them while this one waited.
+    let age = lists_age(stamp);
     if age.is_some_and(|a| a <= LISTS_MAX_AGE) {
+        crate::build::prebuilt::forget_resolved();
         return Ok(false);
     }
     // One apt-cache call; what it resolves, the prebuilt kernels use.
@@ -120,7 +180,7 @@ fn refresh_lists(stamp: &Path, declared: &[String], ev: &dyn EventSink) -> Resul
     let Some(why) = refresh_reason(age, &unknown) else {
         return Ok(false);
     };
-    if !nix::unistd::geteuid().is_root() {
+    if !root {
         // The packages' own errors (at their declarations) say the rest.
         if !unknown.is_empty() {
             events::note(ev, format!("setup: {why}; as root, run: apt-get update"));
@@ -128,7 +188,7 @@ fn refresh_lists(stamp: &Path, declared: &[String], ev: &dyn EventSink) -> Resul
         return Ok(false);
     }
     events::note(ev, format!("setup: {why}; running apt-get update"));
-    let up = apt(&["update", "-q"])?;
+    let up = apt_update(ev)?;
     // Tried: an old list is not tried again for a day, even offline.
     if let Some(d) = stamp.parent() {
         let _ = std::fs::create_dir_all(d);
@@ -280,18 +340,13 @@ pub fn refused_changes(harm: &[String], removals: Removals) -> Vec<String> {
 
 /// Makes sure every package the project needs is installed (see the
 /// module doc). Returns the packages it installed.
-pub fn ensure(
-    project: &Project,
-    cache: &Cache,
-    ev: &dyn EventSink,
-    removals: Removals,
-) -> Result<Vec<String>> {
+pub fn ensure(project: &Project, ev: &dyn EventSink, removals: Removals) -> Result<Vec<String>> {
     let decl = declared(project);
     let packages = packages(project, decl.as_ref())?;
     let missing = not_installed(&packages)?;
     let mut asked = missing.clone();
     asked.extend(decl.as_ref().map(prebuilt_packages).unwrap_or_default());
-    let updated = refresh_lists(&cache.dir("apt").join("updated"), &asked, ev)?;
+    let updated = refresh_lists(Path::new(HOST_STAMP), &asked, ev)?;
     if missing.is_empty() {
         return Ok(missing);
     }
@@ -323,7 +378,10 @@ pub fn ensure(
         ),
     );
     if !updated {
-        let up = apt(&["update", "-q"])?;
+        let _held = crate::cache::lock_file(Path::new(HOST_LOCK), || {
+            events::note(ev, "setup: waiting for another run's apt-get update");
+        })?;
+        let up = apt_update(ev)?;
         if !up.status.success() {
             bail!(
                 "setup: apt-get update failed:\n{}",
@@ -353,7 +411,8 @@ pub fn ensure(
             }
         );
     }
-    let mut args = vec!["install", "-y", "-q"];
+    // dpkg's lock, held by another apt, is waited for.
+    let mut args = vec!["-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q"];
     if harm.is_empty() {
         args.push("--no-remove");
     } else {
@@ -380,6 +439,25 @@ pub fn ensure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_list_files_apt_refreshes_count_for_the_lists_age_compressed_or_not() {
+        for yes in [
+            "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages",
+            "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4",
+            "deb.debian.org_debian_dists_bookworm_InRelease",
+        ] {
+            assert!(is_list_file(yes), "{yes}");
+        }
+        for no in [
+            "lock",
+            "partial",
+            "auxfiles",
+            "deb.debian.org_debian_dists_bookworm_main_dep11_Components-amd64.yml.gz",
+        ] {
+            assert!(!is_list_file(no), "{no}");
+        }
+    }
 
     #[test]
     fn removals_stop_setup_unless_allowed_and_downgrades_always() {

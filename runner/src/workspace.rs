@@ -99,7 +99,7 @@ impl Workspace {
         if self.setup.get().is_some() {
             return Ok(());
         }
-        crate::setup::ensure(&self.project, &self.cache, events, removals)?;
+        crate::setup::ensure(&self.project, events, removals)?;
         let _ = self.setup.set(());
         Ok(())
     }

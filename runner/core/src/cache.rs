@@ -58,20 +58,29 @@ impl Cache {
     /// Takes an exclusive lock named `name`, telling `waiting` if someone
     /// else holds it (another run building the same thing).
     pub fn lock(&self, name: &str, waiting: impl FnOnce()) -> Result<Flock<File>> {
-        let path = self.root.join("locks").join(format!("{name}.lock"));
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open lock {}", path.display()))?;
-        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => Ok(l),
-            Err((f, _)) => {
-                waiting();
-                Flock::lock(f, FlockArg::LockExclusive)
-                    .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
-            }
+        lock_file(
+            &self.root.join("locks").join(format!("{name}.lock")),
+            waiting,
+        )
+    }
+}
+
+/// Takes an exclusive lock on the file at `path` (made if missing),
+/// telling `waiting` if another process holds it. For what is shared
+/// beyond one cache (the host's apt lists), [`Cache::lock`] otherwise.
+pub fn lock_file(path: &Path, waiting: impl FnOnce()) -> Result<Flock<File>> {
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open lock {}", path.display()))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(l),
+        Err((f, _)) => {
+            waiting();
+            Flock::lock(f, FlockArg::LockExclusive)
+                .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))
         }
     }
 }
