@@ -26,6 +26,7 @@
 //! and calls these.
 
 pub mod build;
+pub mod coverage;
 pub mod explore;
 pub mod guest;
 pub mod image;

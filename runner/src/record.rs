@@ -170,6 +170,9 @@ pub struct VariantInfo {
     /// is about (None: a kernel built here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prebuilt: Option<crate::build::manifest::PrebuiltInfo>,
+    /// A coverage twin's profiled files (`--coverage`); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiled: Vec<String>,
 }
 
 impl VariantInfo {
@@ -195,6 +198,7 @@ impl VariantInfo {
             kernel_cached: p.kernel_cached,
             image_s: p.image_s,
             prebuilt: m.prebuilt.clone(),
+            profiled: m.profiled.clone(),
         }
     }
 }

@@ -25,6 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["guest"],
     &["run"],
     &["explore"],
+    &["coverage"],
     &["mutants"],
     &["report", "ui"],
 ];

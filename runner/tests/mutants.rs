@@ -159,6 +159,7 @@ fn request(suites: Vec<String>, ops: Vec<Operator>) -> MutantsRequest {
         results_dir: None,
         limit: None,
         ids: Vec::new(),
+        coverage: false,
     }
 }
 

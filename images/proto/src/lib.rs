@@ -144,6 +144,13 @@ pub enum Step {
     BpfStats {
         handle: u32,
     },
+    /// Reads every regular file under `dir` (recursively, not following
+    /// symlinks) whose name ends with `suffix`, as bytes: gcov's `.gcda`
+    /// counts under /sys/kernel/debug/gcov. data: [`AnswerData::Files`].
+    ReadFiles {
+        dir: String,
+        suffix: String,
+    },
     /// Makes the target function run and returns what userspace saw
     /// (see [`TRIGGER_TARGETS`]).
     Trigger {
@@ -452,6 +459,40 @@ pub enum AnswerData {
     Repeat(RepeatData),
     /// concurrently.
     Concurrently(ConcurrentlyData),
+    /// read_files.
+    Files(FilesData),
+}
+
+/// The files read_files found.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FilesData {
+    pub files: Vec<FileData>,
+}
+
+/// One file read back from the guest (read_files).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileData {
+    /// Its path in the guest.
+    pub path: String,
+    /// Its bytes, base64 on the wire.
+    #[serde(with = "base64_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -656,6 +697,16 @@ coexist_target_value [coexist_target] (1) R I   \ttramp: 0xffffffffc0004000 (klp
         });
         let v = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<AnswerData>(&v).unwrap(), c);
+        // Bytes go as base64, and come back as they were.
+        let f = AnswerData::Files(FilesData {
+            files: vec![FileData {
+                path: "/sys/kernel/debug/gcov/x.gcda".into(),
+                bytes: vec![0, 1, 0xff, b'a'],
+            }],
+        });
+        let v = serde_json::to_string(&f).unwrap();
+        assert!(v.contains(r#""bytes":"AAH/YQ==""#), "{v}");
+        assert_eq!(serde_json::from_str::<AnswerData>(&v).unwrap(), f);
     }
 
     #[test]

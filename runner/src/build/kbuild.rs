@@ -153,6 +153,10 @@ fn tree_key(src: &SourceId, v: &Variant) -> String {
             h.part("patch", &p.contents);
         }
     }
+    // A coverage twin's Makefiles profile these (none: the plain key).
+    for p in &v.coverage {
+        h.part("gcov-profile", p.pattern.as_bytes());
+    }
     h.finish()
 }
 
@@ -421,6 +425,17 @@ impl Builder<'_> {
             }
             std::fs::write(tree.join(ALREADY_APPLIED), already.join("\n"))?;
         }
+        if v.is_coverage_twin() {
+            note(&format!(
+                "profiling with gcov: {}",
+                v.coverage
+                    .iter()
+                    .map(|p| p.pattern.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+            crate::build::area::Area::profile_tree(&v.coverage, &tree)?;
+        }
         cache::publish(&tree, &plan.tree_dir)
     }
 
@@ -632,6 +647,7 @@ impl Builder<'_> {
             already_in_source: Vec::new(),
             prebuilt: None,
             build_id,
+            profiled: v.coverage.iter().map(|p| p.pattern.clone()).collect(),
         };
         self.describe_source(&mut manifest, plan);
         std::fs::write(
@@ -800,6 +816,7 @@ mod tests {
             already_in_source: vec![],
             prebuilt: None,
             build_id: String::new(),
+            profiled: Vec::new(),
         };
         let why = |m: &Manifest| check_build_dir(m).unwrap_err().0;
         // Removed (or never prepared): each missing file is named.

@@ -65,6 +65,15 @@ impl Source {
         }
     }
 
+    /// Whether the kernel is compiled here (from a tarball or a tree), so
+    /// it can be compiled again differently (a mutant, a coverage twin).
+    pub fn builds_here(&self) -> bool {
+        match self {
+            Source::Tarball(_) | Source::Tree(_) => true,
+            Source::Prebuilt(_) | Source::Local(_) => false,
+        }
+    }
+
     /// Where its kernel selftests come from.
     pub fn selftest_tree(&self) -> SelftestTree<'_> {
         match self {

@@ -334,6 +334,7 @@ pub fn manifest(
             ..info
         }),
         build_id: String::new(),
+        profiled: Vec::new(),
     }
 }
 
@@ -556,6 +557,7 @@ mod tests {
             series: None,
             fragments: Vec::new(),
             coexistence: Default::default(),
+            coverage: Vec::new(),
         };
         let id = identify(&decl).unwrap();
         assert_eq!(id.id, key(&decl, &check(&decl).unwrap()).unwrap());

@@ -51,6 +51,10 @@ pub struct Manifest {
     /// for a first build.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub build_id: String,
+    /// A coverage twin's files compiled with gcov profiling
+    /// (`kernel-config/area.yaml`'s `profile:`); empty for any other kernel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiled: Vec<String>,
 }
 
 impl Manifest {

@@ -23,6 +23,7 @@
 //!   `modules.dep` (what a modular kernel's image carries).
 //! - `list`: one typed row per variant for `kernel list`.
 
+pub mod area;
 pub mod kbuild;
 pub mod kconfig;
 pub mod kinds;

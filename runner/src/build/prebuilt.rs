@@ -557,6 +557,7 @@ pub fn manifest(
         already_in_source: Vec::new(),
         prebuilt: Some(info),
         build_id: String::new(),
+        profiled: Vec::new(),
     }
 }
 
@@ -740,6 +741,7 @@ SHA256: 0000000000000000000000000000000000000000000000000000000000000000
             series: None,
             fragments: Vec::new(),
             coexistence: Default::default(),
+            coverage: Vec::new(),
         };
         let info = PrebuiltInfo {
             package: "linux-image-6.1.0-57-amd64-unsigned".into(),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::build::area::{Area, Profiled};
 use crate::build::kconfig::{self, Fragment};
 use crate::build::series::Series;
 use crate::input::{self, yaml_error};
@@ -156,6 +157,53 @@ pub struct Variant {
     pub series: Option<Series>,
     pub fragments: Vec<Fragment>,
     pub coexistence: Coexistence,
+    /// A coverage twin's profiled files (empty: the plain variant).
+    pub coverage: Vec<Profiled>,
+}
+
+/// The fragment a coverage twin adds (`kernel-config/coverage.config`).
+pub const COVERAGE_FRAGMENT: &str = "coverage";
+
+impl Variant {
+    /// Whether this is a coverage twin ([`Variant::coverage_twin`]).
+    pub fn is_coverage_twin(&self) -> bool {
+        !self.coverage.is_empty()
+    }
+
+    /// The coverage twin of this variant: the same source, series and
+    /// fragments, plus `kernel-config/coverage.config` (gcov, debugfs),
+    /// with the area's `profile:` files compiled with gcov profiling. Its
+    /// own kernel (its own key), under the same name, so the suites'
+    /// expectations for the variant are its expectations. Err: a variant
+    /// that is not built here (prebuilt, local): there is nothing to
+    /// compile with profiling.
+    pub fn coverage_twin(&self, root: &Path, area: &Area) -> Result<Variant> {
+        if !self.source.builds_here() {
+            bail!(
+                "--coverage: variant '{}' is a {} kernel; a coverage twin compiles the kernel \
+                 with gcov profiling, so it needs a variant built here from a source",
+                self.name,
+                self.source.name()
+            );
+        }
+        if area.profile.is_empty() {
+            bail!(
+                "--coverage: {} declares no file under 'profile:'",
+                area.path.display()
+            );
+        }
+        let mut twin = self.clone();
+        let path = root
+            .join("kernel-config")
+            .join(format!("{COVERAGE_FRAGMENT}.config"));
+        twin.fragments
+            .push(Fragment::load(COVERAGE_FRAGMENT, &path)?);
+        kconfig::check_conflicts(&twin.fragments)
+            .with_context(|| format!("variant '{}' with {}", self.name, path.display()))?;
+        twin.coverage = area.profile.clone();
+        twin.description = format!("{} (coverage twin)", self.description);
+        Ok(twin)
+    }
 }
 
 /// The project's declarative inputs: `kernel-config/`, `patches/`.
@@ -362,6 +410,7 @@ pub fn parse_variants(
                 series: None,
                 fragments: Vec::new(),
                 coexistence: v.coexistence,
+                coverage: Vec::new(),
             });
             continue;
         }
@@ -393,6 +442,7 @@ pub fn parse_variants(
                 series: None,
                 fragments: Vec::new(),
                 coexistence: v.coexistence,
+                coverage: Vec::new(),
             });
             continue;
         }
@@ -463,6 +513,7 @@ pub fn parse_variants(
             series,
             fragments,
             coexistence: v.coexistence,
+            coverage: Vec::new(),
         });
     }
     Ok(out)

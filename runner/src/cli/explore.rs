@@ -47,6 +47,10 @@ pub struct ExploreOpts {
     /// Results directory (default: results/<run-id> in the project).
     #[arg(long, value_name = "DIR")]
     results: Option<PathBuf>,
+    /// Explore the variant's coverage twin (gcov on the area's files) and
+    /// write coverage.json and an annotated source page (docs/coverage.md).
+    #[arg(long)]
+    coverage: bool,
 }
 
 /// A seed when none is given: from the clock and the pid (printed and
@@ -97,6 +101,7 @@ impl ExploreOpts {
             max_shrink_replays: self.max_shrink_replays as usize,
             reruns: 3,
             shrinks_per_signature: self.shrinks_per_signature as usize,
+            coverage: self.coverage,
         }
     }
 }
@@ -114,6 +119,11 @@ fn run_and_write(ws: &Workspace, req: &ExploreRequest) -> Result<(ExploreReport,
     let r = explore::explore(ws, req, &dir, &id, &term)?;
     explore::write_json(&dir, &r)?;
     report::explore_html::write(&dir, &r)?;
+    if req.coverage {
+        let (c, page) = coexist::coverage::of_explore(ws, &r, &dir, &term)?;
+        print!("{}", coexist::coverage::table(&c));
+        println!("coverage: {}", page.display());
+    }
     Ok((r, dir))
 }
 

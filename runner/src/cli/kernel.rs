@@ -25,6 +25,10 @@ pub enum KernelCmd {
         /// Parallel make jobs (default: the number of cores).
         #[arg(short, long, value_parser = super::count)]
         jobs: Option<usize>,
+        /// Build each variant's coverage twin instead (gcov on the area's
+        /// files; docs/coverage.md).
+        #[arg(long)]
+        coverage: bool,
         #[command(flatten)]
         src: SourceOpts,
     },
@@ -44,20 +48,30 @@ pub fn run(ws: &Workspace, cmd: &KernelCmd) -> Result<u8> {
             variants,
             all,
             jobs,
+            coverage,
             src,
-        } => build(ws, variants, *all, *jobs, src),
+        } => build(ws, (variants, *all), *jobs, *coverage, src),
         KernelCmd::List { json, src } => list(ws, *json, src),
     }
 }
 
 fn build(
     ws: &Workspace,
-    names: &[String],
-    all: bool,
+    (names, all): (&[String], bool),
     jobs: Option<usize>,
+    coverage: bool,
     src: &SourceOpts,
 ) -> Result<u8> {
-    let variants = ws.variants(src.kernel_tree.as_deref())?;
+    let mut variants = ws.variants(src.kernel_tree.as_deref())?;
+    if coverage {
+        let area = coexist::build::area::Area::load(&ws.project.root)?;
+        for v in variants
+            .iter_mut()
+            .filter(|v| all || names.contains(&v.name))
+        {
+            *v = v.coverage_twin(&ws.project.root, &area)?;
+        }
+    }
     let chosen: Vec<&Variant> = if all {
         variants.iter().collect()
     } else {

@@ -20,7 +20,7 @@ pub struct MutantsOpts {
     /// The variant whose kernel is mutated (built from a source).
     #[arg(long, value_name = "NAME")]
     variant: String,
-    /// Which functions: default (the area's list in kernel-config/mutants.yaml
+    /// Which functions: default (the area's list in kernel-config/area.yaml
     /// and the functions the variant's series touches), series, area.
     #[arg(long, value_enum, default_value_t = ScopeKind::Default, conflicts_with = "function")]
     scope: ScopeKind,
@@ -62,6 +62,11 @@ pub struct MutantsOpts {
     /// Results directory (default: results/<run-id> in the project).
     #[arg(long, value_name = "DIR")]
     results: Option<PathBuf>,
+    /// Run the baseline's suites once more on the variant's coverage twin
+    /// and mark each survivor "not reached" or "reached by N cases"
+    /// (docs/coverage.md).
+    #[arg(long)]
+    coverage: bool,
 }
 
 impl MutantsOpts {
@@ -97,6 +102,7 @@ impl MutantsOpts {
             results_dir: self.results.clone(),
             limit,
             ids: self.mutant.clone(),
+            coverage: self.coverage,
         })
     }
 }

@@ -44,6 +44,10 @@ pub struct SuiteOpts {
     /// Boot every job instead of restoring a saved READY guest.
     #[arg(long)]
     fresh_boot: bool,
+    /// Run each variant's coverage twin (gcov on the area's files) and
+    /// write coverage.json and an annotated source page (docs/coverage.md).
+    #[arg(long)]
+    coverage: bool,
     #[command(flatten)]
     src: SourceOpts,
 }
@@ -63,6 +67,18 @@ pub enum ReportCmd {
         /// report marked incomplete instead of refusing it.
         #[arg(long)]
         allow_partial: bool,
+    },
+    /// Add up the coverage of runs on one coverage twin (a suite run's and
+    /// an explore run's coverage.json, or their results directories) and
+    /// print the area's functions by suites, by explore and by both.
+    Coverage {
+        /// coverage.json files, or results directories holding one under
+        /// coverage/<variant>/.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Also write the sum (coverage.json, coverage.info, html/) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// What changed from OLD to NEW (run dirs or report.json files): newly
     /// failing, fixed, still failing, new and removed cases, changed
@@ -96,6 +112,7 @@ impl SuiteOpts {
             results_dir: self.results.clone(),
             kernel_tree: self.src.kernel_tree.clone(),
             fresh_boot: self.fresh_boot,
+            coverage: self.coverage,
         }
     }
 }
@@ -135,6 +152,12 @@ pub fn suite(ws: &Workspace, o: &SuiteOpts) -> Result<u8> {
         return Ok(0);
     };
     println!("{}", report::table(&report));
+    if o.coverage {
+        for (c, page) in coexist::coverage::of_run(ws, &report, &dir, &Terminal::new())? {
+            print!("{}", coexist::coverage::table(&c));
+            println!("coverage: {}", page.display());
+        }
+    }
     println!("reports: {}", dir.display());
     Ok(exit_code(&report))
 }
@@ -207,8 +230,56 @@ fn read_report(p: &Path) -> Result<RunReport> {
     serde_json::from_slice(&b).with_context(|| format!("{}: not a coexist report", f.display()))
 }
 
+/// A run's coverage.json: the file, or the one under a results
+/// directory's `coverage/<variant>/`.
+fn coverage_file(p: &Path) -> Result<PathBuf> {
+    if !p.is_dir() {
+        return Ok(p.to_path_buf());
+    }
+    let dir = p.join("coverage");
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| {
+            format!(
+                "{}: no coverage/ (was it run with --coverage?)",
+                p.display()
+            )
+        })?
+        .flatten()
+        .map(|e| e.path().join("coverage.json"))
+        .filter(|f| f.is_file())
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => anyhow::bail!("{}: no coverage/<variant>/coverage.json", dir.display()),
+        many => anyhow::bail!(
+            "{}: the coverage of {} variants; name one's coverage.json",
+            dir.display(),
+            many.len()
+        ),
+    }
+}
+
 pub fn report(cmd: &ReportCmd) -> Result<u8> {
     match cmd {
+        ReportCmd::Coverage { runs, out } => {
+            let parts = runs
+                .iter()
+                .map(|p| {
+                    let f = coverage_file(p)?;
+                    let b = std::fs::read(&f)
+                        .with_context(|| format!("cannot read {}", f.display()))?;
+                    serde_json::from_slice(&b)
+                        .with_context(|| format!("{}: not a coexist coverage.json", f.display()))
+                })
+                .collect::<Result<Vec<coexist::coverage::CoverageReport>>>()?;
+            let merged = coexist::coverage::merge(parts)?;
+            print!("{}", coexist::coverage::table(&merged));
+            if let Some(out) = out {
+                let page = coexist::coverage::write(out, &merged)?;
+                println!("coverage: {}", page.display());
+            }
+            Ok(0)
+        }
         ReportCmd::Diff {
             reports,
             variants,

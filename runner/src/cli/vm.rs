@@ -54,6 +54,11 @@ pub struct RunOpts {
     /// Boot the guest instead of restoring the variant's READY snapshot.
     #[arg(long)]
     fresh_boot: bool,
+    /// Run it on the variant's coverage twin (gcov on the area's files)
+    /// and write what it reached under DIR/coverage/<variant>/
+    /// (docs/coverage.md).
+    #[arg(long, value_name = "DIR")]
+    coverage: Option<std::path::PathBuf>,
     /// Step timeout in seconds.
     #[arg(long, default_value_t = 60.0, value_parser = super::seconds)]
     timeout: f64,
@@ -71,10 +76,15 @@ pub struct BenchBootOpts {
     count: usize,
 }
 
-/// Builds (or finds) the variant's kernel and image.
-fn prepare(ws: &Workspace, o: &VmOpts, term: &Terminal) -> Result<Prepared> {
+/// Builds (or finds) the variant's kernel and image (its coverage
+/// twin's, with `coverage`).
+fn prepare(ws: &Workspace, o: &VmOpts, coverage: bool, term: &Terminal) -> Result<Prepared> {
     let variants = ws.variants(o.src.kernel_tree.as_deref())?;
     let v = variant::select(&variants, std::slice::from_ref(&o.variant))?[0];
+    if coverage {
+        let area = coexist::build::area::Area::load(&ws.project.root)?;
+        return ws.prepare(&v.coverage_twin(&ws.project.root, &area)?, term);
+    }
     ws.prepare(v, term)
 }
 
@@ -166,7 +176,7 @@ fn show_outcome(out: &StepOutcome) {
 
 pub fn boot(ws: &Workspace, o: &VmOpts) -> Result<u8> {
     let term = Terminal::new();
-    let p = prepare(ws, o, &term)?;
+    let p = prepare(ws, o, false, &term)?;
     let vm = boot_vm(ws, o, &p, &term)?;
     print_ready(&o.variant, &vm);
     eprintln!("console log: {}", vm.console_log().display());
@@ -177,7 +187,7 @@ pub fn boot(ws: &Workspace, o: &VmOpts) -> Result<u8> {
 pub fn shell(ws: &Workspace, so: &ShellOpts) -> Result<u8> {
     let o = &so.vm;
     let term = Terminal::new();
-    let p = prepare(ws, o, &term)?;
+    let p = prepare(ws, o, false, &term)?;
     let mut vm = start_vm(ws, o, &p, so.fresh_boot, &term)?;
     print_ready(&o.variant, &vm);
     eprintln!("console log: {}\nlines run with busybox sh; '{{...}}' is a JSON agent step; 'exit' or Ctrl-D powers off", vm.console_log().display());
@@ -217,9 +227,12 @@ pub fn shell(ws: &Workspace, so: &ShellOpts) -> Result<u8> {
 
 pub fn run(ws: &Workspace, o: &RunOpts) -> Result<u8> {
     let term = Terminal::new();
-    let p = prepare(ws, &o.vm, &term)?;
+    let p = prepare(ws, &o.vm, o.coverage.is_some(), &term)?;
     let mut vm = start_vm(ws, &o.vm, &p, o.fresh_boot, &term)?;
     eprintln!("guest: {}", how_ready(&vm));
+    if o.coverage.is_some() {
+        guest::coverage::reset(&mut vm).map_err(anyhow::Error::msg)?;
+    }
     let out = vm.run(
         Step::Exec {
             argv: o.argv.clone(),
@@ -227,6 +240,22 @@ pub fn run(ws: &Workspace, o: &RunOpts) -> Result<u8> {
         Duration::from_secs_f64(o.timeout),
     )?;
     show_outcome(&out);
+    if let Some(dir) = &o.coverage {
+        let counts = coexist::coverage::variant_dir(dir, &p.variant).join("gcda/run");
+        let _ = std::fs::remove_dir_all(&counts);
+        guest::coverage::collect(&mut vm, &counts).map_err(anyhow::Error::msg)?;
+        let job = coexist::coverage::JobCounts {
+            job: coexist::coverage::JobRef {
+                id: format!("run/{}@{}", o.argv.join(" "), p.variant),
+                kind: coexist::coverage::JobKind::Case,
+            },
+            dir: counts,
+        };
+        let (c, page) =
+            coexist::coverage::of_jobs(ws, (&p.variant, &p.manifest.key), &[job], dir, &term)?;
+        eprint!("{}", coexist::coverage::table(&c));
+        eprintln!("coverage: {}", page.display());
+    }
     vm.shutdown()?;
     Ok(out
         .answer
@@ -237,7 +266,7 @@ pub fn run(ws: &Workspace, o: &RunOpts) -> Result<u8> {
 
 pub fn bench_boot(ws: &Workspace, o: &BenchBootOpts) -> Result<u8> {
     let term = Terminal::new();
-    let p = prepare(ws, &o.vm, &term)?;
+    let p = prepare(ws, &o.vm, false, &term)?;
     let n = o.count.max(1);
     let mut host = Vec::new();
     let mut guest = Vec::new();

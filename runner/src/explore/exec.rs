@@ -6,7 +6,7 @@
 //! that dies, hangs or panics breaks `guest_alive`. The first broken
 //! invariant ends the sequence.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::model::{Invariant, Model, Op, State};
 use super::probes::{prologue, Probe};
 use super::shrink::{normalize_title, Replay, Signature, System};
-use crate::events::{Event, EventSink, ExploreEvent};
+use crate::events::{self, Event, EventSink, ExploreEvent};
 use crate::guest::steps::Missing;
 use crate::guest::{self, run_steps, Flow, HandleKey, Job, Machine, Planned};
 use crate::image::Prepared;
@@ -120,7 +120,20 @@ pub fn describe_expect(p: &Probe) -> String {
     v.to_string()
 }
 
-/// Runs `ops` in a fresh guest; the console log goes to `log`.
+/// Where a sequence whose console log is `log` leaves its gcov counts
+/// (a coverage twin's): `<log without .log>.counts/`.
+pub fn counts_dir(log: &Path) -> PathBuf {
+    log.with_extension("counts")
+}
+
+fn log_name(log: &Path) -> String {
+    log.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Runs `ops` in a fresh guest; the console log goes to `log`; on a
+/// coverage twin, its counts go to [`counts_dir`].
 pub fn run_sequence(g: &Target, ops: &[Op], log: PathBuf, events: &dyn EventSink) -> SeqRun {
     let t0 = Instant::now();
     let mut run = SeqRun {
@@ -146,6 +159,14 @@ pub fn run_sequence(g: &Target, ops: &[Op], log: PathBuf, events: &dyn EventSink
             return run;
         }
     };
+    // A coverage twin's counts are this sequence's own, read back into
+    // `<log>.counts/` (coverage::of_explore finds them there).
+    let covered = !g.prepared.manifest.profiled.is_empty();
+    if covered {
+        if let Err(e) = guest::coverage::reset(&mut vm) {
+            events::note(events, format!("{}: {e}", log_name(&run.console_log)));
+        }
+    }
     let mut state = State::new(g.model);
     // The prologue (op None), then each operation's probes, in one plan;
     // `group[i]` is the operation of the plan's step i.
@@ -231,6 +252,15 @@ pub fn run_sequence(g: &Target, ops: &[Op], log: PathBuf, events: &dyn EventSink
         None => ops.len(),
         Some(i) => group[i].unwrap_or(0),
     };
+    let alive = run
+        .broken
+        .as_ref()
+        .is_none_or(|b| b.invariant != Invariant::GuestAlive);
+    if covered && run.error.is_none() && alive {
+        if let Err(e) = guest::coverage::collect(&mut vm, &counts_dir(&run.console_log)) {
+            events::note(events, format!("{}: {e}", log_name(&run.console_log)));
+        }
+    }
     if run.broken.is_some() || run.error.is_some() {
         vm.kill();
     } else if let Err(f) = vm.shutdown() {

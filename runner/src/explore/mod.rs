@@ -83,6 +83,9 @@ pub struct ExploreRequest {
     pub reruns: usize,
     /// Failing sequences shrunk per signature; later ones only count.
     pub shrinks_per_signature: usize,
+    /// Explore the variant's coverage twin, reading each sequence's gcov
+    /// counts back (`Variant::coverage_twin`).
+    pub coverage: bool,
 }
 
 impl ExploreRequest {
@@ -119,7 +122,11 @@ pub fn explore(
 ) -> Result<ExploreReport> {
     req.check()?;
     let variants = ws.variants(None)?;
-    let v = variant::select(&variants, std::slice::from_ref(&req.variant))?[0].clone();
+    let mut v = variant::select(&variants, std::slice::from_ref(&req.variant))?[0].clone();
+    if req.coverage {
+        let area = crate::build::area::Area::load(&ws.project.root)?;
+        v = v.coverage_twin(&ws.project.root, &area)?;
+    }
     let rule: Rule = v.coexistence.into();
     std::fs::create_dir_all(dir)?;
     let p = ws.prepare(&v, events)?;
@@ -167,6 +174,8 @@ pub fn explore_prepared(
         )
     })?;
     let caps = model::Caps::of_config(&config);
+    let kernel_key = p.manifest.key.clone();
+    let profiled = p.manifest.profiled.clone();
     let guest = Target {
         prepared: Arc::new(p),
         snapshots: Some(Arc::new(snaps)),
@@ -231,6 +240,8 @@ pub fn explore_prepared(
         run_id: run_id.to_string(),
         started,
         variant: req.variant.clone(),
+        kernel_key: kernel_key.clone(),
+        profiled: profiled.clone(),
         kernel_release,
         rule,
         caps,

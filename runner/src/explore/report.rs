@@ -138,6 +138,12 @@ pub struct ExploreReport {
     pub run_id: String,
     pub started: String,
     pub variant: String,
+    /// The kernel explored (a mutant's, a coverage twin's: its own key).
+    #[serde(default)]
+    pub kernel_key: String,
+    /// A coverage twin's profiled files (`--coverage`); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiled: Vec<String>,
     pub kernel_release: Option<String>,
     pub rule: Rule,
     /// What the kernel can do by configuration (the alphabet follows it).

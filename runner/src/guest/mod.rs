@@ -10,9 +10,13 @@
 //!
 //! - this module: [`Machine`], [`start`], the snapshot of a variant
 //!   ([`Machine::prepare_snapshot`]).
+//! - `coverage`: a coverage twin's counters zeroed and read back;
+//!   `gcov`: those counts read by gcov.
 //! - `steps`: the one step loop ([`steps::run_steps`]) with its handle
 //!   table, which suite cases and explore sequences both run.
 
+pub mod coverage;
+pub mod gcov;
 pub mod steps;
 
 use std::path::PathBuf;

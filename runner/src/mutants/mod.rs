@@ -70,6 +70,9 @@ pub struct MutantsRequest {
     pub limit: Option<usize>,
     /// Only these mutant ids (of the scope; `--mutant`).
     pub ids: Vec<String>,
+    /// Run the baseline's suites once more on the variant's coverage twin
+    /// and say of each mutant whether any case reached its site.
+    pub coverage: bool,
 }
 
 impl MutantsRequest {
@@ -104,9 +107,7 @@ pub fn plan(ws: &Workspace, req: &MutantsRequest, events: &dyn EventSink) -> Res
     }
     let variants = ws.variants(None)?;
     let v = variant::select(&variants, std::slice::from_ref(&req.variant))?[0].clone();
-    if let crate::build::variant::Source::Prebuilt(_) | crate::build::variant::Source::Local(_) =
-        &v.source
-    {
+    if !v.source.builds_here() {
         bail!(
             "variant '{}' is a {} kernel: mutants rebuilds the kernel with each mutant, and there is no \
              source build to redo (pick a variant built from a source, e.g. share-ipmodify)",
@@ -128,6 +129,7 @@ pub fn plan(ws: &Workspace, req: &MutantsRequest, events: &dyn EventSink) -> Res
                 results_dir: None,
                 kernel_tree: None,
                 fresh_boot: false,
+                coverage: false,
             },
         )
         .with_context(|| format!("--suite {s}"))?;
@@ -142,7 +144,7 @@ pub fn plan(ws: &Workspace, req: &MutantsRequest, events: &dyn EventSink) -> Res
         }
         suites.push(run::Plan { jobs, ..p });
     }
-    let area = scope::load_area(&ws.project.root)?;
+    let area = crate::build::area::Area::load(&ws.project.root)?.functions;
     let builder = ws.builder(crate::workspace::default_jobs(), events);
     let kplan = builder.prepare_source(&v)?;
     let ops = req.operators();
@@ -452,6 +454,11 @@ pub fn run(
             )));
         }
     }
+    let coverage = if req.coverage {
+        Some(baseline_coverage(ws, (req, planned), dir, events)?)
+    } else {
+        None
+    };
     report.baseline = Some(Baseline {
         cases: b.results.len(),
         as_expected: b.results.len(),
@@ -531,6 +538,10 @@ pub fn run(
                 context: std::fs::read_to_string(planned.plan.tree_dir.join(&m.file))
                     .map(|src| results::context(&src, m.line, 4))
                     .unwrap_or_default(),
+                reach: coverage.as_ref().map(|c| {
+                    let last = m.line + m.original.matches('\n').count();
+                    crate::coverage::reach(c, &m.file, m.line as u32, last as u32)
+                }),
             };
             let tr = Instant::now();
             match built {
@@ -735,6 +746,47 @@ impl Cx<'_> {
     }
 }
 
+/// The baseline's suites once more, on the variant's coverage twin (one
+/// more kernel build), each case's counts read back: what `reach` says of
+/// each mutant. Written under `coverage/<variant>/` of `dir`.
+fn baseline_coverage(
+    ws: &Workspace,
+    (req, planned): (&MutantsRequest, &Planned),
+    dir: &Path,
+    events: &dyn EventSink,
+) -> Result<crate::coverage::CoverageReport> {
+    let area = crate::build::area::Area::load(&ws.project.root)?;
+    let twin = planned.variant.coverage_twin(&ws.project.root, &area)?;
+    events::note(
+        events,
+        format!(
+            "mutants: the baseline's suites on {}'s coverage twin, for what each case reaches",
+            twin.name
+        ),
+    );
+    let p = ws.prepare(&twin, events)?;
+    let cdir = dir.join("baseline-coverage");
+    let b = run_suites(&ws.cache, &p, planned, req, &cdir, false, events)?;
+    if let Some(s) = b.stopped {
+        bail!("stopped during the baseline's coverage run: {s}");
+    }
+    let jobs: Vec<crate::coverage::JobCounts> = b
+        .results
+        .iter()
+        .map(|r| crate::coverage::JobCounts {
+            job: crate::coverage::JobRef {
+                id: r.id.clone(),
+                kind: crate::coverage::JobKind::Case,
+            },
+            dir: run::case::gcda_path(&cdir, &r.suite, &r.case, &r.variant),
+        })
+        .collect();
+    let (c, page) =
+        crate::coverage::of_jobs(ws, (&twin.name, &p.manifest.key), &jobs, dir, events)?;
+    events::note(events, format!("mutants: coverage: {}", page.display()));
+    Ok(c)
+}
+
 /// The baseline refuses the run (exit 2).
 #[derive(Debug)]
 pub struct BaselineNotClean(pub String);
@@ -766,6 +818,7 @@ fn explore_on(
         max_shrink_replays: 20,
         reruns: 1,
         shrinks_per_signature: 1,
+        coverage: false,
     };
     let r = crate::explore::explore_prepared(
         ws,

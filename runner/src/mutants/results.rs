@@ -80,6 +80,10 @@ pub struct MutantResult {
     /// The source around the site, unmutated: (line number, text).
     #[serde(default)]
     pub context: Vec<(usize, String)>,
+    /// With `--coverage`: whether the baseline's cases reached the site
+    /// (its lines on the coverage twin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<crate::coverage::Reach>,
 }
 
 /// Lines `line - n ..= line + n` of `src`, numbered.
@@ -246,7 +250,12 @@ impl MutantsReport {
         if !survivors.is_empty() {
             out.push_str(&format!("{} survivor(s):\n", survivors.len()));
             for m in survivors {
-                out.push_str(&format!("  {}\n", m.mutant.list_line()));
+                match &m.reach {
+                    Some(r) => {
+                        out.push_str(&format!("  {}  [{}]\n", m.mutant.list_line(), r.show()))
+                    }
+                    None => out.push_str(&format!("  {}\n", m.mutant.list_line())),
+                }
             }
         }
         if !self.complete {
@@ -367,6 +376,7 @@ mod tests {
             cases_run: 1,
             killers: Vec::new(),
             killed_by_suite: by_suite,
+            reach: None,
             unviable: None,
             rebuilt_fixtures: None,
             error: None,

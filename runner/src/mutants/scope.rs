@@ -1,5 +1,5 @@
 //! What a mutants run mutates: the area's functions (declared in
-//! `kernel-config/mutants.yaml`), the functions a variant's patch series
+//! `kernel-config/area.yaml`, `build::area`), the functions a variant's patch series
 //! touches, or functions named on the command line; resolved against the
 //! variant's prepared source tree.
 
@@ -10,10 +10,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::sites::{self, Function, Mutant, Operator};
+use crate::build::area::is_c_name;
 use crate::build::series::Series;
-
-/// The area's list, relative to the project root.
-pub const AREA_FILE: &str = "kernel-config/mutants.yaml";
 
 /// Which functions a run takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -60,49 +58,6 @@ pub struct Scope {
     pub skipped: Vec<Skipped>,
     #[serde(skip)]
     pub mutants: Vec<Mutant>,
-}
-
-/// One line of the area file: a function name, or alternatives
-/// `a|b` (the first that the source defines is taken: names change
-/// between kernel lines).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AreaFile {
-    area: BTreeMap<String, Vec<String>>,
-}
-
-/// The area's list: (file, alternatives) in file order.
-pub fn load_area(root: &Path) -> Result<Vec<(String, Vec<String>)>> {
-    let path = root.join(AREA_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let f: AreaFile = serde_yaml::from_str(&text).map_err(|e| {
-        let at = e
-            .location()
-            .map(|l| format!(":{}:{}", l.line(), l.column()))
-            .unwrap_or_default();
-        anyhow::anyhow!("{}{at}: {e}", path.display())
-    })?;
-    let mut out = Vec::new();
-    for (file, names) in f.area {
-        for n in names {
-            let alts: Vec<String> = n.split('|').map(|s| s.trim().to_string()).collect();
-            if alts.iter().any(|a| !is_c_name(a)) {
-                bail!(
-                    "{}: '{n}' under {file} is not a C function name (or a|b)",
-                    path.display()
-                );
-            }
-            out.push((file.clone(), alts));
-        }
-    }
-    Ok(out)
-}
-
-fn is_c_name(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `FILE:FUNC` of `--function`.

@@ -337,12 +337,23 @@ fn variants(s: &mut String, r: &RunReport) {
     for v in &r.variants {
         let _ = write!(
             s,
-            "<tr><td>{}</td><td>{}{}</td><td class=mono>{}</td><td class=mono>{}{}</td><td>{}</td><td>{:.1}s{}</td><td>{:.1}s</td></tr>",
+            "<tr><td>{}</td><td>{}{}{}</td><td class=mono>{}</td><td class=mono>{}{}</td><td>{}</td><td>{:.1}s{}</td><td>{:.1}s</td></tr>",
             esc(&v.name),
             esc(&v.kernel_version),
             match &v.prebuilt {
                 Some(p) => format!("<br>prebuilt: {}", esc(&p.describe())),
                 None => String::new(),
+            },
+            if v.profiled.is_empty() {
+                String::new()
+            } else {
+                // The coverage stage writes the page there (docs/coverage.md).
+                format!(
+                    "<br>coverage twin (gcov: {}): <a href=\"coverage/{}/html/index.html\">annotated source</a>, <a href=\"coverage/{}/coverage.json\">coverage.json</a>",
+                    esc(&v.profiled.join(" ")),
+                    esc(&v.name),
+                    esc(&v.name)
+                )
             },
             esc(&v.kernel_key),
             esc(&v.series.join(" ")),

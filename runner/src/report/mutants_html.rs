@@ -109,7 +109,7 @@ pub fn section(r: &MutantsReport) -> String {
     for m in of(Outcome::Survived) {
         let _ = writeln!(
             s,
-            "<div class=\"detail\" id=\"{id}\"><b class=\"mono\">{id}</b> {op} <span class=\"mono\">{file}:{line}:{col}</span> in <b>{func}</b> ({cases} case(s) ran)\n{src}</div>",
+            "<div class=\"detail\" id=\"{id}\"><b class=\"mono\">{id}</b> {op} <span class=\"mono\">{file}:{line}:{col}</span> in <b>{func}</b> ({cases} case(s) ran{reach})\n{src}</div>",
             id = esc(&m.mutant.id),
             op = esc(m.mutant.operator.name()),
             file = esc(&m.mutant.file),
@@ -117,6 +117,10 @@ pub fn section(r: &MutantsReport) -> String {
             col = m.mutant.col,
             func = esc(&m.mutant.function),
             cases = m.cases_run,
+            reach = m
+                .reach
+                .map(|r| format!("; {}", esc(&r.show())))
+                .unwrap_or_default(),
             src = source(m)
         );
     }

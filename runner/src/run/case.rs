@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::verdict;
-use crate::events::EventSink;
+use crate::events::{self, EventSink};
 use crate::guest::steps::Missing;
 use crate::guest::{self, run_steps, Flow, HandleKey, Job, Machine, Planned};
 use crate::image::Prepared;
@@ -31,7 +31,18 @@ pub fn console_path(results_dir: &Path, suite: &str, case: &str, variant: &str) 
         .join(format!("{suite}__{}.log", case.replace('/', "__")))
 }
 
-/// Runs one case in a fresh VM.
+/// Where a coverage twin's job leaves its gcov counts:
+/// `<dir>/coverage/<variant>/gcda/<suite>__<case>/`.
+pub fn gcda_path(results_dir: &Path, suite: &str, case: &str, variant: &str) -> PathBuf {
+    results_dir
+        .join("coverage")
+        .join(variant)
+        .join("gcda")
+        .join(format!("{suite}__{}", case.replace('/', "__")))
+}
+
+/// Runs one case in a fresh VM (on a coverage twin, with its counters
+/// zeroed before the first step and read back after the last).
 pub fn run_case(
     p: &Prepared,
     suite: &Suite,
@@ -82,6 +93,12 @@ pub fn run_case(
                     )
                 })
                 .collect();
+            let covered = !p.manifest.profiled.is_empty();
+            if covered {
+                if let Err(e) = guest::coverage::reset(&mut vm) {
+                    events::note(events, format!("{variant}: {}: {e}", case.name));
+                }
+            }
             run_steps(&mut vm, &plan, |a| {
                 let s = &case.steps[a.index];
                 let index = a.index + 1;
@@ -117,6 +134,12 @@ pub fn run_case(
                     }
                 }
             });
+            if covered && failure.is_none() {
+                let into = gcda_path(&opts.results_dir, &suite.file.suite, &case.name, &variant);
+                if let Err(e) = guest::coverage::collect(&mut vm, &into) {
+                    events::note(events, format!("{variant}: {}: {e}", case.name));
+                }
+            }
             unattributed = vm.unattributed().to_vec();
             if failure.is_none() {
                 if let Err(f) = vm.shutdown() {

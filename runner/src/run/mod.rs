@@ -64,6 +64,9 @@ pub struct RunRequest {
     pub kernel_tree: Option<PathBuf>,
     /// Boot every job (no snapshots).
     pub fresh_boot: bool,
+    /// Run the jobs' variants' coverage twins and read each job's gcov
+    /// counts back (`Variant::coverage_twin`).
+    pub coverage: bool,
 }
 
 /// The jobs of a request, checked, before anything is built.
@@ -124,6 +127,17 @@ pub fn plan(ws: &Workspace, req: &RunRequest) -> Result<Plan> {
     let mut jobs = matrix::jobs(&suites, &req.variants, glob.as_ref());
     if jobs.is_empty() {
         bail!("{}", no_jobs(&suites, req, glob.as_ref()));
+    }
+    let mut variants = variants;
+    if req.coverage {
+        let area = crate::build::area::Area::load(&ws.project.root)?;
+        let used: BTreeSet<&str> = jobs.iter().map(|j| j.variant.as_str()).collect();
+        for v in variants
+            .iter_mut()
+            .filter(|v| used.contains(v.name.as_str()))
+        {
+            *v = v.coverage_twin(&ws.project.root, &area)?;
+        }
     }
     let info = plan_info(ws, &suites, &jobs)?;
     let shard = req.shard.as_deref().map(matrix::parse_shard).transpose()?;

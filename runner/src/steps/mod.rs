@@ -50,7 +50,8 @@ impl Family {
             | Step::Sleep { .. }
             | Step::Poweroff
             | Step::Hello { .. }
-            | Step::Trigger { .. } => Family::Basic,
+            | Step::Trigger { .. }
+            | Step::ReadFiles { .. } => Family::Basic,
             Step::LivepatchLoad { .. }
             | Step::LivepatchDisable { .. }
             | Step::LivepatchUnload { .. }
@@ -64,10 +65,15 @@ impl Family {
 }
 
 /// The runner's own step kinds: `poweroff` ends every fresh-boot case,
-/// `hello` starts every guest restored from a snapshot, and `selftest`
+/// `hello` starts every guest restored from a snapshot, `selftest`
 /// is the one step of each case a suite's `kselftest:`/`ftracetest:`
-/// section gives.
-pub const RUNNER_KINDS: [StepKind; 3] = [StepKind::Poweroff, StepKind::Hello, StepKind::Selftest];
+/// section gives, and `read_files` reads a coverage twin's counts back.
+pub const RUNNER_KINDS: [StepKind; 4] = [
+    StepKind::Poweroff,
+    StepKind::Hello,
+    StepKind::Selftest,
+    StepKind::ReadFiles,
+];
 
 /// Step kinds a suite may use: every kind the agent knows but the
 /// runner's own.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use coexist_proto::{Answer, AnswerData, HelloData, STEP_OUTPUT_MAX};
+use coexist_proto::{Answer, AnswerData, FileData, FilesData, HelloData, STEP_OUTPUT_MAX};
 use nix::errno::Errno;
 
 use super::{errno_of, fail, ok, spawn_piped, with_data, Capped};
@@ -56,6 +56,36 @@ pub fn read(id: u64, path: &str) -> Answer {
     match std::fs::read(path) {
         Ok(b) => ok(id, String::from_utf8_lossy(&b).into_owned()),
         Err(e) => fail(Some(id), errno_of(&e), format!("read {path}: {e}")),
+    }
+}
+
+/// Every regular file under `dir` whose name ends with `suffix`, as
+/// bytes (symlinks are not followed: gcov's debugfs links each `.gcno`).
+pub fn read_files(id: u64, dir: &str, suffix: &str) -> Answer {
+    fn walk(d: &Path, suffix: &str, out: &mut Vec<FileData>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(d)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let t = e.file_type()?;
+            let p = e.path();
+            if t.is_dir() {
+                walk(&p, suffix, out)?;
+            } else if t.is_file() && e.file_name().to_string_lossy().ends_with(suffix) {
+                out.push(FileData {
+                    path: p.display().to_string(),
+                    bytes: std::fs::read(&p)?,
+                });
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    match walk(Path::new(dir), suffix, &mut files) {
+        Ok(()) => with_data(
+            ok(id, format!("{} files", files.len())),
+            AnswerData::Files(FilesData { files }),
+        ),
+        Err(e) => fail(Some(id), errno_of(&e), format!("read_files {dir}: {e}")),
     }
 }
 

@@ -59,6 +59,7 @@ fn run_kind(state: &mut State, id: u64, step: Step) -> Answer {
         Step::Poweroff => basic::poweroff(id),
         Step::Hello { now_unix_ns, seed } => basic::hello(id, now_unix_ns, &seed),
         Step::Trigger { target } => basic::trigger(id, &target),
+        Step::ReadFiles { dir, suffix } => basic::read_files(id, &dir, &suffix),
         Step::LivepatchLoad { module, timeout_ms } => {
             livepatch::livepatch_load(id, &module, timeout_ms)
         }

@@ -1,0 +1,194 @@
+//! `--coverage`: a real boot of share-ipmodify's coverage twin shows what
+//! each case reached (a case that attaches fexit reaches the
+//! `BPF_TRAMP_F_CALL_ORIG` branch of `bpf_trampoline_update`; a case that
+//! never loads a livepatch never enters
+//! `prepare_direct_functions_for_ipmodify`), and coverage asked of a
+//! kernel that is not built here, or of a file the source lacks, is
+//! refused with exit 2 at the right place.
+
+mod common;
+
+use std::path::Path;
+
+use coexist::coverage::{CoverageReport, FileCoverage, JobKind};
+use common::{coexist, copy_dir, root};
+
+const VARIANT: &str = "share-ipmodify";
+const FEXIT_CASE: &str = "livepatch-bpf/target/fexit-then-livepatch@share-ipmodify";
+const NO_LIVEPATCH_CASE: &str = "livepatch-bpf/target/trampoline-images-freed@share-ipmodify";
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn file<'r>(r: &'r CoverageReport, name: &str) -> &'r FileCoverage {
+    r.files
+        .iter()
+        .find(|f| f.file == name)
+        .unwrap_or_else(|| panic!("no {name} in coverage.json"))
+}
+
+/// The 1-based lines of `file` in the twin's source tree holding `needle`.
+fn lines_with(source_dir: &Path, file: &str, needle: &str) -> Vec<u32> {
+    std::fs::read_to_string(source_dir.join(file))
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i as u32 + 1)
+        .collect()
+}
+
+#[test]
+fn a_coverage_twin_shows_which_case_reached_which_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("run");
+    let out = coexist(&[
+        "suite",
+        "livepatch-bpf",
+        "--variant",
+        VARIANT,
+        "--case",
+        "target/[ft]*",
+        "--coverage",
+        "-j",
+        "2",
+        "--results",
+        results.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The table of the area's functions.
+    assert!(text(&out).contains("trampoline.c:bpf_trampoline_update"));
+    let cov = results.join("coverage").join(VARIANT);
+    let r: CoverageReport =
+        serde_json::from_slice(&std::fs::read(cov.join("coverage.json")).unwrap()).unwrap();
+    assert!(cov.join("html/index.html").is_file(), "genhtml's page");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join("report.json")).unwrap()).unwrap();
+    let v = &report["variants"][0];
+    // The twin is its own kernel, and says what it profiles.
+    assert_eq!(v["profiled"][0], "kernel/bpf/trampoline.c");
+    assert_eq!(v["kernel_key"], r.kernel_key.as_str());
+    assert!(v["fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "coverage"));
+    let ids: Vec<&str> = r.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert!(r.jobs.iter().all(|j| j.kind == JobKind::Case));
+    assert!(r.missing.is_empty(), "{:?}", r.missing);
+    let fexit = ids.iter().position(|i| *i == FEXIT_CASE).unwrap() as u32;
+    let no_lp = ids.iter().position(|i| *i == NO_LIVEPATCH_CASE).unwrap() as u32;
+    let source_dir = r.source_dir.as_path();
+
+    // bpf_trampoline_update: the fexit case takes the branch that sets
+    // BPF_TRAMP_F_CALL_ORIG.
+    let tramp = file(&r, "kernel/bpf/trampoline.c");
+    let update = tramp
+        .functions
+        .iter()
+        .find(|f| f.name == "bpf_trampoline_update")
+        .unwrap();
+    assert!(update.area);
+    let orig: Vec<u32> = lines_with(
+        source_dir,
+        "kernel/bpf/trampoline.c",
+        "BPF_TRAMP_F_CALL_ORIG",
+    )
+    .into_iter()
+    .filter(|l| (update.start_line..=update.end_line).contains(l))
+    .collect();
+    assert!(
+        !orig.is_empty(),
+        "bpf_trampoline_update sets BPF_TRAMP_F_CALL_ORIG"
+    );
+    let reached = |f: &FileCoverage, line: u32, job: u32| {
+        f.per_line
+            .iter()
+            .find(|l| l.line == line)
+            .is_some_and(|l| l.reached_by.contains(&job))
+    };
+    assert!(
+        orig.iter().any(|&l| reached(tramp, l, fexit)),
+        "{FEXIT_CASE} reaches BPF_TRAMP_F_CALL_ORIG (lines {orig:?})"
+    );
+
+    // prepare_direct_functions_for_ipmodify: entered when a livepatch
+    // (an IPMODIFY ftrace_ops) registers, never by BPF alone.
+    let ftrace = file(&r, "kernel/trace/ftrace.c");
+    let prep = ftrace
+        .functions
+        .iter()
+        .find(|f| f.name == "prepare_direct_functions_for_ipmodify")
+        .unwrap();
+    let in_prep = |job: u32| {
+        ftrace
+            .per_line
+            .iter()
+            .filter(|l| (prep.start_line..=prep.end_line).contains(&l.line))
+            .any(|l| l.reached_by.contains(&job))
+    };
+    assert!(in_prep(fexit), "{FEXIT_CASE} loads a livepatch after fexit");
+    assert!(!in_prep(no_lp), "{NO_LIVEPATCH_CASE} loads no livepatch");
+    assert!(prep.lines.hit > 0 && prep.lines.hit <= prep.lines.total);
+}
+
+#[test]
+fn coverage_of_a_kernel_not_built_here_or_of_a_missing_file_is_refused() {
+    // A prebuilt kernel: nothing to compile with profiling.
+    let out = coexist(&[
+        "suite",
+        "livepatch-bpf",
+        "--variant",
+        "debian-6.1-image",
+        "--coverage",
+        "--list",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--coverage: variant 'debian-6.1-image' is a prebuilt"),
+        "{}",
+        text(&out)
+    );
+    // A profiled file the source lacks: named at its line in area.yaml,
+    // before anything compiles.
+    let d = tempfile::tempdir().unwrap();
+    for sub in [".ci", "kernel-config", "patches", "suites", "images"] {
+        copy_dir(&root().join(sub), &d.path().join(sub));
+    }
+    let area = d.path().join("kernel-config/area.yaml");
+    let text_before = std::fs::read_to_string(&area).unwrap();
+    std::fs::write(
+        &area,
+        text_before.replace(
+            "  - kernel/trace/ftrace.c\n",
+            "  - kernel/trace/no-such-file.c\n",
+        ),
+    )
+    .unwrap();
+    let line = std::fs::read_to_string(&area)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("no-such-file.c"))
+        .unwrap()
+        + 1;
+    let out = coexist(&[
+        "kernel",
+        "build",
+        "--variant",
+        VARIANT,
+        "--coverage",
+        "--root",
+        d.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let want = format!(
+        "kernel-config/area.yaml:{line}:5: profile: the source has no kernel/trace/no-such-file.c"
+    );
+    assert!(text(&out).contains(&want), "want {want}\n{}", text(&out));
+    assert!(!text(&out).contains("compiling"), "nothing compiled");
+}
