@@ -51,6 +51,13 @@ pub struct ExploreOpts {
     /// write coverage.json and an annotated source page (docs/coverage.md).
     #[arg(long)]
     coverage: bool,
+    /// Coverage-guided: new sequences mutate those that reached new lines
+    /// or branches of the area (implies --coverage; docs/explore.md).
+    #[arg(long)]
+    guided: bool,
+    /// Start a guided run's corpus from this directory (a run's corpus/).
+    #[arg(long, value_name = "DIR", requires = "guided")]
+    corpus: Option<PathBuf>,
 }
 
 /// A seed when none is given: from the clock and the pid (printed and
@@ -80,14 +87,14 @@ pub(super) fn parse_budget(s: &str) -> Result<Duration, String> {
 }
 
 impl ExploreOpts {
-    fn request(&self) -> ExploreRequest {
+    fn request(&self) -> Result<ExploreRequest> {
         let seed = self.seed.unwrap_or_else(clock_seed);
         let budget = match (self.sequences, self.budget) {
             (Some(n), _) => Budget::Sequences(n),
             (None, Some(d)) => Budget::Time(d),
             (None, None) => Budget::Time(Duration::from_secs(300)),
         };
-        ExploreRequest {
+        Ok(ExploreRequest {
             variant: self.variant.clone(),
             seed,
             budget,
@@ -101,8 +108,13 @@ impl ExploreOpts {
             max_shrink_replays: self.max_shrink_replays as usize,
             reruns: 3,
             shrinks_per_signature: self.shrinks_per_signature as usize,
-            coverage: self.coverage,
-        }
+            coverage: self.coverage || self.guided,
+            guided: self.guided,
+            corpus: match &self.corpus {
+                Some(d) => explore::guided::Corpus::load(d)?,
+                None => Vec::new(),
+            },
+        })
     }
 }
 
@@ -135,7 +147,7 @@ fn exit_code(r: &ExploreReport) -> u8 {
 }
 
 pub fn explore(ws: &Workspace, o: &ExploreOpts) -> Result<u8> {
-    let req = o.request();
+    let req = o.request()?;
     let (r, dir) = run_and_write(ws, &req)?;
     print!("{}", explore::summary(&r));
     if let Some(why) = &r.incomplete {
@@ -152,14 +164,116 @@ pub struct BenchExploreOpts {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
+    /// With --guided: the seeds to run each way (default: --seed, or 1,2,3).
+    #[arg(long, value_delimiter = ',', value_parser = parse_seed, requires = "guided")]
+    seeds: Vec<u64>,
+}
+
+/// `bench explore --guided`: uniform and guided side by side, per seed:
+/// the area's lines and branches reached over time, and when each finding
+/// was first found.
+fn bench_guided(ws: &Workspace, o: &BenchExploreOpts, req: &ExploreRequest) -> Result<u8> {
+    req.check()?;
+    let variants = ws.variants(None)?;
+    coexist::build::variant::select(&variants, std::slice::from_ref(&req.variant))?;
+    let seeds = match (&o.seeds[..], o.explore.seed) {
+        ([], Some(s)) => vec![s],
+        ([], None) => vec![1, 2, 3],
+        (s, _) => s.to_vec(),
+    };
+    let root = match &o.explore.results {
+        Some(d) => d.clone(),
+        None => ws.project.root.join("results").join(run::run_id()),
+    };
+    let runs = explore::compare_guided(ws, req, &seeds, &root, &Terminal::new())?;
+    let budget_s = runs.iter().map(|r| r.report.duration_s).fold(0.0, f64::max);
+    let marks: Vec<f64> = (1..=5).map(|i| budget_s * i as f64 / 5.0).collect();
+    let rows: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|g| {
+            let r = &g.report;
+            let mut found: Vec<(String, f64)> = r
+                .findings
+                .iter()
+                .map(|f| (format!("{} at {}", f.invariant, f.step["step"].as_str().unwrap_or("?")), f.found_s))
+                .collect();
+            found.sort_by(|a, b| a.1.total_cmp(&b.1));
+            serde_json::json!({
+                "seed": g.seed,
+                "mode": if g.guided { "guided" } else { "uniform" },
+                "sequences": r.sequences,
+                "duration_s": r.duration_s,
+                "corpus": r.corpus,
+                "lines": explore::reached_by(r, f64::MAX).0,
+                "branches": explore::reached_by(r, f64::MAX).1,
+                "over_time": marks.iter().map(|&t| {
+                    let (l, b) = explore::reached_by(r, t);
+                    serde_json::json!({"s": t.round(), "lines": l, "branches": b})
+                }).collect::<Vec<_>>(),
+                "first_found_s": found.iter().map(|(k, s)| serde_json::json!({"finding": k, "s": s})).collect::<Vec<_>>(),
+                "results": g.dir,
+            })
+        })
+        .collect();
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "bench explore --guided {} (-j {}, {}): the area's lines/branches reached over time, and the first time each finding was found",
+            req.variant,
+            req.workers,
+            explore::budget_text(req.budget)
+        );
+        for row in &rows {
+            let over: Vec<String> = row["over_time"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| format!("{}s {}/{}", p["s"], p["lines"], p["branches"]))
+                .collect();
+            let found: Vec<String> = row["first_found_s"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    format!(
+                        "{} {:.0}s",
+                        f["finding"].as_str().unwrap_or(""),
+                        f["s"].as_f64().unwrap_or(0.0)
+                    )
+                })
+                .collect();
+            println!(
+                "seed {:<4} {:<8} {:>4} seq, corpus {:>3}: {}; found: {}",
+                row["seed"],
+                row["mode"].as_str().unwrap_or(""),
+                row["sequences"],
+                row["corpus"],
+                over.join("  "),
+                if found.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    found.join(", ")
+                }
+            );
+        }
+        println!("results: {}", root.display());
+    }
+    Ok(match teardown::interrupted() {
+        Some(sig) => (128 + sig).clamp(0, 255) as u8,
+        None => 0,
+    })
 }
 
 /// `bench explore`: an explore run's figures (sequences per minute, steps
 /// per second, median shrink time).
 pub fn bench(ws: &Workspace, o: &BenchExploreOpts) -> Result<u8> {
-    let mut req = o.explore.request();
+    let mut req = o.explore.request()?;
     if o.explore.budget.is_none() && o.explore.sequences.is_none() {
         req.budget = Budget::Time(Duration::from_secs(120));
+    }
+    if o.explore.guided {
+        return bench_guided(ws, o, &req);
     }
     let (r, dir) = run_and_write(ws, &req)?;
     let figures = serde_json::json!({

@@ -31,6 +31,8 @@ pub struct Findings<'a> {
     /// Shrinks under way.
     pub shrinking: AtomicUsize,
     pub shrink_times: Mutex<Vec<f64>>,
+    /// When the run started (a finding's `found_s`).
+    pub t0: Instant,
     shrinks_started: Mutex<BTreeMap<Signature, usize>>,
     pub unshrunk: Mutex<BTreeMap<Signature, Unshrunk>>,
 }
@@ -51,6 +53,7 @@ impl<'a> Findings<'a> {
             shrink_steps: AtomicU64::new(0),
             shrinking: AtomicUsize::new(0),
             shrink_times: Mutex::new(Vec::new()),
+            t0: Instant::now(),
             shrinks_started: Mutex::new(BTreeMap::new()),
             unshrunk: Mutex::new(BTreeMap::new()),
         }
@@ -59,6 +62,7 @@ impl<'a> Findings<'a> {
     /// A failing sequence: shrunk (unless its signature was shrunk
     /// enough already), rerun, and added to the findings.
     pub fn found(&self, index: u64, seed: u64, ops: &[Op], b: Broken, log: PathBuf) {
+        let found_s = self.t0.elapsed().as_secs_f64();
         let sig = b.signature();
         {
             let mut started = self
@@ -216,6 +220,7 @@ impl<'a> Findings<'a> {
             seed: format!("{seed:#x}"),
             also_seeds: Vec::new(),
             count: 1,
+            found_s,
             original_len: ops.len(),
             shrink_replays: shrunk.replays,
             shrink_s,

@@ -27,6 +27,7 @@
 pub mod exec;
 pub mod findings;
 pub mod gen;
+pub mod guided;
 pub mod keys;
 pub mod model;
 pub mod pool;
@@ -86,6 +87,10 @@ pub struct ExploreRequest {
     /// Explore the variant's coverage twin, reading each sequence's gcov
     /// counts back (`Variant::coverage_twin`).
     pub coverage: bool,
+    /// Coverage-guided generation (`guided`); needs `coverage`.
+    pub guided: bool,
+    /// Corpus entries to start a guided run from (`--corpus DIR`).
+    pub corpus: Vec<guided::Entry>,
 }
 
 impl ExploreRequest {
@@ -98,6 +103,9 @@ impl ExploreRequest {
         }
         if let Budget::Sequences(0) = self.budget {
             bail!("--sequences 0: at least one sequence");
+        }
+        if self.guided && !self.coverage {
+            bail!("--guided needs the coverage twin's counts (--coverage)");
         }
         Ok(())
     }
@@ -207,6 +215,9 @@ pub fn explore_prepared(
         events,
         Findings::new(req, &guest, dir.to_path_buf(), events),
     );
+    if !guest.prepared.manifest.profiled.is_empty() {
+        std::fs::create_dir_all(dir.join("corpus"))?;
+    }
     let finished = AtomicBool::new(false);
     std::thread::scope(|sc| {
         sc.spawn(|| {
@@ -265,6 +276,13 @@ pub fn explore_prepared(
         incomplete: interrupted.map(|s| format!("interrupted by signal {s}")),
         first_error: sh.first_error.into_inner().unwrap_or_default(),
         coverage: sh.coverage.into_inner().unwrap_or_default(),
+        guided: req.guided,
+        corpus: sh
+            .corpus
+            .lock()
+            .map(|c| c.entries.len())
+            .unwrap_or_default(),
+        reached: sh.reached.into_inner().unwrap_or_default(),
         unshrunk: sh
             .findings
             .unshrunk
@@ -273,6 +291,66 @@ pub fn explore_prepared(
             .into_values()
             .collect(),
     })
+}
+
+/// One run of [`compare_guided`]: a seed, guided or not, its report and
+/// results directory.
+pub struct GuidedRun {
+    pub seed: u64,
+    pub guided: bool,
+    pub report: ExploreReport,
+    pub dir: PathBuf,
+}
+
+/// `bench explore --guided`: for each seed, the same request (budget,
+/// variant, workers) run uniform and then guided, both on the coverage
+/// twin; each run's explore.json goes under `root/<seed>-<mode>/`.
+pub fn compare_guided(
+    ws: &Workspace,
+    req: &ExploreRequest,
+    seeds: &[u64],
+    root: &Path,
+    events: &dyn EventSink,
+) -> Result<Vec<GuidedRun>> {
+    let mut out = Vec::new();
+    for &seed in seeds {
+        for guided in [false, true] {
+            if teardown::stopping() {
+                return Ok(out);
+            }
+            let r = ExploreRequest {
+                seed,
+                guided,
+                coverage: true,
+                ..req.clone()
+            };
+            let dir = root.join(format!(
+                "{seed}-{}",
+                if guided { "guided" } else { "uniform" }
+            ));
+            std::fs::create_dir_all(&dir)?;
+            let id = crate::run::run_id();
+            let report = explore(ws, &r, &dir, &id, events)?;
+            write_json(&dir, &report)?;
+            out.push(GuidedRun {
+                seed,
+                guided,
+                report,
+                dir,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The area's (lines, branches) a run had reached `t` seconds in.
+pub fn reached_by(r: &ExploreReport, t: f64) -> (usize, usize) {
+    r.reached
+        .iter()
+        .take_while(|p| p.s <= t)
+        .last()
+        .map(|p| (p.lines, p.branches))
+        .unwrap_or((0, 0))
 }
 
 pub fn budget_text(b: Budget) -> String {

@@ -8,10 +8,13 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::findings::Findings;
+use super::guided::{self, Corpus};
 use super::keys::{coverage_key, state_key};
 use super::model::{self, Op};
+use super::report::ReachedAt;
 use super::{exec, gen, Budget, ExploreRequest};
 use crate::events::{Event, EventSink, ExploreEvent, SequenceOutcome};
+use crate::guest::gcov;
 use crate::teardown;
 
 /// The run's workers share this.
@@ -29,6 +32,9 @@ pub struct Pool<'a> {
     pub stop: AtomicBool,
     pub first_error: Mutex<Option<String>>,
     pub coverage: Mutex<BTreeMap<String, u64>>,
+    /// A coverage twin's run: the corpus and what the run has reached.
+    pub corpus: Mutex<Corpus>,
+    pub reached: Mutex<Vec<ReachedAt>>,
     pub t0: Instant,
 }
 
@@ -51,6 +57,11 @@ impl<'a> Pool<'a> {
             stop: AtomicBool::new(false),
             first_error: Mutex::new(None),
             coverage: Mutex::new(BTreeMap::new()),
+            corpus: Mutex::new(Corpus {
+                entries: req.corpus.clone(),
+                ..Corpus::default()
+            }),
+            reached: Mutex::new(Vec::new()),
             t0: Instant::now(),
         }
     }
@@ -76,7 +87,13 @@ impl Pool<'_> {
                 }
             }
             let seed = gen::sequence_seed(self.req.seed, index);
-            let ops = gen::sequence(seed, self.findings.guest.model, self.req.max_len);
+            let model = self.findings.guest.model;
+            let ops = if self.req.guided {
+                let entries = self.lock_corpus().entries.clone();
+                guided::sequence(seed, &entries, model, self.req.max_len).0
+            } else {
+                gen::sequence(seed, model, self.req.max_len)
+            };
             self.events
                 .event(&Event::Explore(ExploreEvent::SequenceStarted {
                     index,
@@ -87,9 +104,12 @@ impl Pool<'_> {
                 .dir
                 .join("console")
                 .join(format!("seq-{index:05}-{seed:016x}.log"));
-            let r = exec::run_sequence(self.findings.guest, &ops, log, self.events);
+            let r = exec::run_sequence(self.findings.guest, &ops, log.clone(), self.events);
             if teardown::stopping() {
                 break;
+            }
+            if r.error.is_none() {
+                self.feedback(index, seed, &ops, &log);
             }
             self.steps.fetch_add(r.steps as u64, Ordering::SeqCst);
             self.ops.fetch_add(r.ops_done as u64, Ordering::SeqCst);
@@ -122,6 +142,60 @@ impl Pool<'_> {
             );
             self.findings.found(index, seed, &ops, b, r.console_log);
         }
+    }
+
+    fn lock_corpus(&self) -> std::sync::MutexGuard<'_, Corpus> {
+        self.corpus.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// On a coverage twin: what the sequence whose console log is `log`
+    /// reached (its counts read by gcov), added to the run's; a sequence
+    /// that reached a new line or branch joins the corpus (`corpus/`).
+    fn feedback(&self, index: u64, seed: u64, ops: &[Op], log: &std::path::Path) {
+        let m = &self.findings.guest.prepared.manifest;
+        if m.profiled.is_empty() {
+            return;
+        }
+        let files = match gcov::job(&exec::counts_dir(log), &m.build_dir) {
+            Ok(f) => f,
+            Err(e) => {
+                crate::events::note(
+                    self.events,
+                    format!("sequence {index}: no coverage feedback: {e:#}"),
+                );
+                return;
+            }
+        };
+        let reached = gcov::Reached::of(&files, &m.profiled);
+        let mut c = self.lock_corpus();
+        let (new_lines, new_branches) = c.add(&reached);
+        self.reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ReachedAt {
+                s: self.t0.elapsed().as_secs_f64(),
+                sequences: self.done.load(Ordering::SeqCst) + 1,
+                lines: c.lines.len(),
+                branches: c.branches.len(),
+            });
+        if new_lines + new_branches == 0 {
+            return;
+        }
+        let e = guided::Entry {
+            ops: ops.to_vec(),
+            new_lines,
+            new_branches,
+            from: format!("sequence {index} (seed {seed:#x})"),
+        };
+        let path = self
+            .findings
+            .dir
+            .join("corpus")
+            .join(format!("{index:05}.json"));
+        if let Ok(b) = serde_json::to_vec_pretty(&e) {
+            let _ = std::fs::write(path, b);
+        }
+        c.entries.push(e);
     }
 
     /// Counts each completed operation by kind, function and the result

@@ -40,6 +40,9 @@ pub struct Finding {
     /// The other sequences that failed the same way (seeds, hex).
     pub also_seeds: Vec<String>,
     pub count: usize,
+    /// Seconds into the run when its first failing sequence finished.
+    #[serde(default)]
+    pub found_s: f64,
     /// The failing sequence before shrinking (its length in operations).
     pub original_len: usize,
     pub shrink_replays: usize,
@@ -132,6 +135,16 @@ fn all_caps() -> Caps {
     Caps::ALL
 }
 
+/// The area's lines and branches reached after `sequences` sequences,
+/// `s` seconds into the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReachedAt {
+    pub s: f64,
+    pub sequences: u64,
+    pub lines: usize,
+    pub branches: usize,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExploreReport {
     pub schema: String,
@@ -175,6 +188,17 @@ pub struct ExploreReport {
     /// function was in after them (`state target: livepatch enabled;
     /// fentry, fmod_ret(777)`), with counts.
     pub coverage: std::collections::BTreeMap<String, u64>,
+    /// Coverage-guided generation (`--guided`).
+    #[serde(default)]
+    pub guided: bool,
+    /// Sequences that reached new lines or branches of the area (a
+    /// coverage twin's run): the corpus, in `corpus/`.
+    #[serde(default)]
+    pub corpus: usize,
+    /// Lines and branches of the area reached so far, after each sequence
+    /// (a coverage twin's run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reached: Vec<ReachedAt>,
     /// Failing sequences not shrunk (their signature was shrunk enough
     /// already), by signature.
     pub unshrunk: Vec<Unshrunk>,

@@ -819,6 +819,8 @@ fn explore_on(
         reruns: 1,
         shrinks_per_signature: 1,
         coverage: false,
+        guided: false,
+        corpus: Vec::new(),
     };
     let r = crate::explore::explore_prepared(
         ws,
