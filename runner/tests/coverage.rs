@@ -192,3 +192,96 @@ fn coverage_of_a_kernel_not_built_here_or_of_a_missing_file_is_refused() {
     assert!(text(&out).contains(&want), "want {want}\n{}", text(&out));
     assert!(!text(&out).contains("compiling"), "nothing compiled");
 }
+
+/// `explore --guided` on the twin: exit 0, its explore.json.
+fn guided_explore(
+    seed: &str,
+    sequences: &str,
+    results: &Path,
+    more: &[&str],
+) -> coexist::explore::ExploreReport {
+    let mut args = vec![
+        "explore",
+        "--variant",
+        VARIANT,
+        "--guided",
+        "--seed",
+        seed,
+        "--sequences",
+        sequences,
+        "-j",
+        "2",
+        "--results",
+        results.to_str().unwrap(),
+    ];
+    args.extend(more);
+    let out = coexist(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    serde_json::from_slice(&std::fs::read(results.join("explore.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_guided_explore_keeps_a_corpus_that_a_later_run_starts_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    let r = guided_explore("5", "6", &first, &[]);
+    assert!(r.guided);
+    assert_eq!(r.profiled[0], "kernel/bpf/trampoline.c");
+    // What the run reached grows with each sequence, and the first
+    // sequence reached something new: it is in the corpus.
+    assert_eq!(r.reached.len() as u64, r.sequences, "{:?}", r.reached);
+    assert!(r.reached.windows(2).all(|w| w[0].lines <= w[1].lines));
+    assert!(r.reached[0].lines > 0);
+    let corpus = coexist::explore::guided::Corpus::load(&first.join("corpus")).unwrap();
+    assert_eq!(corpus.len(), r.corpus);
+    assert!(!corpus.is_empty() && corpus.iter().all(|e| e.new_lines + e.new_branches > 0));
+    // The explore run's own coverage page, sequences only.
+    let c: CoverageReport = serde_json::from_slice(
+        &std::fs::read(first.join("coverage").join(VARIANT).join("coverage.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(c.jobs.iter().all(|j| j.kind == JobKind::Sequence));
+    assert!(c.jobs.len() as u64 >= r.sequences);
+    // A later run starts from that corpus.
+    let second = dir.path().join("second");
+    let r2 = guided_explore(
+        "6",
+        "2",
+        &second,
+        &["--corpus", first.join("corpus").to_str().unwrap()],
+    );
+    assert!(
+        r2.corpus >= corpus.len(),
+        "the loaded entries stay in the corpus"
+    );
+    // Bad input, before anything runs: a corpus that is not there, and
+    // guidance on a kernel that cannot be profiled.
+    let out = coexist(&[
+        "explore",
+        "--variant",
+        VARIANT,
+        "--guided",
+        "--corpus",
+        "/nonexistent/corpus",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--corpus /nonexistent/corpus"),
+        "{}",
+        text(&out)
+    );
+    let out = coexist(&[
+        "explore",
+        "--variant",
+        "debian-6.1-image",
+        "--guided",
+        "--sequences",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("is a prebuilt kernel"),
+        "{}",
+        text(&out)
+    );
+}

@@ -121,9 +121,14 @@ impl ExploreOpts {
 /// Runs a request and writes explore.json and index.html.
 fn run_and_write(ws: &Workspace, req: &ExploreRequest) -> Result<(ExploreReport, PathBuf)> {
     req.check()?;
-    // An unknown variant is bad input: said before any directory is made.
+    // An unknown variant, or coverage of a kernel not built here, is bad
+    // input: said before any directory is made.
     let variants = ws.variants(None)?;
-    coexist::build::variant::select(&variants, std::slice::from_ref(&req.variant))?;
+    let v = coexist::build::variant::select(&variants, std::slice::from_ref(&req.variant))?[0];
+    if req.coverage {
+        let area = coexist::build::area::Area::load(&ws.project.root)?;
+        v.coverage_twin(&ws.project.root, &area)?;
+    }
     let id = run::run_id();
     let dir = explore::results_dir(ws, req, &id);
     std::fs::create_dir_all(&dir)?;

@@ -110,6 +110,9 @@ enum BenchCmd {
     /// The first N mutants of a scope built and run: median build and run
     /// time per mutant (--json for scripts).
     Mutants(mutants::BenchMutantsOpts),
+    /// The same cases on the variant and on its coverage twin: per job
+    /// with and without coverage, and reading the counts (--json).
+    Coverage(suite::BenchOpts),
 }
 
 /// The guest machine.
@@ -165,7 +168,7 @@ pub struct SourceOpts {
 
 fn dispatch(cli: Cli) -> Result<u8> {
     if let Cmd::Report(r) = &cli.cmd {
-        return suite::report(r);
+        return suite::report(r, (cli.root.clone(), cli.cache_dir.clone()));
     }
     if let Cmd::BisectRun(o) = &cli.cmd {
         // Every failure is an exit code git bisect understands.
@@ -202,6 +205,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Mutants(o) => mutants::mutants(&ws, &o),
         Cmd::Bench(BenchCmd::Explore(o)) => explore::bench(&ws, &o),
         Cmd::Bench(BenchCmd::Mutants(o)) => mutants::bench(&ws, &o),
+        Cmd::Bench(BenchCmd::Coverage(o)) => suite::bench_coverage(&ws, &o),
         Cmd::Bench(BenchCmd::Suite(o)) => suite::bench(&ws, &o),
         Cmd::Bench(BenchCmd::Boot(o)) => vm::bench_boot(&ws, &o),
         Cmd::Bench(BenchCmd::Loop(o)) => vm::bench_loop(&ws, &o),

@@ -73,7 +73,8 @@ pub enum ReportCmd {
     /// print the area's functions by suites, by explore and by both.
     Coverage {
         /// coverage.json files, or results directories holding one under
-        /// coverage/<variant>/.
+        /// coverage/<variant>/ (an explore run on a coverage twin without
+        /// one, a bench run's, has it made from its sequences' counts).
         #[arg(required = true)]
         runs: Vec<PathBuf>,
         /// Also write the sum (coverage.json, coverage.info, html/) here.
@@ -211,6 +212,62 @@ pub fn bench(ws: &Workspace, o: &BenchOpts) -> Result<u8> {
     Ok(exit_code(&fresh).max(exit_code(&snap)))
 }
 
+/// `bench coverage`: the request run on the variants, then on their
+/// coverage twins (snapshots both times), and the twins' counts read.
+pub fn bench_coverage(ws: &Workspace, o: &BenchOpts) -> Result<u8> {
+    if o.suite.coverage || o.suite.fresh_boot {
+        anyhow::bail!(
+            "bench coverage runs the cases without and with --coverage, restoring snapshots"
+        );
+    }
+    let plain_req = o.suite.request();
+    let mut cov_req = o.suite.request();
+    cov_req.coverage = true;
+    if let Some(r) = &o.suite.results {
+        cov_req.results_dir = Some(r.join("coverage"));
+    }
+    let plain_req = RunRequest {
+        results_dir: o.suite.results.as_ref().map(|r| r.join("plain")),
+        ..plain_req
+    };
+    let term = Terminal::new();
+    let (plain, plain_dir) = run_and_report(ws, &plain_req, &term)?;
+    let (cov, cov_dir) = run_and_report(ws, &cov_req, &term)?;
+    let t = std::time::Instant::now();
+    let reports = coexist::coverage::of_run(ws, &cov, &cov_dir, &term)?;
+    let analysis_s = t.elapsed().as_secs_f64();
+    let (a, b) = (SuiteFigures::of(&plain), SuiteFigures::of(&cov));
+    let median = |f: &SuiteFigures| f.per_job.as_ref().map(|s| s.median);
+    let figures = serde_json::json!({
+        "plain": a,
+        "coverage": b,
+        "per_job_median_s": {"plain": median(&a), "coverage": median(&b)},
+        "read_counts_s": analysis_s,
+        "read_counts_per_job_s": analysis_s / (cov.results.len().max(1) as f64),
+        "variants": cov.variants.iter().map(|v| serde_json::json!({"name": v.name, "twin_key": v.kernel_key, "twin_build_s": v.build_s, "twin_cached": v.kernel_cached})).collect::<Vec<_>>(),
+        "lines_hit": reports.iter().map(|(r, _)| r.files.iter().map(|f| f.lines.hit).sum::<u32>()).collect::<Vec<_>>(),
+    });
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        println!("without coverage:\n{}\n", a.text());
+        println!("with coverage (the twin):\n{}\n", b.text());
+        println!(
+            "per job, median: {:.2} s without, {:.2} s with coverage; reading the counts (gcov, genhtml): {:.1} s, {:.2} s per job",
+            median(&a).unwrap_or(0.0),
+            median(&b).unwrap_or(0.0),
+            analysis_s,
+            analysis_s / (cov.results.len().max(1) as f64)
+        );
+        println!(
+            "reports: {} (plain), {} (coverage)",
+            plain_dir.display(),
+            cov_dir.display()
+        );
+    }
+    Ok(exit_code(&plain).max(exit_code(&cov)))
+}
+
 #[derive(Args, Clone)]
 pub struct BenchOpts {
     #[command(flatten)]
@@ -231,12 +288,24 @@ fn read_report(p: &Path) -> Result<RunReport> {
 }
 
 /// A run's coverage.json: the file, or the one under a results
-/// directory's `coverage/<variant>/`.
-fn coverage_file(p: &Path) -> Result<PathBuf> {
+/// directory's `coverage/<variant>/`, made first for an explore run on a
+/// coverage twin that has none.
+fn coverage_file(p: &Path, ws: &dyn Fn() -> Result<Workspace>) -> Result<PathBuf> {
     if !p.is_dir() {
         return Ok(p.to_path_buf());
     }
     let dir = p.join("coverage");
+    let explore_json = p.join("explore.json");
+    if !dir.is_dir() && explore_json.is_file() {
+        let b = std::fs::read(&explore_json)?;
+        let r: coexist::explore::ExploreReport = serde_json::from_slice(&b)
+            .with_context(|| format!("{}: not an explore report", explore_json.display()))?;
+        if r.profiled.is_empty() {
+            anyhow::bail!("{}: an explore run without --coverage", p.display());
+        }
+        let (_, page) = coexist::coverage::of_explore(&ws()?, &r, p, &Terminal::new())?;
+        eprintln!("coverage of {}: {}", p.display(), page.display());
+    }
     let found: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| {
             format!(
@@ -259,13 +328,14 @@ fn coverage_file(p: &Path) -> Result<PathBuf> {
     }
 }
 
-pub fn report(cmd: &ReportCmd) -> Result<u8> {
+pub fn report(cmd: &ReportCmd, (root, cache): (Option<PathBuf>, Option<PathBuf>)) -> Result<u8> {
     match cmd {
         ReportCmd::Coverage { runs, out } => {
+            let ws = || Workspace::open(root.clone(), cache.clone());
             let parts = runs
                 .iter()
                 .map(|p| {
-                    let f = coverage_file(p)?;
+                    let f = coverage_file(p, &ws)?;
                     let b = std::fs::read(&f)
                         .with_context(|| format!("cannot read {}", f.display()))?;
                     serde_json::from_slice(&b)
@@ -300,12 +370,31 @@ pub fn report(cmd: &ReportCmd) -> Result<u8> {
                     anyhow::bail!("report diff needs OLD and NEW (or one run with --variants)")
                 }
             };
+            // Two runs with --coverage: what they reached, too.
+            let coverage = match (variants, reports.as_slice()) {
+                (None, [old, new]) => {
+                    let read = |p: &PathBuf| -> Option<coexist::coverage::CoverageReport> {
+                        let f = coverage_file(p, &|| anyhow::bail!("not an explore run")).ok()?;
+                        serde_json::from_slice(&std::fs::read(f).ok()?).ok()
+                    };
+                    read(old)
+                        .zip(read(new))
+                        .map(|(a, b)| coexist::coverage::diff(&a, &b))
+                }
+                _ => None,
+            };
             if *json {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             } else if *markdown {
                 print!("{}", diff::markdown(&d));
+                if let Some(c) = &coverage {
+                    print!("\n```\n{c}```\n");
+                }
             } else {
                 print!("{}", diff::text(&d));
+                if let Some(c) = &coverage {
+                    print!("{c}");
+                }
             }
             Ok(d.exit_code())
         }

@@ -526,9 +526,75 @@ pub fn table(r: &CoverageReport) -> String {
     s
 }
 
+/// What changed from `old` to `new` (two runs' coverage, of any kernels):
+/// per function of the area, lines and branches hit before and after, and
+/// the lines newly reached and no longer reached, by file.
+pub fn diff(old: &CoverageReport, new: &CoverageReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "coverage: {} ({}) -> {} ({})",
+        old.variant, old.kernel_key, new.variant, new.kernel_key
+    );
+    let reached = |r: &CoverageReport| -> BTreeMap<(String, u32), ()> {
+        r.files
+            .iter()
+            .flat_map(|f| {
+                f.per_line
+                    .iter()
+                    .filter(|l| l.count > 0)
+                    .map(move |l| ((f.file.clone(), l.line), ()))
+            })
+            .collect()
+    };
+    let (a, b) = (reached(old), reached(new));
+    let gained: Vec<&(String, u32)> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+    let lost: Vec<&(String, u32)> = a.keys().filter(|k| !b.contains_key(*k)).collect();
+    for f in &new.files {
+        for func in f.functions.iter().filter(|f| f.area) {
+            let before = old
+                .files
+                .iter()
+                .find(|o| o.file == f.file)
+                .and_then(|o| o.functions.iter().find(|g| g.name == func.name));
+            let (bl, bb) = before.map_or(("-".into(), "-".into()), |g| {
+                (g.lines.show(), g.branches.show())
+            });
+            if before.is_some_and(|g| g.lines == func.lines && g.branches == func.branches) {
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "  {}:{}: lines {bl} -> {}, branches {bb} -> {}",
+                f.file.rsplit('/').next().unwrap_or(&f.file),
+                func.name,
+                func.lines.show(),
+                func.branches.show()
+            );
+        }
+    }
+    for (what, lines) in [("gained", &gained), ("lost", &lost)] {
+        let mut by_file: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for (f, l) in lines.iter() {
+            by_file.entry(f.as_str()).or_default().push(*l);
+        }
+        let _ = writeln!(s, "  lines {what}: {}", lines.len());
+        for (f, ls) in by_file {
+            let shown: Vec<String> = ls.iter().take(20).map(|l| l.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "    {f}: {}{}",
+                shown.join(" "),
+                if ls.len() > 20 { " ..." } else { "" }
+            );
+        }
+    }
+    s
+}
+
 /// Whether the jobs of a report reached a site (a mutant's lines).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "reach")]
+#[serde(rename_all = "kebab-case")]
 pub enum Reach {
     /// No job executed any of its lines: a missing test.
     NotReached,
@@ -788,6 +854,38 @@ mod tests {
         assert_eq!(
             reach(&r, f, 10, 12).show(),
             "reached by 1 case(s), none noticed"
+        );
+    }
+
+    #[test]
+    fn a_diff_names_the_functions_that_changed_and_the_lines_gained_and_lost() {
+        let old = report(
+            JobKind::Case,
+            vec![line(10, 1, &[0], &[]), line(12, 0, &[], &[])],
+        );
+        let new = report(
+            JobKind::Case,
+            vec![line(10, 0, &[], &[]), line(12, 3, &[0], &[])],
+        );
+        let d = diff(&old, &new);
+        assert!(
+            d.contains("lines gained: 1\n    kernel/bpf/trampoline.c: 12"),
+            "{d}"
+        );
+        assert!(
+            d.contains("lines lost: 1\n    kernel/bpf/trampoline.c: 10"),
+            "{d}"
+        );
+        // The same hit count: f is not listed.
+        assert!(!d.contains("trampoline.c:f:"), "{d}");
+        let more = report(
+            JobKind::Case,
+            vec![line(10, 1, &[0], &[]), line(12, 1, &[0], &[])],
+        );
+        let d = diff(&old, &more);
+        assert!(
+            d.contains("trampoline.c:f: lines 1/2 50% -> 2/2 100%"),
+            "{d}"
         );
     }
 
