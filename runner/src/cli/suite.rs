@@ -54,8 +54,9 @@ pub struct SuiteOpts {
 
 #[derive(Subcommand)]
 pub enum ReportCmd {
-    /// Merge shard reports (report.json of each shard, or mutants.json of
-    /// each shard of a mutants run) into one report.
+    /// Merge shard reports (report.json of each shard, mutants.json of
+    /// each shard of a mutants run, or explore.json of each shard of an
+    /// explore) into one report.
     Merge {
         /// report.json files (or their results directories).
         #[arg(required = true)]
@@ -413,6 +414,42 @@ pub fn report(cmd: &ReportCmd, (root, cache): (Option<PathBuf>, Option<PathBuf>)
                     .then(|| p.to_path_buf())
                 }
             };
+            // Shards of an explore: their results directories (explore.json).
+            let explore_file = |p: &Path| {
+                let f = if p.is_dir() {
+                    p.join("explore.json")
+                } else {
+                    p.to_path_buf()
+                };
+                (f.file_name().is_some_and(|n| n == "explore.json") && f.is_file()).then_some(f)
+            };
+            if reports.iter().any(|p| explore_file(p).is_some()) {
+                let parts = reports
+                    .iter()
+                    .map(|p| {
+                        let f = explore_file(p).with_context(|| {
+                            format!("{}: not an explore run (the others are)", p.display())
+                        })?;
+                        let b = std::fs::read(&f)?;
+                        let r: coexist::explore::ExploreReport = serde_json::from_slice(&b)
+                            .with_context(|| format!("{}: not an explore report", f.display()))?;
+                        Ok((f.parent().unwrap_or(Path::new(".")).to_path_buf(), r))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let merged = coexist::explore::merge(&parts)?;
+                if !merged.complete && !allow_partial {
+                    anyhow::bail!(
+                        "the shards are incomplete ({}); --allow-partial merges them into a report marked incomplete",
+                        merged.incomplete.as_deref().unwrap_or("")
+                    );
+                }
+                std::fs::create_dir_all(out)?;
+                coexist::explore::write_json(out, &merged)?;
+                report::explore_html::write(out, &merged)?;
+                print!("{}", coexist::explore::summary(&merged));
+                println!("reports: {}", out.display());
+                return Ok(merged.exit_code());
+            }
             if reports.iter().any(|p| mutants_file(p).is_some()) {
                 let parts = reports
                     .iter()

@@ -2,14 +2,18 @@
 //! reached, and which jobs reached each line.
 //!
 //! In: a results directory whose jobs ran on a coverage twin
-//! (`Variant::coverage_twin`): each job's gcov counts under
-//! `coverage/gcda/<variant>/<job>/` (`guest::coverage`), the twin's
-//! [`Manifest`] (its build directory holds the `.gcno` notes) and the area
+//! (`Variant::coverage_twin`): each job's gcov counts (a case's under
+//! `coverage/<variant>/gcda/<job>/`, a sequence's beside its console log;
+//! `guest::coverage` reads them back), the twin's [`Manifest`] (its build
+//! directory holds the `.gcno` notes) and the area
 //! (`kernel-config/area.yaml`). Out: a [`CoverageReport`]
-//! (`coverage.json`), per file and function: lines and branches, how many
-//! were hit, per line the jobs that reached it; the lcov tracefile and
-//! genhtml's annotated source (`coverage/html/index.html`); the table of
-//! the area's functions by suites, by explore, and by both.
+//! (`coverage/<variant>/coverage.json`), per file and function: lines and
+//! branches, how many were hit, per line the jobs that reached it; the
+//! lcov tracefile and genhtml's annotated source (`html/index.html`); the
+//! table of the area's functions by suites, by explore, and by both; what
+//! changed between two runs ([`diff`]); whether a site was reached
+//! ([`reach`], for mutants).
+//!
 //! One job's counts are read by gcov in `guest::gcov`, which explore's
 //! guidance uses too.
 

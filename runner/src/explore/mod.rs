@@ -38,8 +38,8 @@ pub mod shrink;
 
 pub use keys::{canonical, coverage_key, state_key};
 pub use report::{
-    summary, write_json, ExploreReport, ExploreStats, Finding, OpRecord, Reproduced, Unshrunk,
-    SCHEMA,
+    merge, summary, write_json, ExploreReport, ExploreStats, Finding, OpRecord, Reproduced,
+    Unshrunk, SCHEMA,
 };
 
 use std::path::{Path, PathBuf};

@@ -321,3 +321,121 @@ mod tests {
         assert!(Reproduced::try_from("three".to_string()).is_err());
     }
 }
+
+/// Shards of one explore (the same variant, kernel and model; their seeds
+/// or seed ranges apart) as one report: counts summed, findings listed
+/// once per minimal sequence (up to program ids) and invariant with their
+/// counts and seeds added up, each finding's repro path made absolute
+/// (it stays in its shard's directory). `parts`: (results directory,
+/// its report).
+pub fn merge(parts: &[(PathBuf, ExploreReport)]) -> Result<ExploreReport> {
+    let Some((first_dir, first)) = parts.first() else {
+        anyhow::bail!("nothing to merge");
+    };
+    let mut out = first.clone();
+    out.findings.clear();
+    out.unshrunk.clear();
+    out.coverage.clear();
+    out.reached.clear();
+    (
+        out.sequences,
+        out.steps,
+        out.ops,
+        out.failing_sequences,
+        out.errors,
+    ) = (0, 0, 0, 0, 0);
+    out.duration_s = 0.0;
+    out.corpus = 0;
+    let mut incomplete = Vec::new();
+    let mut shrinks = Vec::new();
+    for (dir, r) in parts {
+        let same = r.variant == first.variant
+            && r.kernel_key == first.kernel_key
+            && r.rule == first.rule
+            && r.caps == first.caps
+            && r.max_len == first.max_len;
+        if !same {
+            anyhow::bail!(
+                "{} ({}, {:?} rule, kernel {}, max {}) and {} ({}, {:?} rule, kernel {}, max {}) are not shards of one explore",
+                first_dir.display(),
+                first.variant,
+                first.rule,
+                first.kernel_key,
+                first.max_len,
+                dir.display(),
+                r.variant,
+                r.rule,
+                r.kernel_key,
+                r.max_len
+            );
+        }
+        out.sequences += r.sequences;
+        out.steps += r.steps;
+        out.ops += r.ops;
+        out.failing_sequences += r.failing_sequences;
+        out.errors += r.errors;
+        out.duration_s += r.duration_s;
+        out.corpus += r.corpus;
+        out.jobs = out.jobs.max(r.jobs);
+        shrinks.extend(r.median_shrink_s);
+        if !r.complete {
+            incomplete.push(format!(
+                "{}: {}",
+                dir.display(),
+                r.incomplete.as_deref().unwrap_or("incomplete")
+            ));
+        }
+        if out.first_error.is_none() {
+            out.first_error.clone_from(&r.first_error);
+        }
+        for (k, n) in &r.coverage {
+            *out.coverage.entry(k.clone()).or_default() += n;
+        }
+        for u in &r.unshrunk {
+            match out
+                .unshrunk
+                .iter_mut()
+                .find(|o| o.invariant == u.invariant && o.splat == u.splat)
+            {
+                Some(o) => {
+                    o.count += u.count;
+                    o.seeds.extend(u.seeds.iter().cloned());
+                }
+                None => out.unshrunk.push(u.clone()),
+            }
+        }
+        for f in &r.findings {
+            let ops: Vec<_> = f.sequence.iter().map(|o| o.op).collect();
+            let same_finding = |o: &Finding| {
+                o.invariant == f.invariant
+                    && super::keys::canonical(&o.sequence.iter().map(|x| x.op).collect::<Vec<_>>())
+                        == super::keys::canonical(&ops)
+            };
+            match out.findings.iter_mut().find(|o| same_finding(o)) {
+                Some(o) => {
+                    o.count += f.count;
+                    o.also_seeds.push(f.seed.clone());
+                    o.also_seeds.extend(f.also_seeds.iter().cloned());
+                }
+                None => {
+                    let mut f = f.clone();
+                    f.id = out.findings.len() + 1;
+                    f.repro = dir.join(&f.repro).display().to_string();
+                    out.findings.push(f);
+                }
+            }
+        }
+    }
+    shrinks.sort_by(|a, b| a.total_cmp(b));
+    out.median_shrink_s = (!shrinks.is_empty()).then(|| shrinks[shrinks.len() / 2]);
+    out.steps_per_s = out.steps as f64 / out.duration_s.max(1e-9);
+    out.sequences_per_min = out.sequences as f64 * 60.0 / out.duration_s.max(1e-9);
+    out.seed_hex = parts
+        .iter()
+        .map(|(_, r)| r.seed_hex.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    out.complete = incomplete.is_empty();
+    out.incomplete = (!incomplete.is_empty()).then(|| incomplete.join("; "));
+    Ok(out)
+}
