@@ -306,22 +306,6 @@ pub fn summary(r: &ExploreReport) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reproduced_reads_back_as_written() {
-        for (text, times, interrupted) in [("3/3", 3, false), ("1/3 (interrupted)", 1, true)] {
-            let r = Reproduced::try_from(text.to_string()).unwrap();
-            assert_eq!((r.times, r.runs, r.interrupted), (times, 3, interrupted));
-            assert_eq!(r.to_string(), text);
-            assert_eq!(serde_json::to_value(r).unwrap(), text);
-        }
-        assert!(Reproduced::try_from("three".to_string()).is_err());
-    }
-}
-
 /// Shards of one explore (the same variant, kernel and model; their seeds
 /// or seed ranges apart) as one report: counts summed, findings listed
 /// once per minimal sequence (up to program ids) and invariant with their
@@ -438,4 +422,93 @@ pub fn merge(parts: &[(PathBuf, ExploreReport)]) -> Result<ExploreReport> {
     out.complete = incomplete.is_empty();
     out.incomplete = (!incomplete.is_empty()).then(|| incomplete.join("; "));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reproduced_reads_back_as_written() {
+        for (text, times, interrupted) in [("3/3", 3, false), ("1/3 (interrupted)", 1, true)] {
+            let r = Reproduced::try_from(text.to_string()).unwrap();
+            assert_eq!((r.times, r.runs, r.interrupted), (times, 3, interrupted));
+            assert_eq!(r.to_string(), text);
+            assert_eq!(serde_json::to_value(r).unwrap(), text);
+        }
+        assert!(Reproduced::try_from("three".to_string()).is_err());
+    }
+
+    fn report(seed: u64, sequences: u64, findings: Vec<Finding>) -> ExploreReport {
+        serde_json::from_value(serde_json::json!({
+            "schema": SCHEMA, "run_id": "r", "started": "t", "variant": "stock",
+            "kernel_key": "k", "kernel_release": null, "rule": "shared",
+            "seed": seed, "seed_hex": format!("{seed:#x}"), "max_len": 12, "jobs": 2,
+            "budget": "60 s", "accel": "tcg", "sequences": sequences, "steps": sequences * 70,
+            "ops": sequences * 9, "failing_sequences": findings.len(), "errors": 0,
+            "duration_s": 60.0, "steps_per_s": 1.0, "sequences_per_min": 1.0,
+            "median_shrink_s": null, "findings": findings, "complete": true,
+            "incomplete": null, "first_error": null,
+            "coverage": {"attach fexit target -> ok": sequences}, "unshrunk": []
+        }))
+        .unwrap()
+    }
+
+    fn finding(seed: &str, ids: (u32, u32)) -> Finding {
+        use crate::explore::model::Func;
+        use coexist_proto::BpfKind;
+        let attach = |id, kind| Op::Attach {
+            id,
+            func: Func::Target,
+            kind,
+            fmod_ret: 0,
+        };
+        let ops = [
+            Op::LivepatchLoad { func: Func::Target },
+            attach(ids.0, BpfKind::Fentry),
+            attach(ids.1, BpfKind::Fexit),
+        ];
+        let rec: Vec<OpRecord> = ops
+            .iter()
+            .map(|op| OpRecord {
+                text: op.to_string(),
+                op: *op,
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "invariant": "call_output", "sequence": rec, "replayed": rec,
+            "at_op": 3, "step": {}, "expected": "e", "seen": "s", "splats": [], "seed": seed,
+            "also_seeds": [], "count": 2, "original_len": 9, "shrink_replays": 10,
+            "shrink_s": 5.0, "minimal": true, "reproduced": "3/3",
+            "repro": "explore/repro-1.yaml", "console_log": "c.log"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn shards_merge_into_one_report_with_each_finding_once() {
+        let a = report(1, 100, vec![finding("0x1", (1, 2))]);
+        // The same minimal sequence up to program ids: the same finding.
+        let b = report(2, 50, vec![finding("0x2", (3, 5))]);
+        let m = merge(&[
+            (PathBuf::from("/r/a"), a.clone()),
+            (PathBuf::from("/r/b"), b),
+        ])
+        .unwrap();
+        assert_eq!(m.sequences, 150);
+        assert_eq!(m.duration_s, 120.0);
+        assert_eq!(m.findings.len(), 1);
+        assert_eq!(m.findings[0].count, 4);
+        assert_eq!(m.findings[0].also_seeds, vec!["0x2".to_string()]);
+        assert_eq!(m.findings[0].repro, "/r/a/explore/repro-1.yaml");
+        assert_eq!(m.coverage["attach fexit target -> ok"], 150);
+        assert_eq!(m.seed_hex, "0x1,0x2");
+        assert!(m.complete);
+        let mut other = a.clone();
+        other.kernel_key = "other".into();
+        let e = merge(&[(PathBuf::from("/r/a"), a), (PathBuf::from("/r/c"), other)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("are not shards of one explore"), "{e}");
+    }
 }
