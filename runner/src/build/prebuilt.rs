@@ -27,7 +27,7 @@ use crate::events::{Event, EventSink};
 use crate::process::run_quiet;
 
 /// The candidate apt would download for a package.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AptCandidate {
     pub package: String,
     pub version: String,
@@ -100,33 +100,116 @@ pub fn resolve_packages(pkgs: &[String]) -> Result<Vec<String>> {
     Ok(ask_apt(&todo)?.0)
 }
 
-/// The one `apt-cache` call: memoises the candidate of each of `pkgs` apt
-/// knows; returns those it does not know, and the first line apt said
-/// about them on stderr.
-fn ask_apt(pkgs: &[&str]) -> Result<(Vec<String>, String)> {
-    let out = Command::new("apt-cache")
-        .args(["show", "--no-all-versions"])
-        .args(pkgs)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run apt-cache (a prebuilt kernel needs a Debian system)")?;
-    let found = parse_apt_show_all(&String::from_utf8_lossy(&out.stdout));
-    let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
-    for c in found {
-        if pkgs.contains(&c.package.as_str()) {
-            memo.insert(c.package.clone(), c);
+/// What apt answered, remembered across commands while its lists and
+/// configuration stay as they were ([`apt_state`]): `apt-cache` reads
+/// every list each time (about 2 s here), so each command no longer pays
+/// it. Host-wide, as apt's lists are.
+const APT_MEMO: &str = "/var/tmp/coexist-apt-candidates.json";
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct AptMemo {
+    state: String,
+    known: BTreeMap<String, AptCandidate>,
+    /// Packages apt did not know, with the first line it said.
+    unknown: BTreeMap<String, String>,
+}
+
+/// apt's lists and configuration as they are: the name, size and mtime of
+/// every file that decides what `apt-cache show` answers.
+pub fn apt_state() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = crate::cache::KeyHasher::new("apt-state-v1");
+    for dir in [
+        "/var/lib/apt/lists",
+        "/etc/apt",
+        "/etc/apt/sources.list.d",
+        "/etc/apt/preferences.d",
+        "/etc/apt/apt.conf.d",
+    ] {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().collect())
+            .unwrap_or_default();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            if let Ok(m) = e.metadata() {
+                if m.is_file() {
+                    h.part("file", e.path().to_string_lossy().as_bytes());
+                    h.part("size", &m.size().to_le_bytes());
+                    h.part("mtime", &m.mtime_nsec().to_le_bytes());
+                    h.part("mtime-s", &m.mtime().to_le_bytes());
+                }
+            }
         }
     }
-    let unknown = pkgs
+    h.finish()
+}
+
+fn load_memo(state: &str) -> AptMemo {
+    std::fs::read(APT_MEMO)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<AptMemo>(&b).ok())
+        .filter(|m| m.state == state)
+        .unwrap_or_else(|| AptMemo {
+            state: state.to_string(),
+            ..Default::default()
+        })
+}
+
+/// The one `apt-cache` call: memoises the candidate of each of `pkgs` apt
+/// knows; returns those it does not know, and the first line apt said
+/// about them on stderr. What apt answered under the same lists before
+/// ([`APT_MEMO`]) is not asked again.
+fn ask_apt(pkgs: &[&str]) -> Result<(Vec<String>, String)> {
+    let state = apt_state();
+    let mut remembered = load_memo(&state);
+    let ask: Vec<&str> = pkgs
         .iter()
-        .filter(|p| !memo.contains_key(**p))
-        .map(|p| p.to_string())
+        .copied()
+        .filter(|p| !remembered.known.contains_key(*p) && !remembered.unknown.contains_key(*p))
         .collect();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    Ok((
-        unknown,
-        stderr.lines().next().unwrap_or("").trim().to_string(),
-    ))
+    if !ask.is_empty() {
+        let out = Command::new("apt-cache")
+            .args(["show", "--no-all-versions"])
+            .args(&ask)
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run apt-cache (a prebuilt kernel needs a Debian system)")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why = stderr.lines().next().unwrap_or("").trim().to_string();
+        for c in parse_apt_show_all(&String::from_utf8_lossy(&out.stdout)) {
+            if ask.contains(&c.package.as_str()) {
+                remembered.known.insert(c.package.clone(), c);
+            }
+        }
+        for p in &ask {
+            if !remembered.known.contains_key(*p) {
+                remembered.unknown.insert(p.to_string(), why.clone());
+            }
+        }
+        // Only if apt's state did not move while it was asked.
+        if apt_state() == state {
+            if let Ok(b) = serde_json::to_vec(&remembered) {
+                let _ = crate::cache::write_atomic(Path::new(APT_MEMO), &b);
+            }
+        }
+    }
+    let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let mut unknown = Vec::new();
+    let mut why = String::new();
+    for p in pkgs {
+        match remembered.known.get(*p) {
+            Some(c) => {
+                memo.insert(c.package.clone(), c.clone());
+            }
+            None => {
+                unknown.push(p.to_string());
+                if why.is_empty() {
+                    why = remembered.unknown.get(*p).cloned().unwrap_or_default();
+                }
+            }
+        }
+    }
+    Ok((unknown, why))
 }
 
 /// Forgets what apt resolved (its lists were just refreshed).
