@@ -117,15 +117,20 @@ struct AptMemo {
 /// apt's lists and configuration as they are: the name, size and mtime of
 /// every file that decides what `apt-cache show` answers.
 pub fn apt_state() -> String {
-    use std::os::unix::fs::MetadataExt;
-    let mut h = crate::cache::KeyHasher::new("apt-state-v1");
-    for dir in [
+    state_of(&[
         "/var/lib/apt/lists",
         "/etc/apt",
         "/etc/apt/sources.list.d",
         "/etc/apt/preferences.d",
         "/etc/apt/apt.conf.d",
-    ] {
+    ])
+}
+
+/// The name, size and mtime of every file directly in `dirs`, hashed.
+fn state_of(dirs: &[&str]) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = crate::cache::KeyHasher::new("apt-state-v1");
+    for dir in dirs {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .map(|d| d.flatten().collect())
             .unwrap_or_default();
@@ -647,6 +652,21 @@ pub fn manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apts_state_moves_when_a_list_changes_and_only_then() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_str().unwrap();
+        std::fs::write(d.path().join("x_Packages"), "a").unwrap();
+        std::fs::create_dir(d.path().join("partial")).unwrap();
+        let before = state_of(&[dir, "/nonexistent"]);
+        assert_eq!(state_of(&[dir, "/nonexistent"]), before);
+        std::fs::write(d.path().join("x_Packages"), "ab").unwrap();
+        assert_ne!(state_of(&[dir]), before, "a list of another size");
+        let after = state_of(&[dir]);
+        std::fs::write(d.path().join("y_InRelease"), "").unwrap();
+        assert_ne!(state_of(&[dir]), after, "a new list");
+    }
 
     const SHOW: &str = "\
 Package: linux-image-6.1.0-57-amd64-unsigned
