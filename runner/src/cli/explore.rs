@@ -209,11 +209,10 @@ fn bench_guided(ws: &Workspace, o: &BenchExploreOpts, req: &ExploreRequest) -> R
                 "sequences": r.sequences,
                 "duration_s": r.duration_s,
                 "corpus": r.corpus,
-                "lines": explore::reached_by(r, f64::MAX).0,
-                "branches": explore::reached_by(r, f64::MAX).1,
+                "reached": explore::reached_by(r, f64::MAX),
                 "over_time": marks.iter().map(|&t| {
-                    let (l, b) = explore::reached_by(r, t);
-                    serde_json::json!({"s": t.round(), "lines": l, "branches": b})
+                    let p = explore::reached_by(r, t);
+                    serde_json::json!({"s": t.round(), "area_lines": p.area_lines, "area_branches": p.area_branches, "lines": p.lines, "branches": p.branches})
                 }).collect::<Vec<_>>(),
                 "first_found_s": found.iter().map(|(k, s)| serde_json::json!({"finding": k, "s": s})).collect::<Vec<_>>(),
                 "results": g.dir,
@@ -224,7 +223,7 @@ fn bench_guided(ws: &Workspace, o: &BenchExploreOpts, req: &ExploreRequest) -> R
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         println!(
-            "bench explore --guided {} (-j {}, {}): the area's lines/branches reached over time, and the first time each finding was found",
+            "bench explore --guided {} (-j {}, {}): lines/branches of the area's functions [and of the profiled files] reached at each fifth of the budget, and the first time each finding was found",
             req.variant,
             req.workers,
             explore::budget_text(req.budget)
@@ -234,7 +233,12 @@ fn bench_guided(ws: &Workspace, o: &BenchExploreOpts, req: &ExploreRequest) -> R
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|p| format!("{}s {}/{}", p["s"], p["lines"], p["branches"]))
+                .map(|p| {
+                    format!(
+                        "{}s {}/{} [{}/{}]",
+                        p["s"], p["area_lines"], p["area_branches"], p["lines"], p["branches"]
+                    )
+                })
                 .collect();
             let found: Vec<String> = row["first_found_s"]
                 .as_array()

@@ -35,6 +35,9 @@ pub struct Target {
     pub snapshots: Option<Arc<Snapshots>>,
     pub machine: Machine,
     pub model: Model,
+    /// The area's function names (`area.yaml`), for what a coverage
+    /// twin's sequences reached of them.
+    pub area: Vec<String>,
 }
 
 /// A broken invariant, with its evidence.

@@ -10,7 +10,6 @@
 //! Out: sequences; the corpus, written to `corpus/` of the results
 //! directory and read back by `--corpus DIR`.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -49,18 +48,21 @@ pub struct Entry {
 #[derive(Default)]
 pub struct Corpus {
     pub entries: Vec<Entry>,
-    pub lines: BTreeSet<(String, u32)>,
-    pub branches: BTreeSet<(String, u32, u32)>,
+    /// What the run has reached: everything it reached, so far.
+    pub reached: Reached,
 }
 
 impl Corpus {
     /// Adds what a sequence reached; returns how many lines and branches
     /// were new (the sequence joins the corpus when any was).
     pub fn add(&mut self, r: &Reached) -> (usize, usize) {
-        let before = (self.lines.len(), self.branches.len());
-        self.lines.extend(r.lines.iter().cloned());
-        self.branches.extend(r.branches.iter().cloned());
-        (self.lines.len() - before.0, self.branches.len() - before.1)
+        let t = &mut self.reached;
+        let before = (t.lines.len(), t.branches.len());
+        t.lines.extend(r.lines.iter().cloned());
+        t.branches.extend(r.branches.iter().cloned());
+        t.area_lines.extend(r.area_lines.iter().cloned());
+        t.area_branches.extend(r.area_branches.iter().cloned());
+        (t.lines.len() - before.0, t.branches.len() - before.1)
     }
 
     /// Loads the entries of a corpus directory (`--corpus DIR`).
@@ -210,6 +212,7 @@ pub fn sequence(seed: u64, corpus: &[Entry], model: Model, max_len: usize) -> (V
 mod tests {
     use super::super::model::Rule;
     use super::*;
+    use std::collections::BTreeSet;
 
     fn entry(ops: Vec<Op>) -> Entry {
         Entry {

@@ -38,8 +38,8 @@ pub mod shrink;
 
 pub use keys::{canonical, coverage_key, state_key};
 pub use report::{
-    merge, summary, write_json, ExploreReport, ExploreStats, Finding, OpRecord, Reproduced,
-    Unshrunk, SCHEMA,
+    merge, summary, write_json, ExploreReport, ExploreStats, Finding, OpRecord, ReachedAt,
+    Reproduced, Unshrunk, SCHEMA,
 };
 
 use std::path::{Path, PathBuf};
@@ -184,11 +184,21 @@ pub fn explore_prepared(
     let caps = model::Caps::of_config(&config);
     let kernel_key = p.manifest.key.clone();
     let profiled = p.manifest.profiled.clone();
+    let area = if profiled.is_empty() {
+        Vec::new()
+    } else {
+        crate::build::area::Area::load(&ws.project.root)?
+            .functions
+            .into_iter()
+            .flat_map(|(_, alts)| alts)
+            .collect()
+    };
     let guest = Target {
         prepared: Arc::new(p),
         snapshots: Some(Arc::new(snaps)),
         machine: req.machine,
         model: model::Model { rule, caps },
+        area,
     };
     events.event(&Event::Explore(ExploreEvent::Started {
         about: format!(
@@ -343,14 +353,22 @@ pub fn compare_guided(
     Ok(out)
 }
 
-/// The area's (lines, branches) a run had reached `t` seconds in.
-pub fn reached_by(r: &ExploreReport, t: f64) -> (usize, usize) {
+/// What a run had reached `t` seconds in (zeros before its first
+/// sequence).
+pub fn reached_by(r: &ExploreReport, t: f64) -> ReachedAt {
     r.reached
         .iter()
         .take_while(|p| p.s <= t)
         .last()
-        .map(|p| (p.lines, p.branches))
-        .unwrap_or((0, 0))
+        .cloned()
+        .unwrap_or(ReachedAt {
+            s: t,
+            sequences: 0,
+            lines: 0,
+            branches: 0,
+            area_lines: 0,
+            area_branches: 0,
+        })
 }
 
 pub fn budget_text(b: Budget) -> String {

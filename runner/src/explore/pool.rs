@@ -166,7 +166,7 @@ impl Pool<'_> {
                 return;
             }
         };
-        let reached = gcov::Reached::of(&files, &m.profiled);
+        let reached = gcov::Reached::of(&files, &m.profiled, &self.findings.guest.area);
         let mut c = self.lock_corpus();
         let (new_lines, new_branches) = c.add(&reached);
         self.reached
@@ -175,8 +175,10 @@ impl Pool<'_> {
             .push(ReachedAt {
                 s: self.t0.elapsed().as_secs_f64(),
                 sequences: self.done.load(Ordering::SeqCst) + 1,
-                lines: c.lines.len(),
-                branches: c.branches.len(),
+                lines: c.reached.lines.len(),
+                branches: c.reached.branches.len(),
+                area_lines: c.reached.area_lines.len(),
+                area_branches: c.reached.area_branches.len(),
             });
         if new_lines + new_branches == 0 {
             return;

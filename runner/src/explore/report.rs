@@ -135,14 +135,20 @@ fn all_caps() -> Caps {
     Caps::ALL
 }
 
-/// The area's lines and branches reached after `sequences` sequences,
-/// `s` seconds into the run.
+/// The lines and branches reached after `sequences` sequences, `s`
+/// seconds into the run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReachedAt {
     pub s: f64,
     pub sequences: u64,
+    /// Of the profiled files.
     pub lines: usize,
     pub branches: usize,
+    /// Of the area's functions (`area.yaml`'s `functions:`) in them.
+    #[serde(default)]
+    pub area_lines: usize,
+    #[serde(default)]
+    pub area_branches: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -69,28 +69,48 @@ pub fn profiled(file: &str, patterns: &[String]) -> bool {
 }
 
 /// What one job reached of the profiled files: lines `(file, line)` and
-/// branches `(file, line, branch)` with a count.
+/// branches `(file, line, branch)` with a count; and of those, what lies
+/// in the area's functions (`area.yaml`'s `functions:`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reached {
     pub lines: BTreeSet<(String, u32)>,
     pub branches: BTreeSet<(String, u32, u32)>,
+    pub area_lines: BTreeSet<(String, u32)>,
+    pub area_branches: BTreeSet<(String, u32, u32)>,
 }
 
 impl Reached {
-    /// Of the files gcov read, what the `patterns` files reached.
-    pub fn of(files: &[GcovFile], patterns: &[String]) -> Reached {
+    /// Of the files gcov read, what the `patterns` files reached, and in
+    /// them what the functions named in `area` reached.
+    pub fn of(files: &[GcovFile], patterns: &[String], area: &[String]) -> Reached {
         let mut r = Reached::default();
         for f in files {
             let rel = source_relative(&f.file);
             if !profiled(rel, patterns) {
                 continue;
             }
+            let ranges: Vec<(u32, u32)> = f
+                .functions
+                .iter()
+                .filter(|g| area.contains(&g.name))
+                .map(|g| (g.start_line, g.end_line))
+                .collect();
             for l in f.lines.iter().filter(|l| l.count > 0) {
-                r.lines.insert((rel.to_string(), l.line_number));
+                let in_area = ranges
+                    .iter()
+                    .any(|&(a, b)| (a..=b).contains(&l.line_number));
+                let line = (rel.to_string(), l.line_number);
+                if in_area {
+                    r.area_lines.insert(line.clone());
+                }
+                r.lines.insert(line);
                 for (i, b) in l.branches.iter().enumerate() {
                     if b.count > 0 {
-                        r.branches
-                            .insert((rel.to_string(), l.line_number, i as u32));
+                        let br = (rel.to_string(), l.line_number, i as u32);
+                        if in_area {
+                            r.area_branches.insert(br.clone());
+                        }
+                        r.branches.insert(br);
                     }
                 }
             }
@@ -203,13 +223,17 @@ mod tests {
         );
         assert!(parse("not json {").is_ok_and(|v| v.is_empty()));
         assert!(parse("{ broken").is_err());
-        let r = Reached::of(&f, &["kernel/bpf/*.c".to_string()]);
+        let r = Reached::of(&f, &["kernel/bpf/*.c".to_string()], &["f".to_string()]);
         assert_eq!(r.lines.len(), 1);
+        assert_eq!(r.area_lines, r.lines, "line 4 is in f (3-9)");
         assert_eq!(
             r.branches.into_iter().collect::<Vec<_>>(),
             vec![("kernel/bpf/trampoline.c".to_string(), 4, 0)]
         );
-        assert!(Reached::of(&f, &["kernel/trace/ftrace.c".to_string()])
+        let other = Reached::of(&f, &["kernel/bpf/*.c".to_string()], &["g".to_string()]);
+        assert!(other.area_lines.is_empty() && other.area_branches.is_empty());
+        assert_eq!(other.lines.len(), 1);
+        assert!(Reached::of(&f, &["kernel/trace/ftrace.c".to_string()], &[])
             .lines
             .is_empty());
     }
