@@ -288,6 +288,17 @@ fn read_report(p: &Path) -> Result<RunReport> {
     serde_json::from_slice(&b).with_context(|| format!("{}: not a coexist report", f.display()))
 }
 
+/// Shards that did not all finish merge only with `--allow-partial`.
+fn refuse_incomplete(complete: bool, why: Option<&str>, allow_partial: bool) -> Result<()> {
+    if !complete && !allow_partial {
+        anyhow::bail!(
+            "the shards are incomplete ({}); --allow-partial merges them into a report marked incomplete",
+            why.unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
 /// A run's coverage.json: the file, or the one under a results
 /// directory's `coverage/<variant>/`, made first for an explore run on a
 /// coverage twin that has none.
@@ -437,12 +448,11 @@ pub fn report(cmd: &ReportCmd, (root, cache): (Option<PathBuf>, Option<PathBuf>)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let merged = coexist::explore::merge(&parts)?;
-                if !merged.complete && !allow_partial {
-                    anyhow::bail!(
-                        "the shards are incomplete ({}); --allow-partial merges them into a report marked incomplete",
-                        merged.incomplete.as_deref().unwrap_or("")
-                    );
-                }
+                refuse_incomplete(
+                    merged.complete,
+                    merged.incomplete.as_deref(),
+                    *allow_partial,
+                )?;
                 std::fs::create_dir_all(out)?;
                 coexist::explore::write_json(out, &merged)?;
                 report::explore_html::write(out, &merged)?;
@@ -464,12 +474,11 @@ pub fn report(cmd: &ReportCmd, (root, cache): (Option<PathBuf>, Option<PathBuf>)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let merged = coexist::mutants::results::merge(&parts)?;
-                if !merged.complete && !allow_partial {
-                    anyhow::bail!(
-                        "the shards are incomplete ({}); --allow-partial merges them into a report marked incomplete",
-                        merged.incomplete.as_deref().unwrap_or("")
-                    );
-                }
+                refuse_incomplete(
+                    merged.complete,
+                    merged.incomplete.as_deref(),
+                    *allow_partial,
+                )?;
                 std::fs::create_dir_all(out)?;
                 coexist::mutants::results::write(out, &merged)?;
                 report::mutants_html::write(out, &merged)?;
