@@ -280,7 +280,7 @@ fn a_guided_explore_keeps_a_corpus_that_a_later_run_starts_from() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        text(&out).contains("is a prebuilt kernel"),
+        text(&out).contains("--coverage: variant 'debian-6.1-image' is a prebuilt"),
         "{}",
         text(&out)
     );
