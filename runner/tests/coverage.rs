@@ -25,6 +25,15 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
+const PREBUILT_REFUSED: &str = "--coverage: variant 'debian-6.1-image' is a prebuilt";
+
+/// `coexist <args>` exits 2 saying `want`.
+fn refused(args: &[&str], want: &str) {
+    let out = coexist(args);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(want), "want {want}\n{}", text(&out));
+}
+
 fn file<'r>(r: &'r CoverageReport, name: &str) -> &'r FileCoverage {
     r.files
         .iter()
@@ -140,19 +149,16 @@ fn a_coverage_twin_shows_which_case_reached_which_line() {
 #[test]
 fn coverage_of_a_kernel_not_built_here_or_of_a_missing_file_is_refused() {
     // A prebuilt kernel: nothing to compile with profiling.
-    let out = coexist(&[
-        "suite",
-        "livepatch-bpf",
-        "--variant",
-        "debian-6.1-image",
-        "--coverage",
-        "--list",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("--coverage: variant 'debian-6.1-image' is a prebuilt"),
-        "{}",
-        text(&out)
+    refused(
+        &[
+            "suite",
+            "livepatch-bpf",
+            "--variant",
+            "debian-6.1-image",
+            "--coverage",
+            "--list",
+        ],
+        PREBUILT_REFUSED,
     );
     // A profiled file the source lacks: named at its line in area.yaml,
     // before anything compiles.
@@ -256,32 +262,26 @@ fn a_guided_explore_keeps_a_corpus_that_a_later_run_starts_from() {
     );
     // Bad input, before anything runs: a corpus that is not there, and
     // guidance on a kernel that cannot be profiled.
-    let out = coexist(&[
-        "explore",
-        "--variant",
-        VARIANT,
-        "--guided",
-        "--corpus",
-        "/nonexistent/corpus",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("--corpus /nonexistent/corpus"),
-        "{}",
-        text(&out)
+    refused(
+        &[
+            "explore",
+            "--variant",
+            VARIANT,
+            "--guided",
+            "--corpus",
+            "/nonexistent/corpus",
+        ],
+        "--corpus /nonexistent/corpus",
     );
-    let out = coexist(&[
-        "explore",
-        "--variant",
-        "debian-6.1-image",
-        "--guided",
-        "--sequences",
-        "1",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("--coverage: variant 'debian-6.1-image' is a prebuilt"),
-        "{}",
-        text(&out)
+    refused(
+        &[
+            "explore",
+            "--variant",
+            "debian-6.1-image",
+            "--guided",
+            "--sequences",
+            "1",
+        ],
+        PREBUILT_REFUSED,
     );
 }
