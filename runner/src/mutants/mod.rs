@@ -339,6 +339,9 @@ pub fn run(
     events: &dyn EventSink,
 ) -> Result<MutantsReport> {
     let _graceful = teardown::graceful();
+    // The worker's make runs in its own directory (`make -C`): a relative
+    // `--results` would send a mutant's `modules_install` elsewhere.
+    let dir = &std::path::absolute(dir)?;
     std::fs::create_dir_all(dir)?;
     let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let v = &planned.variant;
