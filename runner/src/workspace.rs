@@ -52,6 +52,14 @@ impl Workspace {
         }
     }
 
+    /// The coverage twin of `v` (`Variant::coverage_twin`), with the
+    /// profile the project's `kernel-config/area.yaml` declares: what every
+    /// command's `--coverage` runs instead of `v`.
+    pub fn coverage_twin(&self, v: &Variant) -> Result<Variant> {
+        let area = crate::build::area::Area::load(&self.project.root)?;
+        v.coverage_twin(&self.project.root, &area)
+    }
+
     /// The declared variants; with a kernel tree, each builds that tree.
     pub fn variants(&self, kernel_tree: Option<&Path>) -> Result<Vec<Variant>> {
         if let Some(t) = kernel_tree {

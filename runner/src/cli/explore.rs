@@ -126,8 +126,7 @@ fn run_and_write(ws: &Workspace, req: &ExploreRequest) -> Result<(ExploreReport,
     let variants = ws.variants(None)?;
     let v = coexist::build::variant::select(&variants, std::slice::from_ref(&req.variant))?[0];
     if req.coverage {
-        let area = coexist::build::area::Area::load(&ws.project.root)?;
-        v.coverage_twin(&ws.project.root, &area)?;
+        ws.coverage_twin(v)?;
     }
     let id = run::run_id();
     let dir = explore::results_dir(ws, req, &id);

@@ -64,12 +64,11 @@ fn build(
 ) -> Result<u8> {
     let mut variants = ws.variants(src.kernel_tree.as_deref())?;
     if coverage {
-        let area = coexist::build::area::Area::load(&ws.project.root)?;
         for v in variants
             .iter_mut()
             .filter(|v| all || names.contains(&v.name))
         {
-            *v = v.coverage_twin(&ws.project.root, &area)?;
+            *v = ws.coverage_twin(v)?;
         }
     }
     let chosen: Vec<&Variant> = if all {

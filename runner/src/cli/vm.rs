@@ -82,8 +82,7 @@ fn prepare(ws: &Workspace, o: &VmOpts, coverage: bool, term: &Terminal) -> Resul
     let variants = ws.variants(o.src.kernel_tree.as_deref())?;
     let v = variant::select(&variants, std::slice::from_ref(&o.variant))?[0];
     if coverage {
-        let area = coexist::build::area::Area::load(&ws.project.root)?;
-        return ws.prepare(&v.coverage_twin(&ws.project.root, &area)?, term);
+        return ws.prepare(&ws.coverage_twin(v)?, term);
     }
     ws.prepare(v, term)
 }

@@ -132,8 +132,7 @@ pub fn explore(
     let variants = ws.variants(None)?;
     let mut v = variant::select(&variants, std::slice::from_ref(&req.variant))?[0].clone();
     if req.coverage {
-        let area = crate::build::area::Area::load(&ws.project.root)?;
-        v = v.coverage_twin(&ws.project.root, &area)?;
+        v = ws.coverage_twin(&v)?;
     }
     let rule: Rule = v.coexistence.into();
     std::fs::create_dir_all(dir)?;

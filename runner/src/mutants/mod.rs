@@ -758,8 +758,7 @@ fn baseline_coverage(
     dir: &Path,
     events: &dyn EventSink,
 ) -> Result<crate::coverage::CoverageReport> {
-    let area = crate::build::area::Area::load(&ws.project.root)?;
-    let twin = planned.variant.coverage_twin(&ws.project.root, &area)?;
+    let twin = ws.coverage_twin(&planned.variant)?;
     events::note(
         events,
         format!(

@@ -130,13 +130,12 @@ pub fn plan(ws: &Workspace, req: &RunRequest) -> Result<Plan> {
     }
     let mut variants = variants;
     if req.coverage {
-        let area = crate::build::area::Area::load(&ws.project.root)?;
         let used: BTreeSet<&str> = jobs.iter().map(|j| j.variant.as_str()).collect();
         for v in variants
             .iter_mut()
             .filter(|v| used.contains(v.name.as_str()))
         {
-            *v = v.coverage_twin(&ws.project.root, &area)?;
+            *v = ws.coverage_twin(v)?;
         }
     }
     let info = plan_info(ws, &suites, &jobs)?;
