@@ -1,15 +1,20 @@
 //! Coverage-guided generation (`explore --guided`): a corpus of the
 //! sequences that reached new lines or branches of the area, and new
 //! sequences made by mutating its entries (insert, drop or replace an
-//! operation, splice two entries), each repaired so the model accepts it.
-//! The uniform generator stays the fallback (an empty corpus, and one
-//! sequence in [`UNIFORM_EVERY`]).
+//! operation, splice two entries; one to [`MAX_STACK`] of them stacked),
+//! each repaired so the model accepts it. An entry is chosen with a
+//! weight that grows with the rare lines it reaches (a line reached by
+//! `n` sequences adds `1/n`), so the search keeps returning to the
+//! sequences at the edge of what the run has reached. The uniform
+//! generator stays the fallback (an empty corpus, and one sequence in
+//! [`UNIFORM_EVERY`]).
 //!
 //! In: the run's seed (each sequence's mutation is drawn from its own
 //! seed), the model, what each finished sequence reached (`guest::gcov`).
 //! Out: sequences; the corpus, written to `corpus/` of the results
 //! directory and read back by `--corpus DIR`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -21,6 +26,9 @@ use crate::guest::gcov::Reached;
 
 /// One sequence in this many is drawn uniformly even with a corpus.
 pub const UNIFORM_EVERY: usize = 5;
+
+/// At most this many mutations are stacked to make one sequence.
+pub const MAX_STACK: usize = 3;
 
 /// How a corpus entry was changed into a new sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,12 +58,30 @@ pub struct Corpus {
     pub entries: Vec<Entry>,
     /// What the run has reached: everything it reached, so far.
     pub reached: Reached,
+    /// How many sequences reached each line.
+    hits: BTreeMap<(String, u32), u32>,
+    /// The lines each entry reached when it ran (empty for an entry
+    /// loaded by `--corpus`: it has not run in this run).
+    entry_lines: Vec<Vec<(String, u32)>>,
 }
 
 impl Corpus {
+    /// A corpus that starts from `entries` (`--corpus`).
+    pub fn new(entries: Vec<Entry>) -> Corpus {
+        Corpus {
+            entry_lines: vec![Vec::new(); entries.len()],
+            entries,
+            ..Corpus::default()
+        }
+    }
+
     /// Adds what a sequence reached; returns how many lines and branches
-    /// were new (the sequence joins the corpus when any was).
+    /// were new (the sequence joins the corpus, by [`Corpus::push`], when
+    /// any was).
     pub fn add(&mut self, r: &Reached) -> (usize, usize) {
+        for l in &r.lines {
+            *self.hits.entry(l.clone()).or_default() += 1;
+        }
         let t = &mut self.reached;
         let before = (t.lines.len(), t.branches.len());
         t.lines.extend(r.lines.iter().cloned());
@@ -63,6 +89,26 @@ impl Corpus {
         t.area_lines.extend(r.area_lines.iter().cloned());
         t.area_branches.extend(r.area_branches.iter().cloned());
         (t.lines.len() - before.0, t.branches.len() - before.1)
+    }
+
+    /// Adds an entry, with the lines its sequence reached.
+    pub fn push(&mut self, e: Entry, r: &Reached) {
+        self.entries.push(e);
+        self.entry_lines.push(r.lines.iter().cloned().collect());
+    }
+
+    /// Each entry's weight when one is chosen: 1, plus `1/n` for each line
+    /// it reached that `n` sequences of the run reached.
+    pub fn weights(&self) -> Vec<f64> {
+        self.entry_lines
+            .iter()
+            .map(|lines| {
+                1.0 + lines
+                    .iter()
+                    .map(|l| 1.0 / f64::from(self.hits.get(l).copied().unwrap_or(1).max(1)))
+                    .sum::<f64>()
+            })
+            .collect()
     }
 
     /// Loads the entries of a corpus directory (`--corpus DIR`).
@@ -151,16 +197,32 @@ fn any_op(prefix: &[Op], model: Model, rng: &mut Rng) -> Option<Op> {
     (!c.is_empty()).then(|| c[rng.below(c.len())])
 }
 
-/// The sequence of `seed` in a guided run: a mutation of a corpus entry
-/// (repaired), or, with an empty corpus, one sequence in
-/// [`UNIFORM_EVERY`], or a mutation that leaves nothing, the uniform
-/// generator's.
-pub fn sequence(seed: u64, corpus: &[Entry], model: Model, max_len: usize) -> (Vec<Op>, Mutation) {
-    let mut rng = Rng::new(seed);
-    if corpus.is_empty() || rng.below(UNIFORM_EVERY) == 0 {
-        return (gen::sequence(seed, model, max_len), Mutation::Uniform);
+/// An index in `0..weights.len()`, drawn with probability proportional
+/// to its weight (uniform when the weights are missing or not positive).
+fn pick(weights: &[f64], n: usize, rng: &mut Rng) -> usize {
+    let total: f64 = weights.iter().take(n).sum();
+    if weights.len() != n || !total.is_finite() || total <= 0.0 {
+        return rng.below(n);
     }
-    let a = &corpus[rng.below(corpus.len())].ops;
+    let mut x = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+    for (i, w) in weights.iter().enumerate() {
+        if x < *w {
+            return i;
+        }
+        x -= w;
+    }
+    n - 1
+}
+
+/// One mutation of `a` (before repair).
+fn mutate(
+    a: &[Op],
+    corpus: &[Entry],
+    weights: &[f64],
+    model: Model,
+    max_len: usize,
+    rng: &mut Rng,
+) -> (Vec<Op>, Mutation) {
     let how = match rng.below(4) {
         0 => Mutation::Insert,
         1 if a.len() > 1 => Mutation::Drop,
@@ -178,7 +240,7 @@ pub fn sequence(seed: u64, corpus: &[Entry], model: Model, max_len: usize) -> (V
                 &a[at.min(a.len())..]
             };
             let mut v = prefix.clone();
-            v.extend(any_op(&prefix, model, &mut rng));
+            v.extend(any_op(&prefix, model, rng));
             v.extend_from_slice(rest);
             v
         }
@@ -191,7 +253,7 @@ pub fn sequence(seed: u64, corpus: &[Entry], model: Model, max_len: usize) -> (V
                 .collect()
         }
         Mutation::Splice => {
-            let b = &corpus[rng.below(corpus.len())].ops;
+            let b = &corpus[pick(weights, corpus.len(), rng)].ops;
             let j = rng.below(b.len() + 1);
             a[..at.min(a.len())]
                 .iter()
@@ -201,11 +263,37 @@ pub fn sequence(seed: u64, corpus: &[Entry], model: Model, max_len: usize) -> (V
         }
         Mutation::Uniform => unreachable!("chosen above"),
     };
-    let ops = repair(&raw, model, max_len);
+    (raw, how)
+}
+
+/// The sequence of `seed` in a guided run: an entry of the corpus, chosen
+/// by `weights` ([`Corpus::weights`]; uniform when they do not match),
+/// changed by one to [`MAX_STACK`] mutations and repaired (the first
+/// mutation is returned); with an empty corpus, one sequence in
+/// [`UNIFORM_EVERY`], or a mutation that leaves nothing, the uniform
+/// generator's.
+pub fn sequence(
+    seed: u64,
+    corpus: &[Entry],
+    weights: &[f64],
+    model: Model,
+    max_len: usize,
+) -> (Vec<Op>, Mutation) {
+    let mut rng = Rng::new(seed);
+    if corpus.is_empty() || rng.below(UNIFORM_EVERY) == 0 {
+        return (gen::sequence(seed, model, max_len), Mutation::Uniform);
+    }
+    let mut ops = corpus[pick(weights, corpus.len(), &mut rng)].ops.clone();
+    let mut first = None;
+    for _ in 0..1 + rng.below(MAX_STACK) {
+        let (raw, how) = mutate(&ops, corpus, weights, model, max_len, &mut rng);
+        first.get_or_insert(how);
+        ops = repair(&raw, model, max_len);
+    }
     if ops.is_empty() {
         return (gen::sequence(seed, model, max_len), Mutation::Uniform);
     }
-    (ops, how)
+    (ops, first.unwrap_or(Mutation::Insert))
 }
 
 #[cfg(test)]
@@ -242,11 +330,15 @@ mod tests {
             let corpus: Vec<Entry> = (0..4)
                 .map(|i| entry(gen::sequence(gen::sequence_seed(11, i), model, 12)))
                 .collect();
+            let weights = [1.0, 1.0, 5.0, 1.0];
             let mut seen = BTreeSet::new();
             for i in 0..300 {
                 let seed = gen::sequence_seed(5, i);
-                let (ops, how) = sequence(seed, &corpus, model, 12);
-                assert_eq!((ops.clone(), how), sequence(seed, &corpus, model, 12));
+                let (ops, how) = sequence(seed, &corpus, &weights, model, 12);
+                assert_eq!(
+                    (ops.clone(), how),
+                    sequence(seed, &corpus, &weights, model, 12)
+                );
                 assert!(!ops.is_empty() && ops.len() <= 12);
                 assert!(
                     State::new(model).accepts_all(&ops),
@@ -258,7 +350,7 @@ mod tests {
             // An empty corpus: the uniform generator.
             let seed = gen::sequence_seed(5, 0);
             assert_eq!(
-                sequence(seed, &[], model, 12),
+                sequence(seed, &[], &[], model, 12),
                 (gen::sequence(seed, model, 12), Mutation::Uniform)
             );
         }
@@ -274,5 +366,35 @@ mod tests {
         assert_eq!(c.add(&r), (0, 0));
         r.lines.insert(("a.c".into(), 2));
         assert_eq!(c.add(&r), (1, 0));
+    }
+
+    #[test]
+    fn entries_that_reach_rare_lines_weigh_more_and_are_chosen_more() {
+        let mut c = Corpus::new(vec![entry(vec![])]);
+        let line = |n: u32| ("a.c".to_string(), n);
+        let mut common = Reached::default();
+        common.lines.insert(line(1));
+        let mut rare = common.clone();
+        rare.lines.insert(line(2));
+        for _ in 0..9 {
+            c.add(&common);
+        }
+        c.add(&rare);
+        c.push(entry(vec![]), &common);
+        c.push(entry(vec![]), &rare);
+        let w = c.weights();
+        // Loaded: 1. Common: 1 + 1/10. Rare: 1 + 1/10 + 1/1.
+        assert_eq!(w.len(), 3);
+        assert!((w[0] - 1.0).abs() < 1e-9 && (w[1] - 1.1).abs() < 1e-9);
+        assert!((w[2] - 2.1).abs() < 1e-9, "{w:?}");
+        let mut rng = Rng::new(1);
+        let mut n = [0usize; 3];
+        for _ in 0..4200 {
+            n[pick(&w, 3, &mut rng)] += 1;
+        }
+        // Expected 1000, 1100, 2100.
+        assert!(n[2] > 1800 && n[0] < 1200 && n[1] > 900, "{n:?}");
+        // Weights that do not match the corpus: uniform.
+        assert!(pick(&[], 3, &mut rng) < 3);
     }
 }

@@ -57,10 +57,7 @@ impl<'a> Pool<'a> {
             stop: AtomicBool::new(false),
             first_error: Mutex::new(None),
             coverage: Mutex::new(BTreeMap::new()),
-            corpus: Mutex::new(Corpus {
-                entries: req.corpus.clone(),
-                ..Corpus::default()
-            }),
+            corpus: Mutex::new(Corpus::new(req.corpus.clone())),
             reached: Mutex::new(Vec::new()),
             t0: Instant::now(),
         }
@@ -89,8 +86,11 @@ impl Pool<'_> {
             let seed = gen::sequence_seed(self.req.seed, index);
             let model = self.findings.guest.model;
             let ops = if self.req.guided {
-                let entries = self.lock_corpus().entries.clone();
-                guided::sequence(seed, &entries, model, self.req.max_len).0
+                let (entries, weights) = {
+                    let c = self.lock_corpus();
+                    (c.entries.clone(), c.weights())
+                };
+                guided::sequence(seed, &entries, &weights, model, self.req.max_len).0
             } else {
                 gen::sequence(seed, model, self.req.max_len)
             };
@@ -197,7 +197,7 @@ impl Pool<'_> {
         if let Ok(b) = serde_json::to_vec_pretty(&e) {
             let _ = std::fs::write(path, b);
         }
-        c.entries.push(e);
+        c.push(e, &reached);
     }
 
     /// Counts each completed operation by kind, function and the result
