@@ -173,6 +173,14 @@ pub struct VariantInfo {
     /// A coverage twin's profiled files (`--coverage`); empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiled: Vec<String>,
+    /// The compiler and linker that built the kernel (empty: not built
+    /// here).
+    #[serde(default)]
+    pub toolchain: String,
+    /// How long the kernel's own build took, when it was built (a cache
+    /// hit keeps the figure of the build that made the entry).
+    #[serde(default)]
+    pub build_seconds: f64,
 }
 
 impl VariantInfo {
@@ -199,6 +207,8 @@ impl VariantInfo {
             image_s: p.image_s,
             prebuilt: m.prebuilt.clone(),
             profiled: m.profiled.clone(),
+            toolchain: m.toolchain.clone(),
+            build_seconds: m.build_seconds,
         }
     }
 }

@@ -82,6 +82,20 @@ pub enum ReportCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// A run in KCIDB form (KernelCI's reporting schema v5.3): a checkout
+    /// per kernel source, a build per variant, a test per case and
+    /// variant, an issue per known bug and an incident per xfail or xpass
+    /// of it (docs/ci.md#kcidb-results-for-kernelci).
+    Kcidb {
+        /// The run (its results directory, or its report.json).
+        run: PathBuf,
+        /// The origin: the submitting system's name in KCIDB ids.
+        #[arg(long, default_value = "coexist", value_parser = origin)]
+        origin: String,
+        /// Write the document here instead of to standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// What changed from OLD to NEW (run dirs or report.json files): newly
     /// failing, fixed, still failing, new and removed cases, changed
     /// expectations, timing changes; or, with --variants A,B and one run,
@@ -288,6 +302,13 @@ fn read_report(p: &Path) -> Result<RunReport> {
     serde_json::from_slice(&b).with_context(|| format!("{}: not a coexist report", f.display()))
 }
 
+/// `--origin`: a KCIDB origin.
+fn origin(s: &str) -> Result<String, String> {
+    coexist::report::kcidb::check_origin(s)
+        .map(|()| s.to_string())
+        .map_err(|e| format!("{e:#}"))
+}
+
 /// Shards that did not all finish merge only with `--allow-partial`.
 fn refuse_incomplete(complete: bool, why: Option<&str>, allow_partial: bool) -> Result<()> {
     if !complete && !allow_partial {
@@ -359,6 +380,16 @@ pub fn report(cmd: &ReportCmd, (root, cache): (Option<PathBuf>, Option<PathBuf>)
             if let Some(out) = out {
                 let page = coexist::coverage::write(out, &merged)?;
                 println!("coverage: {}", page.display());
+            }
+            Ok(0)
+        }
+        ReportCmd::Kcidb { run, origin, out } => {
+            let doc = coexist::report::kcidb::document(&read_report(run)?, origin)?;
+            let text = serde_json::to_string_pretty(&doc)? + "\n";
+            match out {
+                Some(f) => coexist::cache::write_atomic(f, text.as_bytes())
+                    .with_context(|| format!("cannot write {}", f.display()))?,
+                None => print!("{text}"),
             }
             Ok(0)
         }

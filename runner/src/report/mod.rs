@@ -27,6 +27,7 @@ pub mod explore_html;
 pub mod grid;
 pub mod html;
 pub mod junit;
+pub mod kcidb;
 pub mod ktap;
 pub mod merge;
 pub mod mutants_html;
