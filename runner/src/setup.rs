@@ -40,10 +40,25 @@ fn prebuilt_packages(f: &VariantsFile) -> Vec<String> {
     let mut v: Vec<String> = f
         .variants
         .iter()
-        .filter_map(|d| d.prebuilt.as_ref().map(|p| p.debian_package.clone()))
+        .filter_map(|d| d.prebuilt.as_ref())
+        .filter_map(|p| pinned(p).map(|(img, _)| img))
         .collect();
     v.dedup();
     v
+}
+
+/// A prebuilt declaration's image and headers packages: as declared, or,
+/// for `track:`, those of the line's newest ABI apt knows (none when it
+/// knows none: the command reports that at the declaration).
+fn pinned(p: &crate::build::variant::PrebuiltDecl) -> Option<(String, Option<String>)> {
+    match &p.track {
+        None => Some((p.debian_package.clone(), p.headers.clone())),
+        Some(line) => {
+            let (img, hdr) =
+                crate::build::prebuilt::abi_packages(&crate::build::prebuilt::track(line).ok()?);
+            Some((img, Some(hdr)))
+        }
+    }
 }
 
 /// apt's lists older than this are refreshed (`apt-get update`, once)
@@ -229,7 +244,7 @@ fn packages(project: &Project, decl: Option<&VariantsFile>) -> Result<Vec<String
         let headers = f
             .variants
             .iter()
-            .filter_map(|d| d.prebuilt.as_ref().and_then(|p| p.headers.clone()));
+            .filter_map(|d| d.prebuilt.as_ref().and_then(|p| pinned(p)?.1));
         for p in f
             .sources
             .iter()
@@ -342,11 +357,16 @@ pub fn refused_changes(harm: &[String], removals: Removals) -> Vec<String> {
 /// module doc). Returns the packages it installed.
 pub fn ensure(project: &Project, ev: &dyn EventSink, removals: Removals) -> Result<Vec<String>> {
     let decl = declared(project);
-    let packages = packages(project, decl.as_ref())?;
-    let missing = not_installed(&packages)?;
+    let missing = not_installed(&packages(project, decl.as_ref())?)?;
     let mut asked = missing.clone();
     asked.extend(decl.as_ref().map(prebuilt_packages).unwrap_or_default());
     let updated = refresh_lists(Path::new(HOST_STAMP), &asked, ev)?;
+    // Fresh lists may hold a newer ABI of a tracked line: its headers.
+    let mut missing = if updated {
+        not_installed(&packages(project, decl.as_ref())?)?
+    } else {
+        missing
+    };
     if missing.is_empty() {
         return Ok(missing);
     }
@@ -388,7 +408,13 @@ pub fn ensure(project: &Project, ev: &dyn EventSink, removals: Removals) -> Resu
                 String::from_utf8_lossy(&up.stderr)
             );
         }
+        crate::build::prebuilt::forget_resolved();
+        missing = not_installed(&packages(project, decl.as_ref())?)?;
+        if missing.is_empty() {
+            return Ok(missing);
+        }
     }
+    let cmd = install_command(&missing);
     let mut sim_args = vec!["install", "-s", "-q"];
     sim_args.extend(missing.iter().map(String::as_str));
     let sim = apt(&sim_args)?;
@@ -429,7 +455,7 @@ pub fn ensure(project: &Project, ev: &dyn EventSink, removals: Removals) -> Resu
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let still = not_installed(&packages)?;
+    let still = not_installed(&packages(project, decl.as_ref())?)?;
     if !still.is_empty() {
         bail!("setup: still missing after installing: {}", still.join(" "));
     }

@@ -1,3 +1,7 @@
+//! The Debian image variants track their line's newest ABI: what `kernel
+//! list` pinned is the newest apt lists (found here independently, with
+//! `apt-cache pkgnames` and `sort -V`).
+//!
 //! A prebuilt kernel on the real package: Debian's
 //! linux-image-6.1.0-57-amd64-unsigned, fetched into the normal cache,
 //! booted to READY under `--accel auto` with only the modules its agent
@@ -15,6 +19,52 @@ mod common;
 use coexist_proto::Step;
 
 const VARIANT: &str = "debian-6.1-image";
+
+/// The newest `linux-image-<abi>-amd64-unsigned` apt lists whose ABI
+/// matches `abi_re`, by `sort -V`.
+fn newest_listed(line: &str, abi_re: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "apt-cache pkgnames linux-image-{line} | grep -E '^linux-image-{abi_re}-amd64-unsigned$' \
+             | sort -V | tail -n 1"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn the_debian_images_track_the_newest_abi_apt_knows() {
+    let out = common::coexist(&["kernel", "list", "--json"]);
+    assert!(out.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (variant, line, abi_re) in [
+        ("debian-6.1-image", "6.1", r"6\.1\.[0-9]+-[0-9]+"),
+        ("debian-6.12-image", "6.12", r"6\.12\.[0-9]+\+deb[0-9]+"),
+    ] {
+        let want = newest_listed(line, abi_re);
+        assert!(
+            want.starts_with("linux-image-"),
+            "apt lists no {line} image"
+        );
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["variant"] == variant)
+            .unwrap();
+        let shown = row["prebuilt"].as_str().unwrap();
+        assert!(
+            shown.starts_with(&format!("Debian {want} ")),
+            "{variant}: pinned {shown}, apt's newest is {want}"
+        );
+        assert!(
+            shown.ends_with(&format!("(the newest ABI of the {line} line apt knows)")),
+            "{shown}"
+        );
+    }
+}
 
 #[test]
 fn debians_kernel_boots_to_ready_and_runs_a_command() {

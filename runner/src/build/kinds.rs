@@ -27,12 +27,19 @@ pub enum SelftestTree<'a> {
 
 impl Source {
     /// What the source is, in a few words: `debian-6.1`, `tree <path>`,
-    /// `prebuilt <package>`, `local <image>`.
+    /// `prebuilt <package>` (`prebuilt <package> (newest of 6.1)` when it
+    /// tracks a line), `local <image>`.
     pub fn name(&self) -> String {
         match self {
             Source::Tarball(d) => d.name.clone(),
             Source::Tree(p) => format!("tree {}", p.display()),
-            Source::Prebuilt(p) => format!("prebuilt {}", p.debian_package),
+            Source::Prebuilt(p) => match &p.track {
+                Some(line) if p.debian_package.is_empty() => {
+                    format!("prebuilt (newest of {line}: none)")
+                }
+                Some(line) => format!("prebuilt {} (newest of {line})", p.debian_package),
+                None => format!("prebuilt {}", p.debian_package),
+            },
             Source::Local(l) => format!("local {}", l.image.display()),
         }
     }

@@ -28,7 +28,8 @@ pub struct KernelRow {
     /// The published manifest, when built.
     pub manifest: Option<Manifest>,
     /// A prebuilt kernel: "Debian <package> <version>, kernel <release>"
-    /// (the release from the package name until it is fetched); a local
+    /// (the release from the package name until it is fetched; "(the
+    /// newest ABI of the 6.1 line apt knows)" when it tracks one); a local
     /// kernel: "local <image>, kernel <release>".
     pub prebuilt: Option<String>,
     /// Why the variant cannot be planned (with `--kernel-tree`, a variant
@@ -82,9 +83,17 @@ pub fn rows(
                 source: Some(plan.source.describe.clone()),
                 entry: Some(plan.entry_dir.clone()),
                 prebuilt: Some(format!(
-                    "{}, kernel {}",
+                    "{}, kernel {}{}",
                     plan.source.origin.clone().unwrap_or_default(),
-                    release.as_deref().unwrap_or("unknown until fetched")
+                    release.as_deref().unwrap_or("unknown until fetched"),
+                    match &v.source {
+                        Source::Prebuilt(d) => d
+                            .track
+                            .as_ref()
+                            .map(|l| format!(" (the newest ABI of the {l} line apt knows)"))
+                            .unwrap_or_default(),
+                        _ => String::new(),
+                    }
                 )),
                 manifest,
                 ..base

@@ -62,6 +62,9 @@ pub fn parse_apt_show(text: &str) -> Option<AptCandidate> {
 /// Resolves the package with apt (memoised: once per process). An
 /// unknown package is an error at its declaration in `variants.yaml`.
 pub fn resolve(decl: &PrebuiltDecl) -> Result<AptCandidate> {
+    if let Some(e) = &decl.track_error {
+        bail!("{}: prebuilt: track: {e}", decl.origin);
+    }
     resolve_package(&decl.debian_package, &decl.origin, "prebuilt")
 }
 
@@ -112,6 +115,9 @@ struct AptMemo {
     known: BTreeMap<String, AptCandidate>,
     /// Packages apt did not know, with the first line it said.
     unknown: BTreeMap<String, String>,
+    /// `apt-cache pkgnames <prefix>`: the names apt knows, by prefix.
+    #[serde(default)]
+    names: BTreeMap<String, Vec<String>>,
 }
 
 /// apt's lists and configuration as they are: the name, size and mtime of
@@ -220,6 +226,152 @@ fn ask_apt(pkgs: &[&str]) -> Result<(Vec<String>, String)> {
 /// Forgets what apt resolved (its lists were just refreshed).
 pub fn forget_resolved() {
     MEMO.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    TRACKED.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// The names of the packages apt knows that start with `prefix`
+/// (`apt-cache pkgnames`), remembered like its other answers
+/// ([`APT_MEMO`]).
+fn apt_names(prefix: &str) -> Result<Vec<String>> {
+    let state = apt_state();
+    let mut remembered = load_memo(&state);
+    if let Some(n) = remembered.names.get(prefix) {
+        return Ok(n.clone());
+    }
+    let out = Command::new("apt-cache")
+        .args(["pkgnames", prefix])
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run apt-cache (a prebuilt kernel needs a Debian system)")?;
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    remembered.names.insert(prefix.to_string(), names.clone());
+    if apt_state() == state {
+        if let Ok(b) = serde_json::to_vec(&remembered) {
+            let _ = crate::cache::write_atomic(Path::new(APT_MEMO), &b);
+        }
+    }
+    Ok(names)
+}
+
+/// The ABI names of a Debian kernel line (`"6.1"`): `6.1.0-57` (the
+/// 6.1 line's form) or `6.12.118+deb12` (6.12's); `None` when `line` is
+/// not `<major>.<minor>`.
+pub fn abi_pattern(line: &str) -> Option<regex::Regex> {
+    let (a, b) = line.split_once('.')?;
+    let num = |x: &str| !x.is_empty() && x.len() <= 3 && x.bytes().all(|c| c.is_ascii_digit());
+    if !num(a) || !num(b) {
+        return None;
+    }
+    regex::Regex::new(&format!(r"^{a}\.{b}\.(\d+)(?:-(\d+)|\+deb(\d+))$")).ok()
+}
+
+/// The image and headers packages of an ABI (amd64).
+pub fn abi_packages(abi: &str) -> (String, String) {
+    (
+        format!("linux-image-{abi}-amd64-unsigned"),
+        format!("linux-headers-{abi}-amd64"),
+    )
+}
+
+/// The ABIs of `line` among package `names` that have both an amd64
+/// image and its headers, newest first (by their numbers: `6.1.0-57`
+/// after `6.1.0-9`). Other flavours (`cloud-amd64`, `rt-amd64`) are not
+/// ABIs of their own.
+pub fn tracked_abis(names: &[String], line: &str) -> Vec<String> {
+    let Some(re) = abi_pattern(line) else {
+        return Vec::new();
+    };
+    let known: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let mut abis: Vec<(Vec<u64>, String)> = names
+        .iter()
+        .filter_map(|n| {
+            n.strip_prefix("linux-image-")?
+                .strip_suffix("-amd64-unsigned")
+        })
+        .filter_map(|abi| {
+            let c = re.captures(abi)?;
+            let (_, headers) = abi_packages(abi);
+            if !known.contains(headers.as_str()) {
+                return None;
+            }
+            let key = c
+                .iter()
+                .skip(1)
+                .map(|m| m.and_then(|m| m.as_str().parse().ok()).unwrap_or(0))
+                .collect();
+            Some((key, abi.to_string()))
+        })
+        .collect();
+    abis.sort();
+    abis.dedup();
+    abis.into_iter().rev().map(|(_, a)| a).collect()
+}
+
+/// What each tracked line resolved to in this process: the run's pin.
+static TRACKED: std::sync::Mutex<BTreeMap<String, std::result::Result<String, String>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The newest ABI of `line` whose image and headers apt can download
+/// (both have a candidate); once per process.
+pub fn track(line: &str) -> Result<String> {
+    if let Some(r) = TRACKED.lock().unwrap_or_else(|e| e.into_inner()).get(line) {
+        return r.clone().map_err(anyhow::Error::msg);
+    }
+    let r = (|| -> Result<String> {
+        let mut names = apt_names(&format!("linux-image-{line}"))?;
+        names.extend(apt_names(&format!("linux-headers-{line}"))?);
+        let abis = tracked_abis(&names, line);
+        if abis.is_empty() {
+            bail!(
+                "apt knows no amd64 kernel of the {line} line (linux-image-{line}.*-amd64-unsigned \
+                 with its linux-headers-{line}.*-amd64); refresh the package lists (apt-get update)"
+            );
+        }
+        // apt may list a name it cannot download (no candidate): the
+        // newest that it can.
+        for abi in abis.iter().take(4) {
+            let (img, hdr) = abi_packages(abi);
+            let (unknown, _) = ask_apt(&[img.as_str(), hdr.as_str()])?;
+            if unknown.is_empty() {
+                return Ok(abi.clone());
+            }
+        }
+        bail!(
+            "apt lists {} ABIs of the {line} line but can download none of the newest: {}",
+            abis.len(),
+            abis.iter().take(4).cloned().collect::<Vec<_>>().join(", ")
+        )
+    })();
+    let r = r.map_err(|e| format!("{e:#}"));
+    TRACKED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(line.to_string(), r.clone());
+    r.map_err(anyhow::Error::msg)
+}
+
+/// Pins a `track:` declaration to the packages of its line's newest ABI
+/// ([`track`]); when that fails, the reason stays in the declaration
+/// for the first command that needs the kernel ([`resolve`]).
+pub fn pin_track(decl: &mut PrebuiltDecl) {
+    let Some(line) = decl.track.clone() else {
+        return;
+    };
+    match track(&line) {
+        Ok(abi) => {
+            let (img, hdr) = abi_packages(&abi);
+            decl.debian_package = img;
+            decl.headers = Some(hdr);
+            decl.track_error = None;
+        }
+        Err(e) => decl.track_error = Some(format!("{e:#}")),
+    }
 }
 
 fn resolve_package(pkg: &str, origin: &str, what: &str) -> Result<AptCandidate> {
@@ -685,6 +837,54 @@ Package: other
 Version: 1
 SHA256: 0000000000000000000000000000000000000000000000000000000000000000
 ";
+
+    #[test]
+    fn the_newest_abi_of_a_line_from_recorded_apt_names() {
+        // `apt-cache pkgnames linux-image-6.1` and `linux-headers-6.1` on
+        // the development machine, 2026-12-07 (6.12's names are in it too).
+        let names: Vec<String> = include_str!("../../tests/data/apt/pkgnames-6.1.txt")
+            .lines()
+            .map(String::from)
+            .collect();
+        let abis = tracked_abis(&names, "6.1");
+        assert_eq!(
+            abis.first().map(String::as_str),
+            Some("6.1.0-57"),
+            "{abis:?}"
+        );
+        assert!(abis.iter().all(|a| a.starts_with("6.1.0-")), "{abis:?}");
+        assert_eq!(
+            abi_packages(&abis[0]),
+            (
+                "linux-image-6.1.0-57-amd64-unsigned".to_string(),
+                "linux-headers-6.1.0-57-amd64".to_string()
+            )
+        );
+        let abis = tracked_abis(&names, "6.12");
+        assert_eq!(
+            abis.first().map(String::as_str),
+            Some("6.12.118+deb12"),
+            "{abis:?}"
+        );
+        assert!(abis.iter().all(|a| a.starts_with("6.12.")), "{abis:?}");
+        assert!(tracked_abis(&names, "5.10").is_empty());
+        // Numbers, not text: 10 is newer than 9; an image without its
+        // headers, or of another flavour, is no ABI.
+        let n = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let two = n(&[
+            "linux-image-6.1.0-9-amd64-unsigned",
+            "linux-headers-6.1.0-9-amd64",
+            "linux-image-6.1.0-10-amd64-unsigned",
+            "linux-headers-6.1.0-10-amd64",
+            "linux-image-6.1.0-11-amd64-unsigned",
+            "linux-image-6.1.0-12-cloud-amd64-unsigned",
+            "linux-headers-6.1.0-12-cloud-amd64",
+        ]);
+        assert_eq!(tracked_abis(&two, "6.1"), vec!["6.1.0-10", "6.1.0-9"]);
+        for bad in ["6", "6.x", "6.1.2", "", "a.b"] {
+            assert!(abi_pattern(bad).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn apt_show_gives_version_and_deb_sha256() {

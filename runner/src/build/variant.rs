@@ -68,8 +68,21 @@ pub struct VariantDecl {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrebuiltDecl {
-    /// E.g. `linux-image-6.1.0-57-amd64-unsigned`.
+    /// E.g. `linux-image-6.1.0-57-amd64-unsigned`; with `track`, the
+    /// package the run pinned.
+    #[serde(default)]
     pub debian_package: String,
+    /// Instead of `debian_package` and `headers`: a Debian kernel line
+    /// (`"6.1"`, `"6.12"`) whose newest ABI apt knows is used, its amd64
+    /// image and the headers of the same ABI (`prebuilt::track`), pinned
+    /// once per run.
+    #[serde(default)]
+    pub track: Option<String>,
+    /// Why `track` resolved to nothing (apt knows no ABI of the line, or
+    /// could not be asked): the error a command that needs the kernel
+    /// gives, at the declaration.
+    #[serde(skip)]
+    pub track_error: Option<String>,
     /// The headers package modules build against
     /// (`linux-headers-6.1.0-57-amd64`; installed by setup).
     #[serde(default)]
@@ -252,7 +265,13 @@ impl Project {
         let path = self.variants_file();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        parse_variants(&text, &path, &self.root, kernel_tree)
+        let mut variants = parse_variants(&text, &path, &self.root, kernel_tree)?;
+        for v in &mut variants {
+            if let Source::Prebuilt(p) = &mut v.source {
+                crate::build::prebuilt::pin_track(p);
+            }
+        }
+        Ok(variants)
     }
 }
 
@@ -415,13 +434,42 @@ pub fn parse_variants(
             continue;
         }
         if let Some(p) = &v.prebuilt {
-            input::check_debian_package("Debian package", &p.debian_package).map_err(|m| {
-                anyhow::anyhow!("{}: {m}", pat("debian_package").unwrap_or(here.clone()))
-            })?;
-            let origin = input::find_from(text, here_line, &p.debian_package)
-                .map(|(l, c)| format!("{}:{l}:{c}", path.display()))
-                .unwrap_or_else(|| here.clone());
-            let mut headers_origin = here.clone();
+            let origin = match &p.track {
+                Some(line) => {
+                    let at_t = value_at("track", line);
+                    if !p.debian_package.is_empty() || p.headers.is_some() {
+                        bail!(
+                            "{at_t}: variant '{}': 'track:' picks the package and its headers; \
+                             give either 'track:' or 'debian_package:' (with 'headers:')",
+                            v.name
+                        );
+                    }
+                    if crate::build::prebuilt::abi_pattern(line).is_none() {
+                        bail!(
+                            "{at_t}: track '{line}' is not a kernel line: give its major and \
+                             minor version, such as \"6.1\" or \"6.12\""
+                        );
+                    }
+                    at_t
+                }
+                None => {
+                    input::check_debian_package("Debian package", &p.debian_package).map_err(
+                        |m| {
+                            anyhow::anyhow!(
+                                "{}: {m}",
+                                pat("debian_package").unwrap_or(here.clone())
+                            )
+                        },
+                    )?;
+                    input::find_from(text, here_line, &p.debian_package)
+                        .map(|(l, c)| format!("{}:{l}:{c}", path.display()))
+                        .unwrap_or_else(|| here.clone())
+                }
+            };
+            let mut headers_origin = match &p.track {
+                Some(_) => origin.clone(),
+                None => here.clone(),
+            };
             if let Some(h) = &p.headers {
                 let at_h = value_at("headers", h);
                 input::check_debian_package("Debian package", h)
@@ -433,6 +481,8 @@ pub fn parse_variants(
                 description: v.description.clone(),
                 source: Source::Prebuilt(PrebuiltDecl {
                     debian_package: p.debian_package.clone(),
+                    track: p.track.clone(),
+                    track_error: None,
                     headers: p.headers.clone(),
                     source: p.source.clone(),
                     origin,
@@ -567,6 +617,44 @@ mod tests {
     fn parse(root: &Path, body: &str) -> Result<Vec<Variant>> {
         let text = format!("{HEAD}{body}");
         parse_variants(&text, Path::new("variants.yaml"), root, None)
+    }
+
+    #[test]
+    fn a_prebuilt_variant_may_track_a_debian_line_instead_of_a_package() {
+        let (_d, root) = project();
+        // Parsing asks apt nothing: the package is pinned when the
+        // project's variants load (`prebuilt::pin_track`).
+        let v = parse(
+            &root,
+            "  - name: img\n    prebuilt: {track: \"6.1\", source: deb}\n",
+        )
+        .unwrap();
+        let Source::Prebuilt(p) = &v[0].source else {
+            panic!("{:?}", v[0].source)
+        };
+        assert_eq!(p.track.as_deref(), Some("6.1"));
+        assert!(p.debian_package.is_empty() && p.headers.is_none());
+        assert_eq!(p.origin, "variants.yaml:6:16");
+        // Both forms at once, and a line that is not one: at the track.
+        for (line, want) in [
+            (
+                "{track: \"6.1\", debian_package: linux-image-x}",
+                "variants.yaml:6:16: variant 'img': 'track:' picks the package and its headers",
+            ),
+            (
+                "{track: \"6.1\", headers: linux-headers-x}",
+                "variants.yaml:6:16: variant 'img': 'track:' picks",
+            ),
+            (
+                "{track: latest}",
+                "variants.yaml:6:23: track 'latest' is not a kernel line",
+            ),
+        ] {
+            let e = parse(&root, &format!("  - name: img\n    prebuilt: {line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{line}: {e}");
+        }
     }
 
     #[test]

@@ -103,6 +103,45 @@ pub struct Diff {
     pub counts: BTreeMap<String, usize>,
     /// Cells compared (present on both sides).
     pub compared: usize,
+    /// Variants of both runs whose kernel is another one: a new source
+    /// release, a tracked Debian package that moved to a newer ABI, a
+    /// changed series or configuration (two runs only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<KernelChange>,
+}
+
+/// A variant whose kernel differs between the two runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelChange {
+    pub variant: String,
+    /// "6.1.192 (Debian linux-image-6.1.0-57-amd64-unsigned 6.1.192-3),
+    /// key b06c88410bba1ab3".
+    pub old: String,
+    pub new: String,
+}
+
+/// The kernels that changed between two runs, by variant.
+pub fn kernels(old: &RunReport, new: &RunReport) -> Vec<KernelChange> {
+    let show = |v: &crate::record::VariantInfo| {
+        let what = match &v.prebuilt {
+            Some(p) if !v.kernel_version.contains(&p.package) => {
+                format!("{} ({})", v.kernel_version, p.origin())
+            }
+            _ => v.kernel_version.clone(),
+        };
+        format!("{what}, key {}", v.kernel_key)
+    };
+    new.variants
+        .iter()
+        .filter_map(|n| {
+            let o = old.variants.iter().find(|o| o.name == n.name)?;
+            (o.kernel_key != n.kernel_key).then(|| KernelChange {
+                variant: n.name.clone(),
+                old: show(o),
+                new: show(n),
+            })
+        })
+        .collect()
 }
 
 impl Diff {
@@ -176,6 +215,7 @@ fn compare(
         rows,
         counts,
         compared,
+        kernels: Vec::new(),
     }
 }
 
@@ -187,12 +227,15 @@ pub fn runs(old: &RunReport, new: &RunReport) -> Diff {
             .map(|c| (c.id.clone(), Cell::of(c)))
             .collect()
     };
-    compare(
-        old.run_id.clone(),
-        new.run_id.clone(),
-        cells(old),
-        cells(new),
-    )
+    Diff {
+        kernels: kernels(old, new),
+        ..compare(
+            old.run_id.clone(),
+            new.run_id.clone(),
+            cells(old),
+            cells(new),
+        )
+    }
 }
 
 /// Two variants of one run, case by case: what `new` changes from `old`.
@@ -251,6 +294,9 @@ pub fn text(d: &Diff) -> String {
         d.compared,
         counts_text(d)
     );
+    for k in &d.kernels {
+        let _ = writeln!(s, "kernel of {}: {} -> {}", k.variant, k.old, k.new);
+    }
     if d.rows.is_empty() {
         return s;
     }
@@ -292,6 +338,18 @@ pub fn markdown(d: &Diff) -> String {
         d.compared,
         counts_text(d)
     );
+    if !d.kernels.is_empty() {
+        s.push_str("\n| variant | old kernel | new kernel |\n|---|---|---|\n");
+        for k in &d.kernels {
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} |",
+                k.variant,
+                md_escape(&k.old),
+                md_escape(&k.new)
+            );
+        }
+    }
     if d.regressions() > 0 {
         let _ = writeln!(s, "\n**{} regression(s).**", d.regressions());
     }
@@ -328,6 +386,30 @@ mod tests {
             .iter()
             .find(|r| r.key == key)
             .unwrap_or_else(|| panic!("no row {key}: {d:#?}"))
+    }
+
+    #[test]
+    fn a_variant_whose_tracked_package_moved_is_a_kernel_change() {
+        let mut old = sample();
+        old.variants = vec![crate::record::VariantInfo {
+            name: "v1".into(),
+            kernel_key: "0000000000000001".into(),
+            kernel_version: "6.1.192 (Debian linux-image-6.1.0-57-amd64-unsigned 6.1.192-3)".into(),
+            ..Default::default()
+        }];
+        let mut new = old.clone();
+        assert!(runs(&old, &new).kernels.is_empty(), "the same kernels");
+        let v = &mut new.variants[0];
+        v.kernel_key = "0000000000000002".into();
+        v.kernel_version = "6.1.200 (Debian linux-image-6.1.0-58-amd64-unsigned 6.1.200-1)".into();
+        let d = runs(&old, &new);
+        assert_eq!(d.kernels.len(), 1, "{d:#?}");
+        assert_eq!(d.kernels[0].variant, new.variants[0].name);
+        assert!(
+            d.kernels[0].new.contains("6.1.0-58") && d.kernels[0].new.contains("0000000000000002")
+        );
+        assert!(text(&d).contains(&format!("kernel of {}: ", new.variants[0].name)));
+        assert!(markdown(&d).contains("6.1.0-58"));
     }
 
     #[test]
