@@ -7,7 +7,7 @@
 //! `n` sequences adds `1/n`), so the search keeps returning to the
 //! sequences at the edge of what the run has reached. The uniform
 //! generator stays the fallback (an empty corpus, and one sequence in
-//! [`UNIFORM_EVERY`]).
+//! [`UNIFORM_EVERY`], more while the corpus stops growing).
 //!
 //! In: the run's seed (each sequence's mutation is drawn from its own
 //! seed), the model, what each finished sequence reached (`guest::gcov`).
@@ -24,8 +24,16 @@ use super::gen::{self, Rng};
 use super::model::{Model, Op, State};
 use crate::guest::gcov::Reached;
 
-/// One sequence in this many is drawn uniformly even with a corpus.
+/// One sequence in this many is drawn uniformly even with a corpus...
 pub const UNIFORM_EVERY: usize = 5;
+
+/// ...and more as the corpus stops growing: one more in a hundred for
+/// every [`STALE_STEP`] sequences in a row that reached nothing new, up
+/// to [`UNIFORM_MAX_PERCENT`] in a hundred. A corpus that has reached
+/// what its mutations reach leaves the rest to uniform drawing, which
+/// reaches combinations far from every entry.
+pub const STALE_STEP: u64 = 2;
+pub const UNIFORM_MAX_PERCENT: u64 = 60;
 
 /// At most this many mutations are stacked to make one sequence.
 pub const MAX_STACK: usize = 3;
@@ -63,6 +71,8 @@ pub struct Corpus {
     /// The lines each entry reached when it ran (empty for an entry
     /// loaded by `--corpus`: it has not run in this run).
     entry_lines: Vec<Vec<(String, u32)>>,
+    /// Sequences in a row that reached nothing new.
+    stale: u64,
 }
 
 impl Corpus {
@@ -88,7 +98,16 @@ impl Corpus {
         t.branches.extend(r.branches.iter().cloned());
         t.area_lines.extend(r.area_lines.iter().cloned());
         t.area_branches.extend(r.area_branches.iter().cloned());
-        (t.lines.len() - before.0, t.branches.len() - before.1)
+        let new = (t.lines.len() - before.0, t.branches.len() - before.1);
+        self.stale = if new == (0, 0) { self.stale + 1 } else { 0 };
+        new
+    }
+
+    /// In a hundred, how many sequences are drawn uniformly now: one in
+    /// [`UNIFORM_EVERY`], more while the corpus is stale (see
+    /// [`STALE_STEP`]).
+    pub fn uniform_percent(&self) -> u64 {
+        (100 / UNIFORM_EVERY as u64 + self.stale / STALE_STEP).min(UNIFORM_MAX_PERCENT)
     }
 
     /// Adds an entry, with the lines its sequence reached.
@@ -269,18 +288,19 @@ fn mutate(
 /// The sequence of `seed` in a guided run: an entry of the corpus, chosen
 /// by `weights` ([`Corpus::weights`]; uniform when they do not match),
 /// changed by one to [`MAX_STACK`] mutations and repaired (the first
-/// mutation is returned); with an empty corpus, one sequence in
-/// [`UNIFORM_EVERY`], or a mutation that leaves nothing, the uniform
-/// generator's.
+/// mutation is returned); with an empty corpus, `uniform_percent` in a
+/// hundred sequences ([`Corpus::uniform_percent`]), or a mutation that
+/// leaves nothing, the uniform generator's.
 pub fn sequence(
     seed: u64,
     corpus: &[Entry],
     weights: &[f64],
+    uniform_percent: u64,
     model: Model,
     max_len: usize,
 ) -> (Vec<Op>, Mutation) {
     let mut rng = Rng::new(seed);
-    if corpus.is_empty() || rng.below(UNIFORM_EVERY) == 0 {
+    if corpus.is_empty() || (rng.below(100) as u64) < uniform_percent {
         return (gen::sequence(seed, model, max_len), Mutation::Uniform);
     }
     let mut ops = corpus[pick(weights, corpus.len(), &mut rng)].ops.clone();
@@ -334,10 +354,10 @@ mod tests {
             let mut seen = BTreeSet::new();
             for i in 0..300 {
                 let seed = gen::sequence_seed(5, i);
-                let (ops, how) = sequence(seed, &corpus, &weights, model, 12);
+                let (ops, how) = sequence(seed, &corpus, &weights, 20, model, 12);
                 assert_eq!(
                     (ops.clone(), how),
-                    sequence(seed, &corpus, &weights, model, 12)
+                    sequence(seed, &corpus, &weights, 20, model, 12)
                 );
                 assert!(!ops.is_empty() && ops.len() <= 12);
                 assert!(
@@ -350,7 +370,7 @@ mod tests {
             // An empty corpus: the uniform generator.
             let seed = gen::sequence_seed(5, 0);
             assert_eq!(
-                sequence(seed, &[], &[], model, 12),
+                sequence(seed, &[], &[], 20, model, 12),
                 (gen::sequence(seed, model, 12), Mutation::Uniform)
             );
         }
@@ -366,6 +386,23 @@ mod tests {
         assert_eq!(c.add(&r), (0, 0));
         r.lines.insert(("a.c".into(), 2));
         assert_eq!(c.add(&r), (1, 0));
+        // A corpus that stops growing draws more uniformly, up to a cap.
+        assert_eq!(c.uniform_percent(), 20);
+        for _ in 0..10 {
+            c.add(&r);
+        }
+        assert_eq!(c.uniform_percent(), 25);
+        for _ in 0..1000 {
+            c.add(&r);
+        }
+        assert_eq!(c.uniform_percent(), UNIFORM_MAX_PERCENT);
+        r.lines.insert(("a.c".into(), 3));
+        c.add(&r);
+        assert_eq!(
+            c.uniform_percent(),
+            20,
+            "something new: back to one in five"
+        );
     }
 
     #[test]

@@ -86,11 +86,11 @@ impl Pool<'_> {
             let seed = gen::sequence_seed(self.req.seed, index);
             let model = self.findings.guest.model;
             let ops = if self.req.guided {
-                let (entries, weights) = {
+                let (entries, weights, uniform) = {
                     let c = self.lock_corpus();
-                    (c.entries.clone(), c.weights())
+                    (c.entries.clone(), c.weights(), c.uniform_percent())
                 };
-                guided::sequence(seed, &entries, &weights, model, self.req.max_len).0
+                guided::sequence(seed, &entries, &weights, uniform, model, self.req.max_len).0
             } else {
                 gen::sequence(seed, model, self.req.max_len)
             };
