@@ -63,6 +63,43 @@ fn the_mutants_workflow_is_scheduled_and_its_shards_merge() {
     assert!(bad.is_empty(), "deprecated actions:\n{}", bad.join("\n"));
 }
 
+/// The nightly explore: scheduled, on the suite's shard matrix (the same
+/// N), every variant explored by each shard with the shard's `--shard`,
+/// into the directory the merge globs; the merge takes each variant's
+/// shards with the known findings and fails the job on any other finding.
+#[test]
+fn the_nightly_explore_shards_every_variant_and_fails_on_unknown_findings() {
+    let w = workflow_file("explore.yml");
+    assert!(
+        w["on"]["schedule"][0]["cron"].as_str().is_some(),
+        "not scheduled"
+    );
+    assert_shards_cover(&w, "explore");
+    assert_eq!(
+        w["env"]["SHARDS"].as_u64(),
+        workflow()["env"]["SHARDS"].as_u64(),
+        "the suite's shard matrix"
+    );
+    let runs = |job: &str| runs(&w, job);
+    let e = runs("explore");
+    assert!(e.contains("for v in $(cargo run -q -- kernel list --json | jq -r '.[].variant')"));
+    assert!(e.contains("explore --variant \"$v\" --seed \"$SEED\" --budget \"$BUDGET\""));
+    assert!(e.contains(
+        "--shard \"${{ matrix.shard }}/$SHARDS\" --results \"results/explore-$v-${{ matrix.shard }}\" || test $? -eq 1"
+    ));
+    let m = runs("merge");
+    assert!(m.contains("report merge results/explore-\"$v\"-* --allow-partial"));
+    assert!(m.contains("--known kernel-config/known-findings.yaml"));
+    assert!(m.contains("|| status=1") && m.contains("exit \"$status\""));
+    assert!(root().join("kernel-config/known-findings.yaml").is_file());
+    assert_eq!(
+        w["jobs"]["explore"]["container"]["options"].as_str(),
+        Some("--device /dev/kvm")
+    );
+    let bad = deprecated_uses(&uses(&w));
+    assert!(bad.is_empty(), "deprecated actions:\n{}", bad.join("\n"));
+}
+
 #[test]
 fn workflow_shards_and_merge_fit_together() {
     let w = workflow();

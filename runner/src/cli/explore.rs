@@ -58,6 +58,11 @@ pub struct ExploreOpts {
     /// Start a guided run's corpus from this directory (a run's corpus/).
     #[arg(long, value_name = "DIR", requires = "guided")]
     corpus: Option<PathBuf>,
+    /// Shard I of N: every N-th sequence of the seed, from the I-th (N
+    /// shards of one seed explore disjoint sequences; `report merge`
+    /// adds them up; --sequences counts this shard's).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
 }
 
 /// A seed when none is given: from the clock and the pid (printed and
@@ -114,6 +119,11 @@ impl ExploreOpts {
                 Some(d) => explore::guided::Corpus::load(d)?,
                 None => Vec::new(),
             },
+            shard: self
+                .shard
+                .as_deref()
+                .map(|s| coexist::run::matrix::parse_shard(s).map(|(i, n)| (i as u64, n as u64)))
+                .transpose()?,
         })
     }
 }

@@ -68,6 +68,11 @@ pub enum ReportCmd {
         /// report marked incomplete instead of refusing it.
         #[arg(long)]
         allow_partial: bool,
+        /// Explore shards: mark the findings that are known kernel bugs
+        /// (kernel-config/known-findings.yaml); exit 1 only when a finding is
+        /// not one.
+        #[arg(long, value_name = "FILE")]
+        known: Option<PathBuf>,
     },
     /// Add up the coverage of runs on one coverage twin (a suite run's and
     /// an explore run's coverage.json, or their results directories) and
@@ -445,7 +450,20 @@ pub fn report(cmd: &ReportCmd, (root, cache): (Option<PathBuf>, Option<PathBuf>)
             reports,
             out,
             allow_partial,
+            known,
         } => {
+            // The known findings, read (and checked) before anything else.
+            let known = match known {
+                Some(f) => {
+                    let variants: Option<Vec<String>> =
+                        Workspace::open(root.clone(), cache.clone())
+                            .ok()
+                            .and_then(|ws| ws.project.load_variants(None).ok())
+                            .map(|v| v.into_iter().map(|v| v.name).collect());
+                    Some(coexist::explore::known::load(f, variants.as_deref())?)
+                }
+                None => None,
+            };
             // Shards of a mutants run: their mutants.json files.
             let mutants_file = |p: &Path| {
                 if p.is_dir() {
@@ -478,18 +496,44 @@ pub fn report(cmd: &ReportCmd, (root, cache): (Option<PathBuf>, Option<PathBuf>)
                         Ok((f.parent().unwrap_or(Path::new(".")).to_path_buf(), r))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let merged = coexist::explore::merge(&parts)?;
+                let mut merged = coexist::explore::merge(&parts)?;
                 refuse_incomplete(
                     merged.complete,
                     merged.incomplete.as_deref(),
                     *allow_partial,
                 )?;
+                let unknown = known
+                    .as_ref()
+                    .map(|k| coexist::explore::known::classify(&mut merged, k));
                 std::fs::create_dir_all(out)?;
                 coexist::explore::write_json(out, &merged)?;
                 report::explore_html::write(out, &merged)?;
                 print!("{}", coexist::explore::summary(&merged));
                 println!("reports: {}", out.display());
-                return Ok(merged.exit_code());
+                return Ok(match unknown {
+                    None => merged.exit_code(),
+                    Some(n) => {
+                        for f in &merged.findings {
+                            match &f.known {
+                                Some(k) => println!(
+                                    "finding {}: the known bug '{}' ({})",
+                                    f.id, k.name, k.reference
+                                ),
+                                None => println!("finding {}: NOT a known bug", f.id),
+                            }
+                        }
+                        if n > 0 {
+                            1
+                        } else if merged.errors > 0 {
+                            2
+                        } else {
+                            0
+                        }
+                    }
+                });
+            }
+            if known.is_some() {
+                anyhow::bail!("--known: only explore shards have findings to mark");
             }
             if reports.iter().any(|p| mutants_file(p).is_some()) {
                 let parts = reports

@@ -232,6 +232,7 @@ impl<'a> Findings<'a> {
             },
             repro: repro_rel,
             console_log: elog,
+            known: None,
         });
     }
 }

@@ -29,6 +29,7 @@ pub mod findings;
 pub mod gen;
 pub mod guided;
 pub mod keys;
+pub mod known;
 pub mod model;
 pub mod pool;
 pub mod probes;
@@ -91,6 +92,10 @@ pub struct ExploreRequest {
     pub guided: bool,
     /// Corpus entries to start a guided run from (`--corpus DIR`).
     pub corpus: Vec<guided::Entry>,
+    /// Shard I of N (1-based): this run draws the sequences of index
+    /// `I-1`, `I-1+N`, ... of its seed, so N shards of one seed explore
+    /// disjoint sequences (`report merge` adds them up).
+    pub shard: Option<(u64, u64)>,
 }
 
 impl ExploreRequest {
@@ -106,6 +111,11 @@ impl ExploreRequest {
         }
         if self.guided && !self.coverage {
             bail!("--guided needs the coverage twin's counts (--coverage)");
+        }
+        if let Some((i, n)) = self.shard {
+            if i == 0 || i > n {
+                bail!("--shard {i}/{n}: I is from 1 to N");
+            }
         }
         Ok(())
     }
@@ -259,6 +269,7 @@ pub fn explore_prepared(
         schema: SCHEMA.into(),
         run_id: run_id.to_string(),
         started,
+        shard: req.shard,
         variant: req.variant.clone(),
         kernel_key: kernel_key.clone(),
         profiled: profiled.clone(),
@@ -330,6 +341,7 @@ pub fn compare_guided(
             let r = ExploreRequest {
                 seed,
                 guided,
+                shard: None,
                 coverage: true,
                 ..req.clone()
             };

@@ -77,12 +77,17 @@ impl Pool<'_> {
 
     pub fn worker(&self) {
         while self.budget_left() {
-            let index = self.next.fetch_add(1, Ordering::SeqCst);
+            let slot = self.next.fetch_add(1, Ordering::SeqCst);
             if let Budget::Sequences(n) = self.req.budget {
-                if index >= n {
+                if slot >= n {
                     break;
                 }
             }
+            // A shard draws every N-th sequence of the run's seed.
+            let index = match self.req.shard {
+                Some((i, n)) => slot * n + (i - 1),
+                None => slot,
+            };
             let seed = gen::sequence_seed(self.req.seed, index);
             let model = self.findings.guest.model;
             let ops = if self.req.guided {

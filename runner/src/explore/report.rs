@@ -55,6 +55,9 @@ pub struct Finding {
     /// The suite file that reproduces it, relative to the results dir.
     pub repro: String,
     pub console_log: PathBuf,
+    /// The known kernel bug it is (`report merge --known`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<super::known::KnownRef>,
 }
 
 /// How often a finding's minimal sequence failed the same way when rerun:
@@ -156,6 +159,9 @@ pub struct ExploreReport {
     pub schema: String,
     pub run_id: String,
     pub started: String,
+    /// Shard I of N (`--shard`); merged shards: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<(u64, u64)>,
     pub variant: String,
     /// The kernel explored (a mutant's, a coverage twin's: its own key).
     #[serde(default)]

@@ -823,6 +823,7 @@ fn explore_on(
         coverage: false,
         guided: false,
         corpus: Vec::new(),
+        shard: None,
     };
     let r = crate::explore::explore_prepared(
         ws,

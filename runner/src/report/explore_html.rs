@@ -58,6 +58,14 @@ pub fn section(r: &ExploreReport) -> String {
             f.count,
             esc(f.invariant.as_str())
         ));
+        if let Some(k) = &f.known {
+            s.push_str(&format!(
+                "<p class=\"known\">Known kernel bug '{}': {} ({})</p>\n",
+                esc(&k.name),
+                esc(&k.reason),
+                esc(&k.reference)
+            ));
+        }
         for o in &f.sequence {
             s.push_str(&format!("<li><code>{}</code></li>", esc(&o.text)));
         }
