@@ -24,6 +24,7 @@
 //! - `list`: one typed row per variant for `kernel list`.
 
 pub mod area;
+pub mod caps;
 pub mod kbuild;
 pub mod kconfig;
 pub mod kinds;

@@ -236,38 +236,7 @@ pub struct FuncState {
 /// The most programs a generated sequence keeps on one function.
 pub const MAX_PROGS_PER_FUNC: usize = 4;
 
-/// What the kernel can do by configuration, read from its config: a fact
-/// of the kernel the model follows, never a finding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Caps {
-    /// fmod_ret needs its target on the error-injection list, which
-    /// `CONFIG_FUNCTION_ERROR_INJECTION` makes (Debian's own kernels leave
-    /// it unset: the verifier refuses fmod_ret with EINVAL).
-    pub fmod_ret: bool,
-}
-
-impl Caps {
-    /// A kernel that can do everything the alphabet has.
-    pub const ALL: Caps = Caps { fmod_ret: true };
-
-    /// The capabilities of the kernel whose `.config` is `text`.
-    pub fn of_config(text: &str) -> Caps {
-        Caps {
-            fmod_ret: text
-                .lines()
-                .any(|l| l.trim() == "CONFIG_FUNCTION_ERROR_INJECTION=y"),
-        }
-    }
-
-    /// What the kernel cannot do, for people (empty: nothing).
-    pub fn missing(self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if !self.fmod_ret {
-            v.push("fmod_ret (CONFIG_FUNCTION_ERROR_INJECTION is not set)");
-        }
-        v
-    }
-}
+pub use crate::build::caps::Caps;
 
 /// The rule the kernel is meant to follow and what it can do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

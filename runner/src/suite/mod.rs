@@ -53,6 +53,45 @@ impl Suite {
             .unwrap_or(Expected::Pass)
     }
 
+    /// The outcome `case` must have on `variant`, whose kernel can do
+    /// `caps` (read from its config): the suite's expectation, except that
+    /// on a kernel that cannot do fmod_ret (`CONFIG_FUNCTION_ERROR_INJECTION`
+    /// unset) a case's first fmod_ret attach is refused with EINVAL and the
+    /// case stops there: a fact of the kernel, stated once here instead of
+    /// per variant in the suites. An expectation the suite gives for the
+    /// variant by name still wins.
+    pub fn expected_on(
+        &self,
+        case: &Case,
+        variant: &str,
+        caps: crate::build::caps::Caps,
+    ) -> Expected {
+        let named = case
+            .expect
+            .contains_key(&ExpectKey::Variant(variant.to_string()));
+        if !caps.fmod_ret && !named {
+            let fmod_ret = case.steps.iter().enumerate().find(|(_, s)| {
+                matches!(
+                    s.step,
+                    coexist_proto::Step::BpfAttach {
+                        kind: coexist_proto::BpfKind::FmodRet,
+                        ..
+                    }
+                )
+            });
+            if let Some((i, s)) = fmod_ret {
+                return Expected::Fail {
+                    step: match &s.label {
+                        Some(l) => StepRef::Label(l.clone()),
+                        None => StepRef::Index(i + 1),
+                    },
+                    errno: crate::input::Errno::parse("EINVAL").expect("a known errno"),
+                };
+            }
+        }
+        self.expected(case, variant)
+    }
+
     pub fn case_variants<'a>(&'a self, case: &'a Case) -> &'a [String] {
         case.variants.as_deref().unwrap_or(&self.file.variants)
     }
@@ -184,6 +223,51 @@ mod tests {
 
     fn vars() -> Vec<String> {
         vec!["baseline".into(), "share-ipmodify".into()]
+    }
+
+    #[test]
+    fn a_kernel_without_fmod_ret_refuses_the_first_fmod_ret_attach_with_einval() {
+        let mut f = fx();
+        f.bpf_programs.push(crate::image::BpfProgram {
+            name: "cx_fmod_ret".into(),
+            section: "fmod_ret".into(),
+        });
+        let text = "\
+suite: t
+variants: [baseline, share-ipmodify]
+cases:
+  - name: fmod
+    steps:
+      - livepatch_load: {module: livepatch-sample}
+      - bpf_attach: {program: cx_fmod_ret, kind: fmod_ret, target: cmdline_proc_show}
+      - trigger: {target: cmdline_proc_show}
+        expect: {output: \"x\\n\"}
+    expect:
+      baseline: {fail: {step: 1, errno: EBUSY}}
+  - name: no-fmod
+    steps:
+      - livepatch_load: {module: livepatch-sample}
+    expect: {default: pass}
+";
+        let s = parse(text, Path::new("t.yaml"), &vars(), &f).unwrap();
+        let (fmod, plain) = (&s.file.cases[0], &s.file.cases[1]);
+        let none = crate::build::caps::Caps { fmod_ret: false };
+        let all = crate::build::caps::Caps::ALL;
+        assert_eq!(
+            s.expected_on(fmod, "share-ipmodify", none),
+            Expected::Fail {
+                step: StepRef::Index(2),
+                errno: Errno::parse("EINVAL").unwrap()
+            }
+        );
+        assert_eq!(s.expected_on(fmod, "share-ipmodify", all), Expected::Pass);
+        // Named by the suite: its expectation wins.
+        assert_eq!(
+            s.expected_on(fmod, "baseline", none),
+            s.expected(fmod, "baseline")
+        );
+        // No fmod_ret step: the suite's expectation.
+        assert_eq!(s.expected_on(plain, "share-ipmodify", none), Expected::Pass);
     }
 
     const GOOD: &str = "\
