@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::build::source::{self, SourceId, Sources};
-use crate::build::variant::{Source, SourceDecl, Variant};
+use crate::build::variant::{Project, Source, SourceDecl, Variant};
 use crate::build::{local, prebuilt};
 use crate::cache::Cache;
 use crate::events::EventSink;
@@ -147,4 +147,19 @@ pub fn check_all<'a>(variants: impl IntoIterator<Item = &'a Variant>) -> Result<
         v.source.check()?;
     }
     Ok(())
+}
+
+impl Project {
+    /// The project's variants (`kernel-config/variants.yaml`), a `track:`
+    /// pinned to its line's newest ABI (`prebuilt::pin_track`, once per
+    /// run).
+    pub fn load_variants(&self, kernel_tree: Option<&Path>) -> Result<Vec<Variant>> {
+        let mut variants = self.parse_variants_file(kernel_tree)?;
+        for v in &mut variants {
+            if let Source::Prebuilt(p) = &mut v.source {
+                prebuilt::pin_track(p);
+            }
+        }
+        Ok(variants)
+    }
 }

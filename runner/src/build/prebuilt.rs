@@ -259,17 +259,7 @@ fn apt_names(prefix: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// The ABI names of a Debian kernel line (`"6.1"`): `6.1.0-57` (the
-/// 6.1 line's form) or `6.12.118+deb12` (6.12's); `None` when `line` is
-/// not `<major>.<minor>`.
-pub fn abi_pattern(line: &str) -> Option<regex::Regex> {
-    let (a, b) = line.split_once('.')?;
-    let num = |x: &str| !x.is_empty() && x.len() <= 3 && x.bytes().all(|c| c.is_ascii_digit());
-    if !num(a) || !num(b) {
-        return None;
-    }
-    regex::Regex::new(&format!(r"^{a}\.{b}\.(\d+)(?:-(\d+)|\+deb(\d+))$")).ok()
-}
+pub use crate::build::variant::abi_pattern;
 
 /// The image and headers packages of an ABI (amd64).
 pub fn abi_packages(abi: &str) -> (String, String) {

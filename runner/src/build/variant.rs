@@ -261,18 +261,26 @@ impl Project {
         bail!("cannot find kernel-config/variants.yaml above the current directory: pass --root")
     }
 
-    pub fn load_variants(&self, kernel_tree: Option<&Path>) -> Result<Vec<Variant>> {
+    /// The variants as declared (`build::kinds` has `load_variants`,
+    /// which also pins what a `track:` resolves to).
+    pub fn parse_variants_file(&self, kernel_tree: Option<&Path>) -> Result<Vec<Variant>> {
         let path = self.variants_file();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut variants = parse_variants(&text, &path, &self.root, kernel_tree)?;
-        for v in &mut variants {
-            if let Source::Prebuilt(p) = &mut v.source {
-                crate::build::prebuilt::pin_track(p);
-            }
-        }
-        Ok(variants)
+        parse_variants(&text, &path, &self.root, kernel_tree)
     }
+}
+
+/// The ABI names of a Debian kernel line (`"6.1"`): `6.1.0-57` (the
+/// 6.1 line's form) or `6.12.118+deb12` (6.12's); `None` when `line` is
+/// not `<major>.<minor>`.
+pub fn abi_pattern(line: &str) -> Option<regex::Regex> {
+    let (a, b) = line.split_once('.')?;
+    let num = |x: &str| !x.is_empty() && x.len() <= 3 && x.bytes().all(|c| c.is_ascii_digit());
+    if !num(a) || !num(b) {
+        return None;
+    }
+    regex::Regex::new(&format!(r"^{a}\.{b}\.(\d+)(?:-(\d+)|\+deb(\d+))$")).ok()
 }
 
 /// Names a variant may not have: `default` (a suite's expectation for the
@@ -444,7 +452,7 @@ pub fn parse_variants(
                             v.name
                         );
                     }
-                    if crate::build::prebuilt::abi_pattern(line).is_none() {
+                    if abi_pattern(line).is_none() {
                         bail!(
                             "{at_t}: track '{line}' is not a kernel line: give its major and \
                              minor version, such as \"6.1\" or \"6.12\""

@@ -15,22 +15,14 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+pub use super::report::KnownRef;
 use super::report::{ExploreReport, Finding};
 use crate::input;
 
 /// The file of known findings in a project.
 pub const FILE: &str = "kernel-config/known-findings.yaml";
-
-/// A known bug, as a finding carries it in `explore.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KnownRef {
-    pub name: String,
-    pub reason: String,
-    #[serde(rename = "ref")]
-    pub reference: String,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

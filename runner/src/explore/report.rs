@@ -57,7 +57,17 @@ pub struct Finding {
     pub console_log: PathBuf,
     /// The known kernel bug it is (`report merge --known`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub known: Option<super::known::KnownRef>,
+    pub known: Option<KnownRef>,
+}
+
+/// A known bug, as a finding carries it (`report merge --known`; the
+/// entries: `explore::known`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownRef {
+    pub name: String,
+    pub reason: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
 }
 
 /// How often a finding's minimal sequence failed the same way when rerun:
