@@ -11,19 +11,11 @@ mod common;
 use std::path::Path;
 
 use coexist::coverage::{CoverageReport, FileCoverage, JobKind};
-use common::{coexist, copy_dir, root};
+use common::{coexist, copy_dir, root, text};
 
 const VARIANT: &str = "share-ipmodify";
 const FEXIT_CASE: &str = "livepatch-bpf/target/fexit-then-livepatch@share-ipmodify";
 const NO_LIVEPATCH_CASE: &str = "livepatch-bpf/target/trampoline-images-freed@share-ipmodify";
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 const PREBUILT_REFUSED: &str = "--coverage: variant 'debian-6.1-image' is a prebuilt";
 

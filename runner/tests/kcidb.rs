@@ -9,15 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{coexist, root};
-
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{coexist, root, text};
 
 fn validate(f: &Path) -> std::process::Output {
     let out = Command::new(root().join(".ci/kcidb-validate"))

@@ -34,6 +34,15 @@ pub fn coexist(args: &[&str]) -> Output {
     out
 }
 
+/// What a command printed, stdout then stderr.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Prints build phases, preparation and notes only.
 pub struct Quiet;
 impl EventSink for Quiet {
