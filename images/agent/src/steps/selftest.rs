@@ -123,8 +123,11 @@ pub fn selftest(
             Err(e) => return fail(Some(id), errno_of(&e), format!("wait: {e}")),
         }
     };
-    // Whatever the test left running goes with it.
+    // Whatever the test left running goes with it: its process group, and
+    // every process of its session (the kselftest runner starts each test
+    // under `timeout`, which moves to a process group of its own).
     let _ = killpg(pgid, Signal::SIGKILL);
+    kill_session(pgid.as_raw());
     if status.is_none() {
         let _ = child.wait();
     }
@@ -152,9 +155,60 @@ pub fn selftest(
     }
 }
 
+/// The session of a process and whether it is a zombie (dead, not yet
+/// reaped), from its `/proc/<pid>/stat` line (field 6, and the state).
+fn session_of(stat: &str) -> Option<(i32, bool)> {
+    // After the command name in parentheses: state, ppid, pgrp, session.
+    let mut f = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let zombie = f.next()? == "Z";
+    Some((f.nth(2)?.parse().ok()?, zombie))
+}
+
+/// SIGKILLs every process of session `sid` and reaps it (the agent is
+/// init: what the test left behind was handed to it), until none is left;
+/// a few rounds, as one may fork while the first runs.
+fn kill_session(sid: i32) {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    for _ in 0..10 {
+        let mut left = false;
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let Some((s, zombie)) = session_of(&stat) else {
+                continue;
+            };
+            if s != sid || pid == std::process::id() as i32 {
+                continue;
+            }
+            left = true;
+            if !zombie {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        }
+        if !left {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_is_read_from_a_stat_line() {
+        assert_eq!(
+            session_of("195 (timeout) S 191 195 190 0 -1 4194560 ..."),
+            Some((190, false))
+        );
+        assert_eq!(session_of("7 (a) b) c) S 1 7 7 0"), Some((7, false)));
+        assert_eq!(session_of("garbage"), None);
+        assert_eq!(session_of("9 (x) Z 1 9 8 0"), Some((8, true)), "a zombie");
+    }
 
     #[test]
     fn paths_stay_below_the_selftests() {
