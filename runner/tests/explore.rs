@@ -81,6 +81,7 @@ fn stock_finds_the_modify_path_bug_and_its_repro_fails_through_suite() {
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(merged.join("explore.json")).unwrap()).unwrap();
     assert_eq!(m["sequences"], 24);
+    assert!(m.get("shard").is_none(), "a merge is no shard");
     assert!(m["findings"]
         .as_array()
         .unwrap()

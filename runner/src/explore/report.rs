@@ -339,6 +339,7 @@ pub fn merge(parts: &[(PathBuf, ExploreReport)]) -> Result<ExploreReport> {
         anyhow::bail!("nothing to merge");
     };
     let mut out = first.clone();
+    out.shard = None;
     out.findings.clear();
     out.unshrunk.clear();
     out.coverage.clear();
