@@ -28,6 +28,14 @@ impl Caps {
         }
     }
 
+    /// The capabilities of the kernel whose `.config` is at `path`.
+    pub fn of_file(path: &std::path::Path) -> anyhow::Result<Caps> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the kernel's config {}", path.display()))?;
+        Ok(Caps::of_config(&text))
+    }
+
     /// What the kernel cannot do, for people (empty: nothing).
     pub fn missing(self) -> Vec<&'static str> {
         let mut v = Vec::new();

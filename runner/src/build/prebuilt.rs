@@ -155,6 +155,16 @@ fn state_of(dirs: &[&str]) -> String {
     h.finish()
 }
 
+/// Writes what apt answered under `state`, only if apt's state did not
+/// move while it was asked.
+fn save_memo(m: &AptMemo, state: &str) {
+    if apt_state() == state {
+        if let Ok(b) = serde_json::to_vec(m) {
+            let _ = crate::cache::write_atomic(Path::new(APT_MEMO), &b);
+        }
+    }
+}
+
 fn load_memo(state: &str) -> AptMemo {
     std::fs::read(APT_MEMO)
         .ok()
@@ -197,12 +207,7 @@ fn ask_apt(pkgs: &[&str]) -> Result<(Vec<String>, String)> {
                 remembered.unknown.insert(p.to_string(), why.clone());
             }
         }
-        // Only if apt's state did not move while it was asked.
-        if apt_state() == state {
-            if let Ok(b) = serde_json::to_vec(&remembered) {
-                let _ = crate::cache::write_atomic(Path::new(APT_MEMO), &b);
-            }
-        }
+        save_memo(&remembered, &state);
     }
     let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
     let mut unknown = Vec::new();
@@ -251,11 +256,7 @@ fn apt_names(prefix: &str) -> Result<Vec<String>> {
         .collect();
     names.sort();
     remembered.names.insert(prefix.to_string(), names.clone());
-    if apt_state() == state {
-        if let Ok(b) = serde_json::to_vec(&remembered) {
-            let _ = crate::cache::write_atomic(Path::new(APT_MEMO), &b);
-        }
-    }
+    save_memo(&remembered, &state);
     Ok(names)
 }
 

@@ -502,35 +502,26 @@ pub fn report(cmd: &ReportCmd, (root, cache): (Option<PathBuf>, Option<PathBuf>)
                     merged.incomplete.as_deref(),
                     *allow_partial,
                 )?;
-                let unknown = known
-                    .as_ref()
-                    .map(|k| coexist::explore::known::classify(&mut merged, k));
+                if let Some(k) = &known {
+                    coexist::explore::known::classify(&mut merged, k);
+                }
                 std::fs::create_dir_all(out)?;
                 coexist::explore::write_json(out, &merged)?;
                 report::explore_html::write(out, &merged)?;
                 print!("{}", coexist::explore::summary(&merged));
                 println!("reports: {}", out.display());
-                return Ok(match unknown {
-                    None => merged.exit_code(),
-                    Some(n) => {
-                        for f in &merged.findings {
-                            match &f.known {
-                                Some(k) => println!(
-                                    "finding {}: the known bug '{}' ({})",
-                                    f.id, k.name, k.reference
-                                ),
-                                None => println!("finding {}: NOT a known bug", f.id),
-                            }
-                        }
-                        if n > 0 {
-                            1
-                        } else if merged.errors > 0 {
-                            2
-                        } else {
-                            0
+                if known.is_some() {
+                    for f in &merged.findings {
+                        match &f.known {
+                            Some(k) => println!(
+                                "finding {}: the known bug '{}' ({})",
+                                f.id, k.name, k.reference
+                            ),
+                            None => println!("finding {}: NOT a known bug", f.id),
                         }
                     }
-                });
+                }
+                return Ok(merged.exit_code());
             }
             if known.is_some() {
                 anyhow::bail!("--known: only explore shards have findings to mark");

@@ -170,21 +170,16 @@ pub fn parse(text: &str, path: &Path, variants: Option<&[String]>) -> Result<Vec
     Ok(out)
 }
 
-/// Marks each finding of `r` with the known bug it is, if any; returns
-/// how many are not known.
-pub fn classify(r: &mut ExploreReport, known: &[Known]) -> usize {
+/// Marks each finding of `r` with the known bug it is, if any (its exit
+/// code then counts only the others: `ExploreReport::exit_code`).
+pub fn classify(r: &mut ExploreReport, known: &[Known]) {
     let variant = r.variant.clone();
-    let mut unknown = 0;
     for f in &mut r.findings {
         f.known = known
             .iter()
             .find(|k| k.matches(&variant, f))
             .map(|k| k.r.clone());
-        if f.known.is_none() {
-            unknown += 1;
-        }
     }
-    unknown
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::build::variant;
 use crate::events::{self, Event, EventSink, ExploreEvent};
@@ -184,13 +184,7 @@ pub fn explore_prepared(
     let accel = snapshot.as_ref().map(|s| s.accel.to_string());
     // What the kernel cannot do by configuration is left out of the
     // alphabet: a fact of the kernel, never a finding.
-    let config = std::fs::read_to_string(&p.manifest.config).with_context(|| {
-        format!(
-            "cannot read the kernel's config {}",
-            p.manifest.config.display()
-        )
-    })?;
-    let caps = model::Caps::of_config(&config);
+    let caps = model::Caps::of_file(&p.manifest.config)?;
     let kernel_key = p.manifest.key.clone();
     let profiled = p.manifest.profiled.clone();
     let area = if profiled.is_empty() {

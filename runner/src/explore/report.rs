@@ -227,11 +227,12 @@ pub struct ExploreReport {
 }
 
 impl ExploreReport {
-    /// 1 when something was found, 0 when the budget ran out clean, 2
-    /// when nothing was found but some sequences could not run (harness
+    /// 1 when something was found that is not a known bug (`known`, set by
+    /// `report merge --known`), 0 when the budget ran out clean, 2 when
+    /// nothing else was found but some sequences could not run (harness
     /// trouble: the budget was not spent exploring).
     pub fn exit_code(&self) -> u8 {
-        if !self.findings.is_empty() {
+        if self.findings.iter().any(|f| f.known.is_none()) {
             1
         } else if self.errors > 0 {
             2

@@ -52,8 +52,7 @@ pub fn run_case(
 ) -> CaseResult {
     let variant = p.variant.clone();
     // What the kernel cannot do by configuration decides the outcome too.
-    let caps = std::fs::read_to_string(&p.manifest.config)
-        .map(|c| crate::build::caps::Caps::of_config(&c))
+    let caps = crate::build::caps::Caps::of_file(&p.manifest.config)
         .unwrap_or(crate::build::caps::Caps::ALL);
     let expected = suite.expected_on(case, &variant, caps);
     let log = console_path(&opts.results_dir, &suite.file.suite, &case.name, &variant);
